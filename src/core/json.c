@@ -1,0 +1,216 @@
+#include "core/json.h"
+#include "core/utf8.h"
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+void pk_jw_init(pk_jw *w, pk_buf *out)
+{
+    w->out = out;
+    w->depth = 0;
+    w->need_comma = 0;
+    w->after_key = false;
+}
+
+static void sep(pk_jw *w)
+{
+    if (w->after_key) {
+        w->after_key = false;
+        return;
+    }
+    uint64_t bit = 1ULL << (w->depth & 63);
+    if (w->need_comma & bit) pk_buf_putc(w->out, ',');
+    w->need_comma |= bit;
+}
+
+static void open_(pk_jw *w, char c)
+{
+    sep(w);
+    pk_buf_putc(w->out, c);
+    w->depth++;
+    w->need_comma &= ~(1ULL << (w->depth & 63));
+}
+
+static void close_(pk_jw *w, char c)
+{
+    w->depth--;
+    pk_buf_putc(w->out, c);
+}
+
+void pk_jw_obj_open(pk_jw *w) { open_(w, '{'); }
+void pk_jw_obj_close(pk_jw *w) { close_(w, '}'); }
+void pk_jw_arr_open(pk_jw *w) { open_(w, '['); }
+void pk_jw_arr_close(pk_jw *w) { close_(w, ']'); }
+
+void pk_json_escape(pk_buf *out, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    pk_buf_reserve(out, n + 2);
+    size_t start = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        pk_buf_append(out, s + start, i - start);
+        start = i + 1;
+        switch (c) {
+        case '"': pk_buf_append(out, "\\\"", 2); break;
+        case '\\': pk_buf_append(out, "\\\\", 2); break;
+        case '\n': pk_buf_append(out, "\\n", 2); break;
+        case '\r': pk_buf_append(out, "\\r", 2); break;
+        case '\t': pk_buf_append(out, "\\t", 2); break;
+        case '\b': pk_buf_append(out, "\\b", 2); break;
+        case '\f': pk_buf_append(out, "\\f", 2); break;
+        default: {
+            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            pk_buf_append(out, u, 6);
+        }
+        }
+    }
+    pk_buf_append(out, s + start, n - start);
+}
+
+void pk_jw_key(pk_jw *w, const char *key)
+{
+    sep(w);
+    pk_buf_putc(w->out, '"');
+    pk_json_escape(w->out, key, strlen(key));
+    pk_buf_append(w->out, "\":", 2);
+    w->after_key = true;
+}
+
+
+void pk_jw_strn(pk_jw *w, const char *s, size_t n)
+{
+    sep(w);
+    pk_buf_putc(w->out, '"');
+    pk_json_escape(w->out, s, n);
+    pk_buf_putc(w->out, '"');
+}
+
+void pk_jw_str(pk_jw *w, const char *s)
+{
+    if (!s) {
+        pk_jw_null(w);
+        return;
+    }
+    pk_jw_strn(w, s, strlen(s));
+}
+
+void pk_jw_int(pk_jw *w, int64_t v)
+{
+    sep(w);
+    pk_buf_printf(w->out, "%lld", (long long)v);
+}
+
+void pk_jw_num(pk_jw *w, double v)
+{
+    sep(w);
+    if (!isfinite(v)) {
+        pk_buf_puts(w->out, "null");
+        return;
+    }
+    char tmp[32];
+    snprintf(tmp, sizeof tmp, "%.15g", v);
+    pk_buf_puts(w->out, tmp);
+}
+
+void pk_jw_bool(pk_jw *w, bool v)
+{
+    sep(w);
+    pk_buf_puts(w->out, v ? "true" : "false");
+}
+
+void pk_jw_null(pk_jw *w)
+{
+    sep(w);
+    pk_buf_puts(w->out, "null");
+}
+
+void pk_jw_raw(pk_jw *w, const char *json, size_t n)
+{
+    sep(w);
+    pk_buf_append(w->out, json, n);
+}
+
+void pk_jw_cjson(pk_jw *w, const cJSON *v)
+{
+    if (!v) {
+        pk_jw_null(w);
+        return;
+    }
+    if (cJSON_IsObject(v)) {
+        pk_jw_obj_open(w);
+        for (const cJSON *c = v->child; c; c = c->next) {
+            pk_jw_key(w, c->string ? c->string : "");
+            pk_jw_cjson(w, c);
+        }
+        pk_jw_obj_close(w);
+    } else if (cJSON_IsArray(v)) {
+        pk_jw_arr_open(w);
+        for (const cJSON *c = v->child; c; c = c->next)
+            pk_jw_cjson(w, c);
+        pk_jw_arr_close(w);
+    } else if (cJSON_IsString(v)) {
+        pk_jw_str(w, v->valuestring);
+    } else if (cJSON_IsNumber(v)) {
+        double d = v->valuedouble;
+        if (d == (double)(int64_t)d && fabs(d) < 9007199254740992.0)
+            pk_jw_int(w, (int64_t)d);
+        else
+            pk_jw_num(w, d);
+    } else if (cJSON_IsBool(v)) {
+        pk_jw_bool(w, cJSON_IsTrue(v));
+    } else {
+        pk_jw_null(w);
+    }
+}
+
+/* Depth check without recursion: counts brackets outside strings. */
+static bool depth_ok(const char *s, size_t n, int max_depth)
+{
+    int depth = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\') i++;
+            else if (c == '"') in_str = false;
+            continue;
+        }
+        if (c == '"') in_str = true;
+        else if (c == '{' || c == '[') {
+            if (++depth > max_depth) return false;
+        } else if (c == '}' || c == ']')
+            depth--;
+    }
+    return true;
+}
+
+pk_err *pk_json_parse(const char *data, size_t len, int max_depth, cJSON **out)
+{
+    *out = NULL;
+    if (len == 0) return pk_err_new("malformed_json", 400, "request body is empty; a JSON document is required");
+    if (!pk_utf8_valid(data, len)) return pk_err_new("invalid_utf8", 400, "request body is not valid UTF-8");
+    if (memchr(data, '\0', len))
+        return pk_err_new("malformed_json", 400, "request body contains a NUL byte");
+    if (!depth_ok(data, len, max_depth > 0 ? max_depth : PK_JSON_MAX_DEPTH_DEFAULT))
+        return pk_err_new("json_too_deep", 400, "JSON nesting is deeper than %d levels",
+                          max_depth > 0 ? max_depth : PK_JSON_MAX_DEPTH_DEFAULT);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(data, len, &end, false);
+    if (!root) {
+        size_t off = end && end >= data ? (size_t)(end - data) : 0;
+        return pk_err_new("malformed_json", 400, "request body is not valid JSON (near byte %zu)", off);
+    }
+    /* require the whole input to be consumed (trailing whitespace allowed) */
+    const char *p = end;
+    while (p < data + len && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    if (p != data + len) {
+        cJSON_Delete(root);
+        return pk_err_new("malformed_json", 400, "unexpected data after the JSON document at byte %zu",
+                          (size_t)(p - data));
+    }
+    *out = root;
+    return NULL;
+}
