@@ -1,9 +1,150 @@
+/*
+ * `pake <command>`: serve, migrate, routes, version, help (and guard, mcp as they land). Every
+ * setting is a flag and a PAKE_* environment variable (server/config.c); commands print their own
+ * --help.
+ */
 #include "cli/cli.h"
+#include "core/log.h"
+#include "server/config.h"
+#include "server/server.h"
+#include "server/services.h"
 #include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *out)
+{
+    fputs("pake " PAKE_VERSION " - knowledge engine server\n\n"
+          "Usage: pake <command> [options]\n\n"
+          "Commands:\n"
+          "  serve     run the HTTP server (REST v1, health, metrics)\n"
+          "  migrate   apply pending schema migrations to the store and exit\n"
+          "  routes    print the route table as JSON\n"
+          "  version   print the version\n"
+          "  help      this text\n\n"
+          "Run 'pake <command> --help' for the options of a command.\n",
+          out);
+}
+
+static int config_or_exit(pk_config *c, int argc, char **argv, const char *cmd, int *rc)
+{
+    bool help = false;
+    pk_err *e = pk_config_parse(c, argc, argv, &help);
+    if (e) {
+        fprintf(stderr, "pake %s: %s\n", cmd, e->message);
+        pk_err_free(e);
+        *rc = 2;
+        return -1;
+    }
+    if (help) {
+        pk_config_usage(stdout, cmd);
+        *rc = 0;
+        return -1;
+    }
+    pk_log_level lvl;
+    if (pk_log_parse_level(c->log_level, &lvl)) {
+        fprintf(stderr, "pake %s: --log-level must be debug, info, warn, error or off\n", cmd);
+        *rc = 2;
+        return -1;
+    }
+    pk_log_set_level(lvl);
+    return 0;
+}
+
+static pk_err *open_store(const pk_config *c, bool no_migrate, pk_store **out)
+{
+    pk_sqlite_config sc = {.data_dir = c->data_dir, .busy_timeout_ms = 5000, .max_connections = c->offload_threads + 2};
+    return pk_store_open_sqlite(&sc, no_migrate, out);
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    static pk_server srv;
+    int rc = 0;
+    if (config_or_exit(&srv.cfg, argc, argv, "serve", &rc)) return rc;
+    pk_err *e = open_store(&srv.cfg, false, &srv.store);
+    if (!e) e = pk_services_init(&srv);
+    if (!e) e = pk_server_init(&srv);
+    if (e) {
+        pk_log_write(PK_LOG_ERROR, NULL, NULL, "cannot start: %s", e->message);
+        fprintf(stderr, "pake serve: %s\n", e->message);
+        pk_err_free(e);
+        return 1;
+    }
+    rc = pk_server_run(&srv);
+    pk_server_dispose(&srv);
+    pk_services_dispose(&srv);
+    pk_store_close(srv.store);
+    pk_config_free(&srv.cfg);
+    return rc;
+}
+
+static int cmd_migrate(int argc, char **argv)
+{
+    pk_config c;
+    int rc = 0;
+    if (config_or_exit(&c, argc, argv, "migrate", &rc)) return rc;
+    pk_store *st = NULL;
+    pk_err *e = open_store(&c, true, &st);
+    int from = 0, to = 0;
+    if (!e) e = pk_store_migrate(st, &from, &to);
+    if (e) {
+        fprintf(stderr, "pake migrate: %s\n", e->message);
+        pk_err_free(e);
+        rc = 1;
+    } else {
+        printf("{\"store\":\"%s\",\"from_version\":%d,\"to_version\":%d}\n", st->backend, from, to);
+    }
+    if (st) pk_store_close(st);
+    pk_config_free(&c);
+    return rc;
+}
+
+static int cmd_routes(void)
+{
+    pk_buf b = PK_BUF_INIT;
+    pk_jw w;
+    pk_jw_init(&w, &b);
+    pk_jw_arr_open(&w);
+    for (size_t i = 0; i < pk_routes_count; i++) {
+        const pk_route *r = &pk_routes[i];
+        pk_jw_obj_open(&w);
+        pk_jw_key(&w, "method");
+        pk_jw_str(&w, r->method);
+        pk_jw_key(&w, "path");
+        pk_jw_str(&w, r->pattern);
+        pk_jw_key(&w, "class");
+        pk_jw_str(&w, pk_route_class_name(r->cls));
+        pk_jw_key(&w, "operation_id");
+        pk_jw_str(&w, r->operation_id);
+        pk_jw_key(&w, "deprecated");
+        pk_jw_bool(&w, r->flags & PK_ROUTE_DEPRECATED);
+        pk_jw_obj_close(&w);
+    }
+    pk_jw_arr_close(&w);
+    puts(b.data);
+    pk_buf_free(&b);
+    return 0;
+}
+
 int pk_cli_main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    puts("pake " PAKE_VERSION);
-    return 0;
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
+    if (!strcmp(cmd, "migrate")) return cmd_migrate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "routes")) return cmd_routes();
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        puts("pake " PAKE_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "pake: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
 }

@@ -1,0 +1,56 @@
+/*
+ * config: every setting of `pake serve` (and the commands that share it) in one table. Each setting
+ * has a flag (--listen), an environment variable (PAKE_LISTEN) and a default; precedence is
+ * flag > environment > default. `pake serve --help` prints the table. The parsed values live in a
+ * pk_config that is filled once at start and read-only afterwards (shared by all threads).
+ */
+#ifndef PAKE_SERVER_CONFIG_H
+#define PAKE_SERVER_CONFIG_H
+#include "core/err.h"
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct pk_config {
+    char *listen_host;
+    int listen_port;
+    char *data_dir;
+    int threads;         /* event loops; 0 = one per core */
+    int offload_threads; /* blocking-work pool; 0 = auto */
+    int offload_queue;   /* max queued jobs before 503 */
+    char *log_level;
+    char *tls_cert, *tls_key;
+    bool http2; /* allow HTTP/2 over TLS (h2c over cleartext is always on) */
+    int64_t max_body_bytes;
+    int json_max_depth;
+    int read_timeout_ms;  /* whole request head+body must arrive within (slowloris) */
+    int idle_timeout_ms;  /* keep-alive / HTTP/2 idle */
+    int shutdown_timeout_ms;
+    int drain_delay_ms;   /* readiness reports 503 this long before the listener closes */
+    int deadline_ms;      /* default per-request deadline */
+    int deadline_read_ms, deadline_write_ms, deadline_search_ms, deadline_admin_ms;
+    char *server_header;
+    bool access_log;
+    int idempotency_ttl_s;
+    /* rate limits per route class: rate per second and burst */
+    double rl_read_rate, rl_write_rate, rl_search_rate, rl_mcp_rate, rl_admin_rate;
+    int rl_read_burst, rl_write_burst, rl_search_burst, rl_mcp_burst, rl_admin_burst;
+    int rl_max_keys;
+    int64_t cache_bytes;
+    int cache_ttl_ms, cache_negative_ttl_ms;
+    char *guard_rules;
+    char *guard_policy; /* e.g. "search=block,note=flag" */
+    /* breaker (store) */
+    int breaker_min_calls, breaker_window, breaker_wait_ms, breaker_half_open_calls, breaker_slow_ms;
+    double breaker_failure_rate, breaker_slow_rate;
+    int bulkhead_store, bulkhead_wait_ms;
+    char *fault_store_fail_rate; /* test builds only */
+    char *fault_store_delay_ms;  /* test builds only */
+} pk_config;
+
+/* Fills defaults, then env, then argv (argv[0] is the command name). Returns an error for unknown
+ * flags or bad values; sets *help when --help was given. */
+pk_err *pk_config_parse(pk_config *c, int argc, char **argv, bool *help);
+void pk_config_usage(FILE *out, const char *command);
+void pk_config_free(pk_config *c);
+#endif

@@ -1,0 +1,565 @@
+/*
+ * The request pipeline. For every request h2o hands us, on the loop thread:
+ *   1. a pk_req is allocated in the request's pool (freed with it; its dispose hook detaches any
+ *      outstanding offloaded job so a late result is dropped instead of touching freed memory);
+ *   2. correlation: X-Request-ID (validated or generated) and W3C traceparent (continued or started);
+ *   3. routing (exact, with parameters) -> 404 / 405 with Allow;
+ *   4. the middleware chain, the same for every route: limits (body size, media type, JSON parse
+ *      with depth and UTF-8 checks), auth hook (principal), rate limit, deadline;
+ *   5. the handler, which either answers on the loop (cache hit, health) or offloads.
+ * Every answer goes through respond_common, which adds the correlation headers, the rate-limit
+ * headers, Server-Timing and deprecation headers, writes the access log and records metrics.
+ */
+#include "server/request.h"
+#include "core/clock.h"
+#include "core/id.h"
+#include "core/log.h"
+#include "core/utf8.h"
+#include "server/offload.h"
+#include "server/services.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *pk_route_class_name(pk_route_class c)
+{
+    static const char *const names[] = {"read", "write", "search", "mcp", "admin", "ops"};
+    return (unsigned)c < PK_RC__COUNT ? names[c] : "unknown";
+}
+
+/* ---- correlation ---------------------------------------------------------------------------- */
+
+static bool valid_request_id(const char *s, size_t n)
+{
+    if (n == 0 || n > 128) return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+              c == '.' || c == ':'))
+            return false;
+    }
+    return true;
+}
+
+static bool lower_hex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return false;
+    return true;
+}
+
+static bool all_zero(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != '0') return false;
+    return true;
+}
+
+/* traceparent: version "00" is parsed strictly; a higher version is accepted by its first four
+ * fields (W3C forward compatibility); "ff" and malformed values start a new trace. */
+static void correlate(pk_req *r)
+{
+    size_t n;
+    const char *v = pk_req_header(r, "x-request-id", &n);
+    if (v && valid_request_id(v, n)) {
+        memcpy(r->request_id, v, n);
+        r->request_id[n] = '\0';
+    } else {
+        pk_uuid7(r->request_id);
+    }
+    const char *tp = pk_req_header(r, "traceparent", &n);
+    bool ok = false;
+    if (tp && n >= 55 && tp[2] == '-' && tp[35] == '-' && tp[52] == '-' && lower_hex(tp, 2) &&
+        !(tp[0] == 'f' && tp[1] == 'f') && lower_hex(tp + 3, 32) && lower_hex(tp + 36, 16) && lower_hex(tp + 53, 2) &&
+        !all_zero(tp + 3, 32) && !all_zero(tp + 36, 16) && (n == 55 || (memcmp(tp, "00", 2) != 0 && tp[55] == '-'))) {
+        memcpy(r->trace_id, tp + 3, 32);
+        r->trace_id[32] = '\0';
+        memcpy(r->parent_span_id, tp + 36, 16);
+        r->parent_span_id[16] = '\0';
+        unsigned flags = 0;
+        sscanf(tp + 53, "%2x", &flags);
+        r->sampled = flags & 1;
+        ok = true;
+    }
+    if (!ok) {
+        unsigned char b[16];
+        do {
+            uint64_t a = pk_rand64(), c = pk_rand64();
+            memcpy(b, &a, 8);
+            memcpy(b + 8, &c, 8);
+        } while (all_zero((const char *)b, 0));
+        pk_hex(b, 16, r->trace_id);
+        r->parent_span_id[0] = '\0';
+        r->sampled = false;
+    }
+    uint64_t sid;
+    do
+        sid = pk_rand64();
+    while (sid == 0);
+    pk_hex(&sid, 8, r->span_id);
+}
+
+/* ---- request accessors ---------------------------------------------------------------------- */
+
+const char *pk_req_header(pk_req *r, const char *lower_name, size_t *len)
+{
+    const h2o_headers_t *hs = &r->h2o->headers;
+    size_t nl = strlen(lower_name);
+    for (size_t i = 0; i < hs->size; i++) {
+        const h2o_header_t *h = &hs->entries[i];
+        if (h->name->len == nl && h2o_lcstris(h->name->base, nl, lower_name, nl)) {
+            if (len) *len = h->value.len;
+            return h->value.base;
+        }
+    }
+    return NULL;
+}
+
+void pk_req_add_header(pk_req *r, const char *name, const char *value, size_t len)
+{
+    h2o_add_header_by_str(&r->h2o->pool, &r->h2o->res.headers, name, strlen(name), 0, NULL, value, len);
+}
+
+h2o_iovec_t pk_req_param(pk_req *r, const char *name)
+{
+    /* parameters are numbered in pattern order */
+    const char *p = r->route->pattern;
+    int idx = 0;
+    size_t nl = strlen(name);
+    while ((p = strchr(p, '{'))) {
+        if (!strncmp(p + 1, name, nl) && p[1 + nl] == '}') return idx < r->nparams ? r->params[idx] : h2o_iovec_init(NULL, 0);
+        idx++;
+        p++;
+    }
+    return h2o_iovec_init(NULL, 0);
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+static const char *decode_component(pk_req *r, const char *s, size_t n, bool *bad)
+{
+    char *out = h2o_mem_alloc_pool(&r->h2o->pool, n + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '+') out[o++] = ' ';
+        else if (s[i] == '%') {
+            if (i + 2 >= n) {
+                *bad = true;
+                return NULL;
+            }
+            int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
+            if (h < 0 || l < 0) {
+                *bad = true;
+                return NULL;
+            }
+            out[o++] = (char)(h * 16 + l);
+            i += 2;
+        } else
+            out[o++] = s[i];
+    }
+    out[o] = '\0';
+    if (!pk_utf8_valid(out, o) || memchr(out, '\0', o)) {
+        *bad = true;
+        return NULL;
+    }
+    return out;
+}
+
+const char *pk_req_query_next(pk_req *r, const char *name, size_t *cursor, bool *bad)
+{
+    h2o_req_t *req = r->h2o;
+    if (req->query_at == SIZE_MAX) return NULL;
+    const char *q = req->path.base + req->query_at + 1;
+    size_t qlen = req->path.len - req->query_at - 1;
+    size_t nl = strlen(name);
+    size_t i = *cursor;
+    while (i < qlen) {
+        size_t end = i;
+        while (end < qlen && q[end] != '&')
+            end++;
+        const char *eq = memchr(q + i, '=', end - i);
+        size_t klen = eq ? (size_t)(eq - (q + i)) : end - i;
+        *cursor = end + 1;
+        if (klen == nl && !memcmp(q + i, name, nl)) {
+            const char *v = eq ? eq + 1 : q + end;
+            return decode_component(r, v, (size_t)(q + end - v), bad);
+        }
+        i = end + 1;
+    }
+    *cursor = qlen + 1;
+    return NULL;
+}
+
+const char *pk_req_query(pk_req *r, const char *name, bool *bad)
+{
+    size_t c = 0;
+    return pk_req_query_next(r, name, &c, bad);
+}
+
+int64_t pk_req_remaining_ns(pk_req *r) { return r->deadline_ns - pk_mono_ns(); }
+
+/* ---- responses ------------------------------------------------------------------------------- */
+
+static void access_log(pk_req *r, int status, int64_t dur_ns)
+{
+    if (!r->srv->cfg.access_log) return;
+    pk_log_level lvl = status >= 500 ? PK_LOG_ERROR : PK_LOG_INFO;
+    if (r->route && (r->route->flags & PK_ROUTE_NO_LOG) && status < 400) lvl = PK_LOG_DEBUG;
+    if (!pk_log_enabled(lvl)) return;
+    pk_buf f = PK_BUF_INIT;
+    pk_buf_puts(&f, "\"method\":\"");
+    pk_json_escape(&f, r->h2o->method.base, r->h2o->method.len);
+    pk_buf_printf(&f, "\",\"route\":\"%s\",\"status\":%d,\"duration_ms\":%.3f,\"principal\":\"",
+                  r->route ? r->route->pattern : "(unmatched)", status, (double)dur_ns / 1e6);
+    pk_json_escape(&f, r->principal, strlen(r->principal));
+    pk_buf_putc(&f, '"');
+    pk_log_ctx ctx = {r->request_id, r->trace_id, r->span_id};
+    pk_log_write(lvl, &ctx, f.data, "request");
+    pk_buf_free(&f);
+}
+
+static void add_common_headers(pk_req *r)
+{
+    pk_req_add_header(r, "x-request-id", r->request_id, strlen(r->request_id));
+    char tp[64];
+    int n = snprintf(tp, sizeof tp, "00-%s-%s-%02x", r->trace_id, r->span_id, r->sampled ? 1 : 0);
+    pk_req_add_header(r, "traceparent", tp, (size_t)n);
+    if (r->ratelimit_policy[0]) {
+        pk_req_add_header(r, "ratelimit-policy", r->ratelimit_policy, strlen(r->ratelimit_policy));
+        pk_req_add_header(r, "ratelimit", r->ratelimit, strlen(r->ratelimit));
+    }
+    char st[160];
+    int64_t total = pk_mono_ns() - r->start_ns;
+    n = snprintf(st, sizeof st, "total;dur=%.3f", (double)total / 1e6);
+    if (r->cache_state) n += snprintf(st + n, sizeof st - (size_t)n, ", cache;desc=%s", r->cache_state);
+    if (r->store_ns) n += snprintf(st + n, sizeof st - (size_t)n, ", store;dur=%.3f", (double)r->store_ns / 1e6);
+    pk_req_add_header(r, "server-timing", st, (size_t)n);
+    if (r->route && (r->route->flags & PK_ROUTE_DEPRECATED)) {
+        pk_req_add_header(r, "deprecation", "true", 4);
+        char link[200];
+        n = snprintf(link, sizeof link, "<%s>; rel=\"successor-version\"", r->route->successor);
+        pk_req_add_header(r, "link", link, (size_t)n);
+    }
+}
+
+static void finish(pk_req *r, int status)
+{
+    r->responded = true;
+    r->status = status;
+    int64_t dur = pk_mono_ns() - r->start_ns;
+    access_log(r, status, dur);
+    pk_services_observe(r, status, dur);
+    atomic_fetch_sub(&r->srv->inflight, 1);
+}
+
+void pk_respond_raw(pk_req *r, int status, const char *content_type, const char *body, size_t len)
+{
+    if (r->responded) return;
+    h2o_req_t *req = r->h2o;
+    req->res.status = status;
+    req->res.reason = pk_err_title(status);
+    if (status == 200) req->res.reason = "OK";
+    else if (status == 201) req->res.reason = "Created";
+    else if (status == 204) req->res.reason = "No Content";
+    add_common_headers(r);
+    if (content_type)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type, strlen(content_type));
+    finish(r, status);
+    if (status == 204 || status == 304) {
+        static h2o_generator_t gen = {NULL, NULL};
+        h2o_start_response(req, &gen);
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+        return;
+    }
+    req->res.content_length = len;
+    h2o_send_inline(req, body, len);
+}
+
+void pk_respond_empty(pk_req *r, int status) { pk_respond_raw(r, status, NULL, "", 0); }
+
+static void write_meta(pk_buf *b, pk_req *r, const char *meta_extra)
+{
+    pk_buf_printf(b, ",\"meta\":{\"request_id\":\"%s\",\"trace_id\":\"%s\",\"api_version\":\"v1\"", r->request_id,
+                  r->trace_id);
+    if (meta_extra && *meta_extra) {
+        pk_buf_putc(b, ',');
+        pk_buf_puts(b, meta_extra);
+    }
+    pk_buf_puts(b, "}}");
+}
+
+void pk_respond_data(pk_req *r, int status, const char *data_json, size_t len, const char *meta_extra)
+{
+    pk_buf b = PK_BUF_INIT;
+    pk_buf_reserve(&b, len + 160);
+    pk_buf_puts(&b, "{\"data\":");
+    pk_buf_append(&b, data_json, len);
+    write_meta(&b, r, meta_extra);
+    pk_respond_raw(r, status, "application/json", b.data, b.len);
+    pk_buf_free(&b);
+}
+
+void pk_respond_error(pk_req *r, pk_err *e)
+{
+    if (r->responded) {
+        pk_err_free(e);
+        return;
+    }
+    if (e->status == 405 && e->extra_json == NULL) {
+        /* Allow header is added by the caller through pk_req_add_header */
+    }
+    if (e->retry_after_s > 0) {
+        char ra[16];
+        int n = snprintf(ra, sizeof ra, "%d", e->retry_after_s);
+        pk_req_add_header(r, "retry-after", ra, (size_t)n);
+    }
+    pk_buf b = PK_BUF_INIT;
+    pk_buf inst = PK_BUF_INIT;
+    pk_buf_append(&inst, r->h2o->path.base,
+                  r->h2o->query_at == SIZE_MAX ? r->h2o->path.len : r->h2o->query_at);
+    pk_problem_render(&b, e, inst.data, r->request_id, r->trace_id);
+    if (e->status >= 500) {
+        pk_log_ctx ctx = {r->request_id, r->trace_id, r->span_id};
+        pk_buf f = PK_BUF_INIT;
+        pk_buf_printf(&f, "\"code\":\"%s\",\"status\":%d", e->code, e->status);
+        if (e->cause) {
+            pk_buf_puts(&f, ",\"cause\":\"");
+            pk_json_escape(&f, e->cause->message, strlen(e->cause->message));
+            pk_buf_putc(&f, '"');
+        }
+        pk_log_write(e->status == 500 ? PK_LOG_ERROR : PK_LOG_WARN, &ctx, f.data, "%s", e->message);
+        pk_buf_free(&f);
+    }
+    pk_respond_raw(r, e->status, "application/problem+json", b.data, b.len);
+    pk_buf_free(&b);
+    pk_buf_free(&inst);
+    pk_err_free(e);
+}
+
+/* ---- offload --------------------------------------------------------------------------------- */
+
+static void job_free(pk_job *j)
+{
+    if (j->free_data) j->free_data(j->data);
+    pk_buf_free(&j->body);
+    free(j->meta_extra);
+    pk_err_free(j->err);
+    free(j);
+}
+
+static void on_deadline(h2o_timeout_entry_t *entry)
+{
+    pk_job *j = H2O_STRUCT_FROM_MEMBER(pk_job, deadline_entry, entry);
+    pk_req *r = j->req;
+    j->abandoned = true;
+    if (!r) return;
+    j->req = NULL;
+    r->job = NULL;
+    pk_respond_error(r, pk_err_new("deadline_exceeded", 504, "the request did not complete within its %d ms deadline",
+                                   pk_services_deadline_ms(r->srv, r->route->cls)));
+}
+
+void pk_request_job_returned(pk_job *j)
+{
+    if (h2o_timeout_is_linked(&j->deadline_entry)) h2o_timeout_unlink(&j->deadline_entry);
+    pk_req *r = j->req;
+    if (r) {
+        r->job = NULL;
+        r->store_ns += j->store_ns;
+        if (j->cache_state) r->cache_state = j->cache_state;
+        j->done(r, j);
+    }
+    job_free(j);
+}
+
+void pk_job_respond(pk_req *r, pk_job *j)
+{
+    if (j->err) {
+        pk_err *e = j->err;
+        j->err = NULL;
+        pk_respond_error(r, e);
+        return;
+    }
+    if (j->etag[0]) pk_req_add_header(r, "etag", j->etag, strlen(j->etag));
+    if (j->location[0]) pk_req_add_header(r, "location", j->location, strlen(j->location));
+    if (j->status == 204) {
+        pk_respond_empty(r, 204);
+    } else if (j->raw_content_type) {
+        pk_respond_raw(r, j->status, j->raw_content_type, j->body.data ? j->body.data : "", j->body.len);
+    } else {
+        pk_respond_data(r, j->status ? j->status : 200, j->body.data ? j->body.data : "null",
+                        j->body.data ? j->body.len : 4, j->meta_extra);
+    }
+}
+
+bool pk_offload(pk_req *r, pk_work_fn work, pk_done_fn done, void *data, void (*free_data)(void *))
+{
+    pk_job *j = calloc(1, sizeof *j);
+    j->req = r;
+    j->loop = r->loop;
+    j->srv = r->srv;
+    j->work = work;
+    j->done = done ? done : pk_job_respond;
+    j->data = data;
+    j->free_data = free_data;
+    snprintf(j->request_id, sizeof j->request_id, "%s", r->request_id);
+    snprintf(j->principal, sizeof j->principal, "%s", r->principal);
+    j->deadline_ns = r->deadline_ns;
+    j->enqueued_ns = pk_mono_ns();
+    j->op.request_id = j->request_id;
+    j->op.principal = j->principal;
+    j->op.deadline_ns = r->deadline_ns;
+    j->deadline_entry.cb = on_deadline;
+    if (!pk_offload_pool_submit(r->srv->pool, j)) {
+        j->req = NULL;
+        job_free(j);
+        pk_err *e = pk_err_new("overloaded", 503, "the server is overloaded; try again shortly");
+        e->retry_after_s = 1;
+        pk_respond_error(r, e);
+        return false;
+    }
+    r->job = j;
+    h2o_timeout_link(r->loop->evloop, &r->loop->deadline_timeouts[r->route->cls], &j->deadline_entry);
+    return true;
+}
+
+/* ---- middleware chain ------------------------------------------------------------------------ */
+
+static pk_err *stage_limits(pk_req *r)
+{
+    h2o_req_t *req = r->h2o;
+    if (req->entity.base && req->entity.len > (size_t)r->srv->cfg.max_body_bytes)
+        return pk_err_new("payload_too_large", 413, "request body is larger than %lld bytes",
+                          (long long)r->srv->cfg.max_body_bytes);
+    if (!(r->route->flags & PK_ROUTE_JSON_BODY)) return NULL;
+    size_t n;
+    const char *ct = pk_req_header(r, "content-type", &n);
+    if (!ct || n < 16 || !h2o_lcstris(ct, 16, "application/json", 16) || (n > 16 && ct[16] != ';' && ct[16] != ' '))
+        return pk_err_new("unsupported_media_type", 415, "this endpoint accepts application/json request bodies");
+    return pk_json_parse(req->entity.base ? req->entity.base : "", req->entity.base ? req->entity.len : 0,
+                         r->srv->cfg.json_max_depth, &r->json);
+}
+
+/* Auth hook: no API keys yet, the principal is the client address. */
+static pk_err *stage_auth(pk_req *r)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = r->h2o->conn->callbacks->get_peername(r->h2o->conn, (struct sockaddr *)&ss);
+    char host[64] = "unknown";
+    if (sl) h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, host);
+    snprintf(r->principal, sizeof r->principal, "ip:%s", host);
+    return NULL;
+}
+
+static pk_err *stage_deadline(pk_req *r)
+{
+    r->deadline_ns = r->start_ns + (int64_t)pk_services_deadline_ms(r->srv, r->route->cls) * 1000000;
+    return NULL;
+}
+
+typedef pk_err *(*stage_fn)(pk_req *r);
+/* The chain every route passes, in order. */
+static const stage_fn CHAIN[] = {stage_auth, pk_services_ratelimit, stage_limits, stage_deadline};
+
+static void on_req_dispose(void *p)
+{
+    pk_req *r = p;
+    if (r->job) {
+        r->job->req = NULL;
+        r->job = NULL;
+    }
+    if (r->json) cJSON_Delete(r->json);
+    if (!r->responded) atomic_fetch_sub(&r->srv->inflight, 1);
+}
+
+void pk_request_dispatch(pk_loop *l, h2o_req_t *req)
+{
+    pk_req *r = h2o_mem_alloc_shared(&req->pool, sizeof *r, on_req_dispose);
+    memset(r, 0, sizeof *r);
+    r->h2o = req;
+    r->loop = l;
+    r->srv = l->srv;
+    r->start_ns = pk_mono_ns();
+    atomic_fetch_add(&r->srv->inflight, 1);
+    correlate(r);
+    char allow[128];
+    const char *path = req->path_normalized.base;
+    size_t plen = req->path_normalized.len;
+    r->route = pk_route_match(req->method.base, req->method.len, path, plen, r->params, &r->nparams, allow,
+                              sizeof allow);
+    if (!r->route) {
+        if (allow[0]) {
+            pk_req_add_header(r, "allow", allow, strlen(allow));
+            pk_respond_error(r, pk_err_new("method_not_allowed", 405, "method %.*s is not allowed here; allowed: %s",
+                                           (int)req->method.len, req->method.base, allow));
+        } else {
+            pk_respond_error(r, pk_err_new("route_not_found", 404, "no route matches %.*s", (int)plen, path));
+        }
+        return;
+    }
+    for (size_t i = 0; i < sizeof CHAIN / sizeof CHAIN[0]; i++) {
+        pk_err *e = CHAIN[i](r);
+        if (e) {
+            pk_respond_error(r, e);
+            return;
+        }
+    }
+    r->route->handler(r);
+}
+
+/* ---- h2o's own errors as problem+json -------------------------------------------------------- */
+
+typedef struct rewrite_ostream {
+    h2o_ostream_t super;
+    h2o_iovec_t body;
+} rewrite_ostream;
+
+static void rewrite_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t n, h2o_send_state_t state)
+{
+    rewrite_ostream *o = (rewrite_ostream *)self;
+    if (h2o_send_state_is_in_progress(state)) {
+        h2o_ostream_send_next(self, req, NULL, 0, state);
+        return;
+    }
+    h2o_ostream_send_next(self, req, &o->body, 1, state);
+}
+
+static void problem_on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    ssize_t ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    bool plain = ct != -1 && req->res.headers.entries[ct].value.len >= 10 &&
+                 !memcmp(req->res.headers.entries[ct].value.base, "text/plain", 10);
+    if (req->res.status < 400 || !plain) {
+        h2o_setup_next_ostream(req, slot);
+        return;
+    }
+    char rid[PK_UUID_LEN];
+    pk_uuid7(rid);
+    const char *code = req->res.status == 413 ? "payload_too_large" : "http_error";
+    pk_err *e = pk_err_new(code, req->res.status, "%s", req->res.reason ? req->res.reason : "error");
+    pk_buf b = PK_BUF_INIT;
+    pk_problem_render(&b, e, "", rid, "");
+    pk_err_free(e);
+    h2o_iovec_t body = h2o_strdup(&req->pool, b.data, b.len);
+    pk_buf_free(&b);
+    req->res.headers.entries[ct].value = h2o_iovec_init(H2O_STRLIT("application/problem+json"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid, strlen(rid));
+    req->res.content_length = body.len;
+    rewrite_ostream *o = (rewrite_ostream *)h2o_add_ostream(req, sizeof *o, slot);
+    o->body = body;
+    o->super.do_send = rewrite_do_send;
+    slot = &o->super.next;
+    h2o_setup_next_ostream(req, slot);
+}
+
+void pk_problem_filter_register(h2o_pathconf_t *path)
+{
+    h2o_filter_t *f = h2o_create_filter(path, sizeof *f);
+    f->on_setup_ostream = problem_on_setup_ostream;
+}

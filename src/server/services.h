@@ -1,0 +1,51 @@
+/*
+ * services: the foundation layer as the server uses it. pk_services owns the process-wide metrics
+ * registry, the rate limiter, the circuit breakers and bulkheads, the L1 cache and the security guard,
+ * and exposes them to the middleware chain and the handlers through small functions.
+ */
+#ifndef PAKE_SERVER_SERVICES_H
+#define PAKE_SERVER_SERVICES_H
+#include "server/server.h"
+
+pk_err *pk_services_init(pk_server *s);
+void pk_services_dispose(pk_server *s);
+void pk_services_reload(pk_server *s); /* SIGHUP: guard rules */
+int pk_services_deadline_ms(pk_server *s, pk_route_class c);
+
+/* Middleware stages (loop thread). Each returns NULL to continue or an error to answer with. */
+pk_err *pk_services_ratelimit(pk_req *r);
+/* Guard surfaces (policy per surface). */
+enum {
+    PK_SURFACE_NOTE_CONTENT,
+    PK_SURFACE_NOTE_FIELD,
+    PK_SURFACE_SEARCH_QUERY,
+    PK_SURFACE_TOOL_ARGUMENT,
+    PK_SURFACE_PROMPT_ARGUMENT,
+    PK_SURFACE_TASK_PAYLOAD,
+    PK_SURFACE_WEBHOOK,
+};
+/* Screens one user string. Block -> 422 input_rejected error; flag -> appends the verdict JSON to
+ * *flag_json (when non-NULL, keeping the worst); allow -> NULL. */
+pk_err *pk_services_guard(pk_req *r, int surface, const char *field, const char *text, size_t len, pk_buf *flag_json);
+/* L1 cache of notes (loop-thread lookups never block). */
+typedef struct pk_services_cached_note {
+    const char *data;
+    size_t len;
+    int64_t version;
+    bool missing; /* negative entry: the note does not exist */
+    void *handle;
+} pk_services_cached_note;
+bool pk_services_cache_lookup_note(pk_server *s, const char *id, pk_services_cached_note *out);
+void pk_services_cache_note_release(pk_services_cached_note *n);
+void pk_services_cache_note(pk_server *s, const char *id, int64_t version, const char *json, size_t len);
+void pk_services_cache_note_missing(pk_server *s, const char *id);
+/* After a write to a note (or its links): drops it and every cached list/search. */
+void pk_services_note_changed(pk_server *s, const char *id);
+/* Ops endpoints. */
+void pk_services_health_checks(pk_server *s, pk_jw *w); /* extra members of "checks" */
+void pk_services_render_metrics(pk_server *s, pk_buf *out);
+void pk_services_breakers_json(pk_server *s, pk_buf *out);
+pk_err *pk_services_breaker_action(pk_server *s, const char *name, const char *action, pk_buf *out);
+/* Called once per finished request (metrics). */
+void pk_services_observe(pk_req *r, int status, int64_t duration_ns);
+#endif
