@@ -14,21 +14,49 @@
  *    "confidence_score":0.5,"ai_summary":null,"human_notes":null,"guard":null,
  *    "created_at":"2026-11-25T18:41:11.123Z","updated_at":"...","version":1}
  * Search results add "snippet" (FTS5 highlight with <mark>..</mark>, "..." ellipsis) and "score"
- * (BM25, higher is better).
+ * (BM25, higher is better). The snippet is raw note text with <mark> inserted: it is NOT HTML-escaped;
+ * whoever renders it as HTML must escape it (the JSON API does not).
+ *   A link:    {"id":"<uuidv7>","source_id":"..","target_id":"..","type":"related","strength":0.5,
+ *               "metadata":{},"created_at":".."}
+ *   link_list: a JSON array of the links whose source OR target is the note, oldest first.
+ *   history:   {"note_id":"..","events":[{"action":"create|update|delete","version":1,
+ *               "fields":["title",..],"at":"..","request_id":..,"principal":..}],
+ *               "confidence_history":[{"version":1,"from":null,"to":0.5,"at":"..","request_id":..,
+ *               "principal":..}]}  (oldest first; kept after the note is deleted)
+ *
+ * Field rules the store owns (others, such as lengths and limits, belong to the API):
+ *   title non-empty (required on create); content defaults to ""; type non-empty (default "note");
+ *   status in PK_NOTE_STATUSES (default "active"); verification_status in PK_NOTE_VERIFICATIONS
+ *   (default "pending"); confidence_score finite in [0,1] (default 0.5); tags an array of non-empty
+ *   strings (duplicates dropped, order kept); metadata an object; guard an object or null. A note is
+ *   "flagged" when its guard object has "flagged": true. title, content, type, status,
+ *   verification_status, tags and metadata are not nullable; a patch setting them to NULL fails.
+ *   Link type: 1..64 chars of [a-z0-9_-]; strength in [0,1]; no self links; one link per
+ *   (source, target, type).
+ *
+ * Versions. if_version > 0 must equal the note's current version (else precondition_failed, with
+ * "current_version" in the problem's extra members); if_version == 0 means unconditional.
+ * A patch with no field set changes nothing and returns the current note.
+ *
+ * Pages. Lists are keyset-paginated on (sort value, insertion order); relevance pages use an offset.
+ * A cursor is only valid with the same sort and direction it was issued for.
  *
  * Errors (pk_err codes): "not_found" 404, "precondition_failed" 412 (If-Match version mismatch),
  * "conflict" 409, "validation_failed" 422 (bad query parameters such as an invalid cursor or FTS
  * syntax), "deadline_exceeded" 504 (the op ran past ctx->deadline_ns), "store_busy" 503 retryable
- * (SQLITE_BUSY after the busy timeout), "store_error" 500/503 otherwise.
+ * (SQLITE_BUSY after the busy timeout), "store_error" 500/503 otherwise. Store errors carry a generic
+ * message safe to show to clients; the database's own message is in the cause chain (code "sqlite").
  *
  * Threading. A pk_store is shared by all threads; every function is thread-safe and BLOCKING (it does
  * file I/O): call it only from the offload pool or a CLI thread, never from an event-loop thread.
  * Input strings are valid UTF-8 (validated by the caller); the store validates field semantics it owns
  * (status enums, confidence range) and returns "validation_failed" with field errors otherwise.
+ * Output buffers are appended to only on success (on error they are left as they were).
  */
 #ifndef PAKE_STORE_STORE_H
 #define PAKE_STORE_STORE_H
 #include "core/buf.h"
+#include "core/clock.h"
 #include "core/err.h"
 #include <stdbool.h>
 #include <stddef.h>
@@ -89,7 +117,7 @@ typedef struct pk_note_query {
     bool has_min_confidence;
     double min_confidence;
     int64_t created_after, created_before, updated_after, updated_before; /* wall ns; 0 = unset */
-    int flagged;        /* -1 any, 1 only notes the guard flagged, 0 only unflagged */
+    int flagged; /* -1 any, 1 only notes the guard flagged, 0 only unflagged */
     pk_sort_key sort;
     bool ascending;     /* default false (descending); ignored for relevance */
     int limit;          /* 1..100, caller clamps; default 20 */
@@ -103,9 +131,17 @@ typedef struct pk_page {
 } pk_page;
 void pk_page_free(pk_page *p);
 
+/* Idempotency. Keys are scoped by ctx->principal (one client cannot replay another's response).
+ * idem_begin: NEW (a record is now in progress: run the request, then idem_finish or idem_abort),
+ * REPLAY (*status and *body hold the first response), MISMATCH (same key, different request_hash:
+ * answer 422/409), IN_PROGRESS (the first request is still running: answer 409 and retry later).
+ * Records expire after idem_ttl_s; an in-progress record older than idem_lease_s is taken over.
+ * idem_finish / idem_abort on an unknown key: not_found. */
 typedef enum { PK_IDEM_NEW, PK_IDEM_REPLAY, PK_IDEM_MISMATCH, PK_IDEM_IN_PROGRESS } pk_idem_state;
 
-/* Observer: called after each store operation (for metrics). `op` is a static name. */
+/* Observer: called after each store operation (for metrics), on the calling thread. `op` is a static
+ * name ("note_get", ...). `ok` is false only for failures of the store itself (status >= 500); a
+ * not_found or a validation error is a successful store operation. Set it before sharing the store. */
 typedef void (*pk_store_observer)(void *ud, const char *op, double seconds, bool ok);
 
 typedef struct pk_store_ops {
@@ -138,20 +174,46 @@ struct pk_store {
 };
 
 typedef struct pk_sqlite_config {
-    const char *data_dir; /* created if missing; the database is DATA_DIR/pake.db */
-    int busy_timeout_ms;  /* default 5000 */
-    int max_connections;  /* pool size, default 8 */
+    const char *data_dir;       /* created if missing; the database is DATA_DIR/pake.db */
+    int busy_timeout_ms;        /* default 5000 */
+    int max_connections;        /* pool size, default 8: one writer connection + (n-1) readers, n >= 2 */
+    const pk_clock *clock;      /* monotonic, for deadlines and timings; NULL = pk_clock_real() */
+    const pk_clock *wall_clock; /* wall ns, for timestamps and idempotency expiry; NULL = real time */
+    int idem_ttl_s;             /* idempotency records are kept this long; default 86400 */
+    int idem_lease_s;           /* an in-progress record older than this is abandoned; default 60 */
 } pk_sqlite_config;
+
+/* Allowed values, NULL-terminated. */
+extern const char *const PK_NOTE_STATUSES[];      /* "draft", "active", "archived" */
+extern const char *const PK_NOTE_VERIFICATIONS[]; /* "pending", "verified", "disputed", "rejected" */
 
 /* Opens (creating if needed) and applies pending migrations unless `no_migrate`. */
 pk_err *pk_store_open_sqlite(const pk_sqlite_config *cfg, bool no_migrate, pk_store **out);
 int pk_store_schema_version_latest(void);
 
+#ifdef PAKE_FAULT_INJECTION
+/* Test builds only: the n-th SQLite call (prepare, step or exec; n >= 1, counted across threads) made
+ * by this store from now on fails with `sqlite_rc` (SQLITE_IOERR, SQLITE_BUSY, SQLITE_FULL, ...); n <= 0
+ * disarms. pk_store_sqlite_calls returns the number of SQLite calls made since the last arm. */
+void pk_store_sqlite_fail_at(pk_store *s, int n, int sqlite_rc);
+int pk_store_sqlite_calls(pk_store *s);
+#endif
+
 /* Dispatch helpers: the functions the rest of PAKE calls. */
-static inline void pk_store_close(pk_store *s) { s->ops->close(s); }
-static inline pk_err *pk_store_migrate(pk_store *s, int *from, int *to) { return s->ops->migrate(s, from, to); }
-static inline pk_err *pk_store_ping(pk_store *s, const pk_op_ctx *c) { return s->ops->ping(s, c); }
-static inline pk_err *pk_store_note_create(pk_store *s, const pk_op_ctx *c, const pk_note_input *in, pk_buf *out)
+static inline void pk_store_close(pk_store *s)
+{
+    s->ops->close(s);
+}
+static inline pk_err *pk_store_migrate(pk_store *s, int *from, int *to)
+{
+    return s->ops->migrate(s, from, to);
+}
+static inline pk_err *pk_store_ping(pk_store *s, const pk_op_ctx *c)
+{
+    return s->ops->ping(s, c);
+}
+static inline pk_err *pk_store_note_create(pk_store *s, const pk_op_ctx *c, const pk_note_input *in,
+                                           pk_buf *out)
 {
     return s->ops->note_create(s, c, in, out);
 }
@@ -160,20 +222,23 @@ static inline pk_err *pk_store_note_get(pk_store *s, const pk_op_ctx *c, const c
 {
     return s->ops->note_get(s, c, id, out, version);
 }
-static inline pk_err *pk_store_note_update(pk_store *s, const pk_op_ctx *c, const char *id, int64_t if_version,
-                                           const pk_note_input *in, pk_buf *out)
+static inline pk_err *pk_store_note_update(pk_store *s, const pk_op_ctx *c, const char *id,
+                                           int64_t if_version, const pk_note_input *in, pk_buf *out)
 {
     return s->ops->note_update(s, c, id, if_version, in, out);
 }
-static inline pk_err *pk_store_note_delete(pk_store *s, const pk_op_ctx *c, const char *id, int64_t if_version)
+static inline pk_err *pk_store_note_delete(pk_store *s, const pk_op_ctx *c, const char *id,
+                                           int64_t if_version)
 {
     return s->ops->note_delete(s, c, id, if_version);
 }
-static inline pk_err *pk_store_note_list(pk_store *s, const pk_op_ctx *c, const pk_note_query *q, pk_page *out)
+static inline pk_err *pk_store_note_list(pk_store *s, const pk_op_ctx *c, const pk_note_query *q,
+                                         pk_page *out)
 {
     return s->ops->note_list(s, c, q, out);
 }
-static inline pk_err *pk_store_note_search(pk_store *s, const pk_op_ctx *c, const pk_note_query *q, pk_page *out)
+static inline pk_err *pk_store_note_search(pk_store *s, const pk_op_ctx *c, const pk_note_query *q,
+                                           pk_page *out)
 {
     return s->ops->note_search(s, c, q, out);
 }
@@ -190,5 +255,19 @@ static inline pk_err *pk_store_link_create(pk_store *s, const pk_op_ctx *c, cons
 static inline pk_err *pk_store_link_list(pk_store *s, const pk_op_ctx *c, const char *id, pk_buf *out)
 {
     return s->ops->link_list(s, c, id, out);
+}
+static inline pk_err *pk_store_idem_begin(pk_store *s, const pk_op_ctx *c, const char *key, const char *hash,
+                                          pk_idem_state *state, int *status, pk_buf *body)
+{
+    return s->ops->idem_begin(s, c, key, hash, state, status, body);
+}
+static inline pk_err *pk_store_idem_finish(pk_store *s, const pk_op_ctx *c, const char *key, int status,
+                                           const char *body, size_t body_len)
+{
+    return s->ops->idem_finish(s, c, key, status, body, body_len);
+}
+static inline pk_err *pk_store_idem_abort(pk_store *s, const pk_op_ctx *c, const char *key)
+{
+    return s->ops->idem_abort(s, c, key);
 }
 #endif

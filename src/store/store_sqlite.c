@@ -1,0 +1,1477 @@
+/*
+ * store_sqlite: the embedded knowledge store (the pk_store vtable over one SQLite file in WAL mode).
+ *
+ * Shape of every operation: check the deadline, take a connection from the pool (the writer for
+ * writes, a reader otherwise), run the statements, give the connection back, report to the observer.
+ * A write is one BEGIN IMMEDIATE transaction that changes the note, its tags, the audit log and the
+ * confidence history together, then reads the note back as JSON inside the same transaction, so the
+ * caller gets exactly what was committed. Output buffers are filled from a local buffer only after
+ * COMMIT succeeded, so a failed call leaves them untouched.
+ *
+ * Notes are serialised straight from the row into JSON (tags, metadata and guard are stored as the
+ * compact JSON they are served as), so a read is one indexed lookup and one pass of string copying.
+ *
+ * Lists are keyset pages ordered by (sort column, seq), which stay correct while notes are inserted
+ * and cost the same on page 1 and page 1000. Relevance search orders by the FTS5 `rank` column, which
+ * FTS5 sorts itself and stops at LIMIT, so snippet() runs only for the rows returned; its pages are
+ * offsets (rank is a float that ties). A search sorted by another column first selects the page of
+ * row ids without snippets, then computes snippets for those rows only.
+ */
+#include "core/clock.h"
+#include "core/id.h"
+#include "core/json.h"
+#include "store/sqlite_pool.h"
+#include "store/sqlite_schema.h"
+#include "store/store_internal.h"
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define IDEM_KEY_MAX 255
+#define SNIPPET "snippet(notes_fts, -1, '<mark>', '</mark>', '...', 24)"
+
+typedef struct sq_store {
+    pk_store base;
+    pk_sqlite_pool *pool;
+    const pk_clock *clock;
+    const pk_clock *wall;
+    int idem_ttl_s, idem_lease_s;
+} sq_store;
+
+static int64_t real_wall(void *ctx)
+{
+    (void)ctx;
+    return pk_wall_ns();
+}
+static const pk_clock real_wall_clock = {real_wall, NULL};
+
+static int64_t wall_now(sq_store *s)
+{
+    return pk_clock_now(s->wall);
+}
+static const char *ctx_principal(const pk_op_ctx *c)
+{
+    return c ? c->principal : NULL;
+}
+static const char *ctx_request(const pk_op_ctx *c)
+{
+    return c ? c->request_id : NULL;
+}
+
+/* ---- operation frame ---- */
+
+static pk_err *op_begin(sq_store *s, const pk_op_ctx *c, bool write, pk_sqlite_conn **k)
+{
+    *k = NULL;
+    int64_t deadline = c ? c->deadline_ns : 0;
+    if (deadline && pk_clock_now(s->clock) >= deadline)
+        return pk_err_new("deadline_exceeded", 504,
+                          "the request deadline passed before the store was called");
+    return pk_sqlite_pool_acquire(s->pool, write, deadline, k);
+}
+
+static pk_err *op_end(sq_store *s, const char *op, int64_t t0, pk_sqlite_conn *k, pk_err *e)
+{
+    pk_sqlite_pool_release(k);
+    if (s->base.observer)
+        s->base.observer(s->base.observer_ud, op, (double)(pk_clock_now(s->clock) - t0) / 1e9,
+                         !e || e->status < 500);
+    return e;
+}
+
+/* ---- binding and column helpers ---- */
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static void col_str(pk_jw *w, sqlite3_stmt *st, int i)
+{
+    if (sqlite3_column_type(st, i) == SQLITE_NULL) {
+        pk_jw_null(w);
+        return;
+    }
+    const char *t = (const char *)sqlite3_column_text(st, i);
+    pk_jw_strn(w, t, (size_t)sqlite3_column_bytes(st, i));
+}
+
+static void col_raw(pk_jw *w, sqlite3_stmt *st, int i)
+{
+    if (sqlite3_column_type(st, i) == SQLITE_NULL) {
+        pk_jw_null(w);
+        return;
+    }
+    const char *t = (const char *)sqlite3_column_text(st, i);
+    pk_jw_raw(w, t, (size_t)sqlite3_column_bytes(st, i));
+}
+
+static void col_time(pk_jw *w, sqlite3_stmt *st, int i)
+{
+    char ts[PK_RFC3339_LEN];
+    pk_rfc3339(sqlite3_column_int64(st, i), ts);
+    pk_jw_str(w, ts);
+}
+
+static void col_num_or_null(pk_jw *w, sqlite3_stmt *st, int i)
+{
+    if (sqlite3_column_type(st, i) == SQLITE_NULL)
+        pk_jw_null(w);
+    else
+        pk_jw_num(w, sqlite3_column_double(st, i));
+}
+
+/* ---- notes as JSON ---- */
+
+#define NOTE_COLS(a)                                                                                         \
+    a ".seq, " a ".id, " a ".title, " a ".content, " a ".type, " a ".status, " a ".verification_status, " a  \
+      ".source_uri, " a ".tags, " a ".metadata, " a ".confidence_score, " a ".ai_summary, " a                \
+      ".human_notes, " a ".guard, " a ".created_at, " a ".updated_at, " a ".version"
+enum {
+    C_SEQ,
+    C_ID,
+    C_TITLE,
+    C_CONTENT,
+    C_TYPE,
+    C_STATUS,
+    C_VERIF,
+    C_SOURCE,
+    C_TAGS,
+    C_META,
+    C_CONF,
+    C_SUMMARY,
+    C_HUMAN,
+    C_GUARD,
+    C_CREATED,
+    C_UPDATED,
+    C_VERSION,
+    C_NCOLS
+};
+
+/* Writes the note's members; the caller closes the object (search adds snippet and score first). */
+static void note_open(pk_jw *w, sqlite3_stmt *st)
+{
+    static const char *const keys[C_NCOLS] = {NULL,
+                                              "id",
+                                              "title",
+                                              "content",
+                                              "type",
+                                              "status",
+                                              "verification_status",
+                                              "source_uri",
+                                              "tags",
+                                              "metadata",
+                                              "confidence_score",
+                                              "ai_summary",
+                                              "human_notes",
+                                              "guard",
+                                              "created_at",
+                                              "updated_at",
+                                              "version"};
+    pk_jw_obj_open(w);
+    for (int i = C_ID; i < C_NCOLS; i++) {
+        pk_jw_key(w, keys[i]);
+        switch (i) {
+        case C_TAGS:
+        case C_META:
+        case C_GUARD:
+            col_raw(w, st, i);
+            break;
+        case C_CONF:
+            pk_jw_num(w, sqlite3_column_double(st, i));
+            break;
+        case C_CREATED:
+        case C_UPDATED:
+            col_time(w, st, i);
+            break;
+        case C_VERSION:
+            pk_jw_int(w, sqlite3_column_int64(st, i));
+            break;
+        default:
+            col_str(w, st, i);
+        }
+    }
+}
+
+static pk_err *note_read(pk_sqlite_conn *k, const char *where, sqlite3_int64 seq, const char *id, pk_buf *out,
+                         int64_t *version)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT " NOTE_COLS("n") " FROM notes n WHERE %s", where);
+    sqlite3_stmt *st;
+    pk_err *e = pk_sqlite_prepare(k, sql, &st);
+    if (e) return e;
+    if (id)
+        bind_text(st, 1, id);
+    else
+        sqlite3_bind_int64(st, 1, seq);
+    int rc = pk_sqlite_step(k, st);
+    if (rc == SQLITE_ROW) {
+        pk_jw w;
+        pk_jw_init(&w, out);
+        note_open(&w, st);
+        pk_jw_obj_close(&w);
+        if (version) *version = sqlite3_column_int64(st, C_VERSION);
+        e = NULL;
+    } else if (rc == SQLITE_DONE) {
+        e = pk_err_not_found("note %s not found", id ? id : "");
+    } else {
+        e = pk_sqlite_err(k, rc, "reading a note");
+    }
+    sqlite3_reset(st);
+    return e;
+}
+
+/* ---- shared write steps ---- */
+
+static pk_err *exec_stmt(pk_sqlite_conn *k, sqlite3_stmt *st, const char *what)
+{
+    int rc = pk_sqlite_step(k, st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? NULL : pk_sqlite_err(k, rc, what);
+}
+
+static void fields_json(unsigned set, pk_buf *out)
+{
+    static const char *const names[] = {
+        "title",       "content", "type",     "status",           "verification_status",
+        "source_uri",  "tags",    "metadata", "confidence_score", "ai_summary",
+        "human_notes", "guard"};
+    pk_jw w;
+    pk_jw_init(&w, out);
+    pk_jw_arr_open(&w);
+    for (unsigned i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (set & (1u << i)) pk_jw_str(&w, names[i]);
+    pk_jw_arr_close(&w);
+}
+
+static pk_err *audit(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *c, const char *note_id,
+                     const char *action, int64_t version, unsigned set)
+{
+    sqlite3_stmt *st;
+    pk_err *e =
+        pk_sqlite_prepare(k,
+                          "INSERT INTO audit_log(note_id, action, version, fields, at, request_id, principal)"
+                          " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                          &st);
+    if (e) return e;
+    pk_buf f = PK_BUF_INIT;
+    fields_json(set, &f);
+    bind_text(st, 1, note_id);
+    bind_text(st, 2, action);
+    sqlite3_bind_int64(st, 3, version);
+    bind_text(st, 4, f.data);
+    sqlite3_bind_int64(st, 5, wall_now(s));
+    bind_text(st, 6, ctx_request(c));
+    bind_text(st, 7, ctx_principal(c));
+    e = exec_stmt(k, st, "writing the audit log");
+    pk_buf_free(&f);
+    return e;
+}
+
+static pk_err *confidence_log(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *c, const char *note_id,
+                              int64_t version, const double *old, double now_score)
+{
+    sqlite3_stmt *st;
+    pk_err *e = pk_sqlite_prepare(k,
+                                  "INSERT INTO confidence_history(note_id, version, old_score, new_score, at,"
+                                  " request_id, principal) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                                  &st);
+    if (e) return e;
+    bind_text(st, 1, note_id);
+    sqlite3_bind_int64(st, 2, version);
+    if (old)
+        sqlite3_bind_double(st, 3, *old);
+    else
+        sqlite3_bind_null(st, 3);
+    sqlite3_bind_double(st, 4, now_score);
+    sqlite3_bind_int64(st, 5, wall_now(s));
+    bind_text(st, 6, ctx_request(c));
+    bind_text(st, 7, ctx_principal(c));
+    return exec_stmt(k, st, "writing the confidence history");
+}
+
+static pk_err *tags_write(pk_sqlite_conn *k, sqlite3_int64 seq, const pk_note_canon *cn, bool replace)
+{
+    sqlite3_stmt *st;
+    pk_err *e;
+    if (replace) {
+        if ((e = pk_sqlite_prepare(k, "DELETE FROM note_tags WHERE note_seq = ?1", &st))) return e;
+        sqlite3_bind_int64(st, 1, seq);
+        if ((e = exec_stmt(k, st, "replacing tags"))) return e;
+    }
+    if ((e = pk_sqlite_prepare(k, "INSERT OR IGNORE INTO note_tags(tag, note_seq) VALUES (?1, ?2)", &st)))
+        return e;
+    for (size_t i = 0; i < cn->ntags; i++) {
+        bind_text(st, 1, cn->tags[i]);
+        sqlite3_bind_int64(st, 2, seq);
+        if ((e = exec_stmt(k, st, "writing tags"))) return e;
+    }
+    return NULL;
+}
+
+/* ---- migrate, ping ---- */
+
+static pk_err *user_version(pk_sqlite_conn *k, int *v)
+{
+    sqlite3_stmt *st;
+    pk_err *e = pk_sqlite_prepare(k, "PRAGMA user_version", &st);
+    if (e) return e;
+    int rc = pk_sqlite_step(k, st);
+    *v = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? NULL : pk_sqlite_err(k, rc, "reading the schema version");
+}
+
+static pk_err *migrate_impl(pk_sqlite_conn *k, int *from, int *to)
+{
+    int v;
+    pk_err *e = user_version(k, &v);
+    if (e) return e;
+    if (from) *from = v;
+    if (to) *to = v;
+    if (v > pk_sqlite_migration_count)
+        return pk_err_new("store_error", 500,
+                          "the database schema (version %d) is newer than this binary supports (%d)", v,
+                          pk_sqlite_migration_count);
+    for (; v < pk_sqlite_migration_count; v++) {
+        if ((e = pk_sqlite_begin(k, true))) return e;
+        char bump[64];
+        snprintf(bump, sizeof bump, "PRAGMA user_version = %d", v + 1);
+        int rc = pk_sqlite_exec(k, pk_sqlite_migrations[v]);
+        if (rc == SQLITE_OK) rc = pk_sqlite_exec(k, bump);
+        if (rc != SQLITE_OK) {
+            e = pk_sqlite_err(k, rc, "applying a schema migration");
+            pk_sqlite_rollback(k);
+            return e;
+        }
+        if ((e = pk_sqlite_commit(k))) {
+            pk_sqlite_rollback(k);
+            return e;
+        }
+        if (to) *to = v + 1;
+    }
+    return NULL;
+}
+
+static pk_err *sq_migrate(pk_store *ps, int *from, int *to)
+{
+    sq_store *s = (sq_store *)ps;
+    int64_t t0 = pk_clock_now(s->clock);
+    pk_sqlite_conn *k;
+    pk_err *e = op_begin(s, NULL, true, &k);
+    if (!e) e = migrate_impl(k, from, to);
+    return op_end(s, "migrate", t0, k, e);
+}
+
+static pk_err *sq_ping(pk_store *ps, const pk_op_ctx *c)
+{
+    sq_store *s = (sq_store *)ps;
+    int64_t t0 = pk_clock_now(s->clock);
+    pk_sqlite_conn *k;
+    pk_err *e = op_begin(s, c, false, &k);
+    int v = 0;
+    if (!e) e = user_version(k, &v);
+    if (!e && v != pk_sqlite_migration_count)
+        e = pk_err_new("store_error", 503,
+                       "the database schema is at version %d, expected %d: run `pake migrate`", v,
+                       pk_sqlite_migration_count);
+    return op_end(s, "ping", t0, k, e);
+}
+
+/* ---- notes: create, get, update, delete ---- */
+
+static const char *or_default(const pk_note_input *in, unsigned bit, const char *v, const char *def)
+{
+    return (in->set & bit) ? v : def;
+}
+
+static pk_err *create_impl(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *c, const pk_note_input *in,
+                           const pk_note_canon *cn, pk_buf *out)
+{
+    char id[PK_UUID_LEN];
+    pk_uuid7(id);
+    double conf = (in->set & PK_NF_CONFIDENCE) ? in->confidence_score : 0.5;
+    int64_t now = wall_now(s);
+    sqlite3_stmt *st;
+    pk_err *e = pk_sqlite_prepare(
+        k,
+        "INSERT INTO notes(id, title, content, type, status, verification_status,"
+        " source_uri, tags, metadata, confidence_score, ai_summary, human_notes, guard,"
+        " flagged, created_at, updated_at, version)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, 1)",
+        &st);
+    if (e) return e;
+    bind_text(st, 1, id);
+    bind_text(st, 2, in->title);
+    bind_text(st, 3, or_default(in, PK_NF_CONTENT, in->content, ""));
+    bind_text(st, 4, or_default(in, PK_NF_TYPE, in->type, "note"));
+    bind_text(st, 5, or_default(in, PK_NF_STATUS, in->status, "active"));
+    bind_text(st, 6, or_default(in, PK_NF_VERIFICATION, in->verification_status, "pending"));
+    bind_text(st, 7, or_default(in, PK_NF_SOURCE_URI, in->source_uri, NULL));
+    bind_text(st, 8, cn->tags_json ? cn->tags_json : "[]");
+    bind_text(st, 9, cn->metadata_json ? cn->metadata_json : "{}");
+    sqlite3_bind_double(st, 10, conf);
+    bind_text(st, 11, or_default(in, PK_NF_AI_SUMMARY, in->ai_summary, NULL));
+    bind_text(st, 12, or_default(in, PK_NF_HUMAN_NOTES, in->human_notes, NULL));
+    bind_text(st, 13, cn->guard_json);
+    sqlite3_bind_int(st, 14, cn->flagged);
+    sqlite3_bind_int64(st, 15, now);
+    if ((e = exec_stmt(k, st, "inserting a note"))) return e;
+    sqlite3_int64 seq = sqlite3_last_insert_rowid(pk_sqlite_db(k));
+    if ((e = tags_write(k, seq, cn, false))) return e;
+    if ((e = audit(s, k, c, id, "create", 1, in->set))) return e;
+    if ((e = confidence_log(s, k, c, id, 1, NULL, conf))) return e;
+    return note_read(k, "n.seq = ?1", seq, NULL, out, NULL);
+}
+
+static pk_err *sq_note_create(pk_store *ps, const pk_op_ctx *c, const pk_note_input *in, pk_buf *out)
+{
+    sq_store *s = (sq_store *)ps;
+    int64_t t0 = pk_clock_now(s->clock);
+    pk_note_canon cn;
+    pk_err *e = pk_note_input_check(in, true, &cn);
+    pk_sqlite_conn *k = NULL;
+    if (!e) e = op_begin(s, c, true, &k);
+    if (!e) e = pk_sqlite_begin(k, true);
+    if (!e) {
+        pk_buf tmp = PK_BUF_INIT;
+        e = create_impl(s, k, c, in, &cn, &tmp);
+        if (!e) e = pk_sqlite_commit(k);
+        if (e)
+            pk_sqlite_rollback(k);
+        else
+            pk_buf_append(out, tmp.data, tmp.len);
+        pk_buf_free(&tmp);
+    }
+    pk_note_canon_free(&cn);
+    return op_end(s, "note_create", t0, k, e);
+}
+
+static pk_err *sq_note_get(pk_store *ps, const pk_op_ctx *c, const char *id, pk_buf *out, int64_t *version)
+{
+    sq_store *s = (sq_store *)ps;
+    int64_t t0 = pk_clock_now(s->clock);
+    pk_sqlite_conn *k;
+    pk_err *e = op_begin(s, c, false, &k);
+    if (!e) {
+        pk_buf tmp = PK_BUF_INIT;
+        e = note_read(k, "n.id = ?1", 0, id, &tmp, version);
+        if (!e) pk_buf_append(out, tmp.data, tmp.len);
+        pk_buf_free(&tmp);
+    }
+    return op_end(s, "note_get", t0, k, e);
+}
+
+typedef struct note_head {
+    sqlite3_int64 seq;
+    int64_t version;
+    double confidence;
+} note_head;
+
+/* Finds the note and checks If-Match. */
+static pk_err *head_read(pk_sqlite_conn *k, const char *id, int64_t if_version, note_head *h)
+{
+    sqlite3_stmt *st;
+    pk_err *e = pk_sqlite_prepare(k, "SELECT seq, version, confidence_score FROM notes WHERE id = ?1", &st);
+    if (e) return e;
+    bind_text(st, 1, id);
+    int rc = pk_sqlite_step(k, st);
+    if (rc == SQLITE_ROW) {
+        h->seq = sqlite3_column_int64(st, 0);
+        h->version = sqlite3_column_int64(st, 1);
+        h->confidence = sqlite3_column_double(st, 2);
+    }
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE) return pk_err_not_found("note %s not found", id);
+    if (rc != SQLITE_ROW) return pk_sqlite_err(k, rc, "reading a note");
+    if (if_version > 0 && if_version != h->version) {
+        e = pk_err_new("precondition_failed", 412, "the note is at version %lld, not %lld",
+                       (long long)h->version, (long long)if_version);
+        pk_buf x = PK_BUF_INIT;
+        pk_buf_printf(&x, "\"current_version\":%lld", (long long)h->version);
+        e->extra_json = pk_buf_steal(&x, NULL);
+        return e;
+    }
+    return NULL;
+}
+
+/* Growable list of bound values for SQL built at run time; parameters are numbered ?1, ?2, ... */
+typedef struct qb {
+    pk_buf sql;
+    struct {
+        int type; /* SQLITE_TEXT, SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_NULL */
+        const char *s;
+        int64_t i;
+        double d;
+    } v[96];
+    int n;
+} qb;
+
+static void qb_sql(qb *b, const char *s)
+{
+    pk_buf_puts(&b->sql, s);
+}
+static int qb_next(qb *b)
+{
+    if (b->n >= (int)(sizeof b->v / sizeof b->v[0])) abort(); /* bounded by the query limits below */
+    pk_buf_printf(&b->sql, "?%d", b->n + 1);
+    return b->n++;
+}
+static void qb_text(qb *b, const char *s)
+{
+    int i = qb_next(b);
+    b->v[i].type = s ? SQLITE_TEXT : SQLITE_NULL;
+    b->v[i].s = s;
+}
+static void qb_int(qb *b, int64_t v)
+{
+    int i = qb_next(b);
+    b->v[i].type = SQLITE_INTEGER;
+    b->v[i].i = v;
+}
+static void qb_double(qb *b, double v)
+{
+    int i = qb_next(b);
+    b->v[i].type = SQLITE_FLOAT;
+    b->v[i].d = v;
+}
+
+static pk_err *qb_prepare(qb *b, pk_sqlite_conn *k, sqlite3_stmt **st)
+{
+    pk_err *e = pk_sqlite_prepare(k, b->sql.data, st);
+    if (e) return e;
+    for (int i = 0; i < b->n; i++) {
+        switch (b->v[i].type) {
+        case SQLITE_TEXT:
+            sqlite3_bind_text(*st, i + 1, b->v[i].s, -1, SQLITE_STATIC);
+            break;
+        case SQLITE_INTEGER:
+            sqlite3_bind_int64(*st, i + 1, b->v[i].i);
+            break;
+        case SQLITE_FLOAT:
+            sqlite3_bind_double(*st, i + 1, b->v[i].d);
+            break;
+        default:
+            sqlite3_bind_null(*st, i + 1);
+        }
+    }
+    return NULL;
+}
+
+static void set_text(qb *b, const char *col, const char *v)
+{
+    pk_buf_printf(&b->sql, ", %s = ", col);
+    qb_text(b, v);
+}
+
+static pk_err *update_impl(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *c, const char *id,
+                           int64_t if_version, const pk_note_input *in, const pk_note_canon *cn, pk_buf *out)
+{
+    note_head h;
+    pk_err *e = head_read(k, id, if_version, &h);
+    if (e) return e;
+    unsigned set = in->set;
+    if (set == 0) return note_read(k, "n.seq = ?1", h.seq, NULL, out, NULL);
+    qb b = {0};
+    qb_sql(&b, "UPDATE notes SET version = version + 1, updated_at = ");
+    qb_int(&b, wall_now(s));
+    if (set & PK_NF_TITLE) set_text(&b, "title", in->title);
+    if (set & PK_NF_CONTENT) set_text(&b, "content", in->content);
+    if (set & PK_NF_TYPE) set_text(&b, "type", in->type);
+    if (set & PK_NF_STATUS) set_text(&b, "status", in->status);
+    if (set & PK_NF_VERIFICATION) set_text(&b, "verification_status", in->verification_status);
+    if (set & PK_NF_SOURCE_URI) set_text(&b, "source_uri", in->source_uri);
+    if (set & PK_NF_TAGS) set_text(&b, "tags", cn->tags_json);
+    if (set & PK_NF_METADATA) set_text(&b, "metadata", cn->metadata_json);
+    if (set & PK_NF_AI_SUMMARY) set_text(&b, "ai_summary", in->ai_summary);
+    if (set & PK_NF_HUMAN_NOTES) set_text(&b, "human_notes", in->human_notes);
+    if (set & PK_NF_GUARD) {
+        set_text(&b, "guard", cn->guard_json);
+        qb_sql(&b, ", flagged = ");
+        qb_int(&b, cn->flagged);
+    }
+    if (set & PK_NF_CONFIDENCE) {
+        qb_sql(&b, ", confidence_score = ");
+        qb_double(&b, in->confidence_score);
+    }
+    qb_sql(&b, " WHERE seq = ");
+    qb_int(&b, h.seq);
+    sqlite3_stmt *st;
+    e = qb_prepare(&b, k, &st);
+    if (!e) e = exec_stmt(k, st, "updating a note");
+    pk_buf_free(&b.sql);
+    if (e) return e;
+    if ((set & PK_NF_TAGS) && (e = tags_write(k, h.seq, cn, true))) return e;
+    if ((e = audit(s, k, c, id, "update", h.version + 1, set))) return e;
+    if ((set & PK_NF_CONFIDENCE) && in->confidence_score != h.confidence &&
+        (e = confidence_log(s, k, c, id, h.version + 1, &h.confidence, in->confidence_score)))
+        return e;
+    return note_read(k, "n.seq = ?1", h.seq, NULL, out, NULL);
+}
+
+static pk_err *sq_note_update(pk_store *ps, const pk_op_ctx *c, const char *id, int64_t if_version,
+                              const pk_note_input *in, pk_buf *out)
+{
+    sq_store *s = (sq_store *)ps;
+    int64_t t0 = pk_clock_now(s->clock);
+    pk_note_canon cn;
+    pk_err *e = pk_note_input_check(in, false, &cn);
+    pk_sqlite_conn *k = NULL;
+    if (!e) e = op_begin(s, c, true, &k);
+    if (!e) e = pk_sqlite_begin(k, true);
+    if (!e) {
+        pk_buf tmp = PK_BUF_INIT;
+        e = update_impl(s, k, c, id, if_version, in, &cn, &tmp);
+        if (!e) e = pk_sqlite_commit(k);
+        if (e)
+            pk_sqlite_rollback(k);
+        else
+            pk_buf_append(out, tmp.data, tmp.len);
+        pk_buf_free(&tmp);
+    }
+    pk_note_canon_free(&cn);
+    return op_end(s, "note_update", t0, k, e);
+}
+
+static pk_err *delete_impl(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *c, const char *id,
+                           int64_t if_version)
+{
+    note_head h;
+    pk_err *e = head_read(k, id, if_version, &h);
+    if (e) return e;
+    sqlite3_stmt *st;
+    if ((e = pk_sqlite_prepare(k, "DELETE FROM notes WHERE seq = ?1", &st))) return e;
+    sqlite3_bind_int64(st, 1, h.seq);
+    if ((e = exec_stmt(k, st, "deleting a note"))) return e;
+    return audit(s, k, c, id, "delete", h.version, 0);
+}
+
+static pk_err *sq_note_delete(pk_store *ps, const pk_op_ctx *c, const char *id, int64_t if_version)
+{
+    sq_store *s = (sq_store *)ps;
+    int64_t t0 = pk_clock_now(s->clock);
+    pk_sqlite_conn *k;
+    pk_err *e = op_begin(s, c, true, &k);
+    if (!e) e = pk_sqlite_begin(k, true);
+    if (!e) {
+        e = delete_impl(s, k, c, id, if_version);
+        if (!e) e = pk_sqlite_commit(k);
+        if (e) pk_sqlite_rollback(k);
+    }
+    return op_end(s, "note_delete", t0, k, e);
+}
+
+/* ---- list and search ---- */
+
+#define QUERY_TAGS_MAX 20
+
+typedef struct sort_spec {
+    const char *col; /* NULL: relevance */
+    int colidx;      /* column of the sort value in NOTE_COLS */
+    bool asc;
+    char kind[3]; /* cursor kind: column letter + direction */
+} sort_spec;
+
+static pk_err *bad_query(const char *field, const char *msg)
+{
+    pk_err *e = pk_err_invalid("the query has invalid parameters");
+    pk_err_add_field(e, field, "%s", msg);
+    return e;
+}
+
+static pk_err *sort_of(const pk_note_query *q, bool search, sort_spec *sp)
+{
+    memset(sp, 0, sizeof *sp);
+    pk_sort_key key = q->sort;
+    if (key == PK_SORT_DEFAULT) key = search ? PK_SORT_RELEVANCE : PK_SORT_CREATED;
+    sp->asc = q->ascending;
+    char letter;
+    switch (key) {
+    case PK_SORT_CREATED:
+        sp->col = "created_at", sp->colidx = C_CREATED, letter = 'c';
+        break;
+    case PK_SORT_UPDATED:
+        sp->col = "updated_at", sp->colidx = C_UPDATED, letter = 'u';
+        break;
+    case PK_SORT_TITLE:
+        sp->col = "title", sp->colidx = C_TITLE, letter = 't';
+        break;
+    case PK_SORT_CONFIDENCE:
+        sp->col = "confidence_score", sp->colidx = C_CONF, letter = 'f';
+        break;
+    case PK_SORT_RELEVANCE:
+        if (!search) return bad_query("sort", "relevance applies to searches only");
+        sp->kind[0] = 'r';
+        return NULL;
+    default:
+        return bad_query("sort", "unknown sort key");
+    }
+    sp->kind[0] = letter;
+    sp->kind[1] = sp->asc ? '+' : '-';
+    return NULL;
+}
+
+static pk_err *check_query(const pk_note_query *q)
+{
+    if (q->status && !pk_note_enum_valid(PK_NOTE_STATUSES, q->status))
+        return bad_query("status", "must be one of: draft, active, archived");
+    if (q->verification_status && !pk_note_enum_valid(PK_NOTE_VERIFICATIONS, q->verification_status))
+        return bad_query("verification_status", "must be one of: pending, verified, disputed, rejected");
+    if (q->has_min_confidence && !(q->min_confidence >= 0.0 && q->min_confidence <= 1.0))
+        return bad_query("min_confidence", "must be a number between 0 and 1");
+    if (q->ntags_all > QUERY_TAGS_MAX || q->ntags_any > QUERY_TAGS_MAX)
+        return bad_query("tags", "at most 20 tags per filter");
+    return NULL;
+}
+
+static void time_filter(qb *b, const char *a, const char *col, const char *op, int64_t v)
+{
+    if (!v) return;
+    pk_buf_printf(&b->sql, " AND %s.%s %s ", a, col, op);
+    qb_int(b, v);
+}
+
+static void filters(qb *b, const pk_note_query *q, const char *a)
+{
+    if (q->type) pk_buf_printf(&b->sql, " AND %s.type = ", a), qb_text(b, q->type);
+    if (q->status) pk_buf_printf(&b->sql, " AND %s.status = ", a), qb_text(b, q->status);
+    if (q->verification_status)
+        pk_buf_printf(&b->sql, " AND %s.verification_status = ", a), qb_text(b, q->verification_status);
+    for (size_t i = 0; i < q->ntags_all; i++) {
+        qb_sql(b, " AND EXISTS (SELECT 1 FROM note_tags t WHERE t.tag = ");
+        qb_text(b, q->tags_all[i]);
+        pk_buf_printf(&b->sql, " AND t.note_seq = %s.seq)", a);
+    }
+    if (q->ntags_any) {
+        pk_buf_printf(&b->sql,
+                      " AND EXISTS (SELECT 1 FROM note_tags t WHERE t.note_seq = %s.seq AND t.tag IN (", a);
+        for (size_t i = 0; i < q->ntags_any; i++) {
+            if (i) qb_sql(b, ", ");
+            qb_text(b, q->tags_any[i]);
+        }
+        qb_sql(b, "))");
+    }
+    if (q->has_min_confidence)
+        pk_buf_printf(&b->sql, " AND %s.confidence_score >= ", a), qb_double(b, q->min_confidence);
+    time_filter(b, a, "created_at", ">", q->created_after);
+    time_filter(b, a, "created_at", "<", q->created_before);
+    time_filter(b, a, "updated_at", ">", q->updated_after);
+    time_filter(b, a, "updated_at", "<", q->updated_before);
+    if (q->flagged >= 0) pk_buf_printf(&b->sql, " AND %s.flagged = ", a), qb_int(b, q->flagged ? 1 : 0);
+}
+
+/* Adds "AND (a.col, a.seq) < (value, seq)" for the cursor; `value` must outlive the statement. */
+static pk_err *keyset(qb *b, const sort_spec *sp, const char *a, const char *cursor, char **value)
+{
+    if (!cursor) return NULL;
+    int64_t seq;
+    pk_err *e = pk_cursor_decode(cursor, sp->kind, &seq, value);
+    if (e) return e;
+    pk_buf_printf(&b->sql, " AND (%s.%s, %s.seq) %s (", a, sp->col, a, sp->asc ? ">" : "<");
+    char *end = NULL;
+    errno = 0;
+    if (sp->colidx == C_TITLE) {
+        qb_text(b, *value);
+    } else if (sp->colidx == C_CONF) {
+        double d = strtod(*value, &end);
+        if (end == *value || *end || !isfinite(d)) return bad_query("cursor", "is malformed");
+        qb_double(b, d);
+    } else {
+        long long v = strtoll(*value, &end, 10);
+        if (end == *value || *end || errno) return bad_query("cursor", "is malformed");
+        qb_int(b, v);
+    }
+    qb_sql(b, ", ");
+    qb_int(b, seq);
+    qb_sql(b, ")");
+    return NULL;
+}
+
+static void order_by(qb *b, const sort_spec *sp, const char *a)
+{
+    const char *dir = sp->asc ? "ASC" : "DESC";
+    pk_buf_printf(&b->sql, " ORDER BY %s.%s %s, %s.seq %s", a, sp->col, dir, a, dir);
+}
+
+static void cursor_value(sqlite3_stmt *st, const sort_spec *sp, pk_buf *v)
+{
+    pk_buf_reset(v);
+    if (sp->colidx == C_TITLE)
+        pk_buf_append(v, sqlite3_column_text(st, C_TITLE), (size_t)sqlite3_column_bytes(st, C_TITLE));
+    else if (sp->colidx == C_CONF)
+        pk_buf_printf(v, "%.17g", sqlite3_column_double(st, C_CONF));
+    else
+        pk_buf_printf(v, "%lld", (long long)sqlite3_column_int64(st, sp->colidx));
+}
+
+static int page_limit(const pk_note_query *q)
+{
+    return q->limit <= 0 ? 20 : q->limit > 100 ? 100 : q->limit;
+}
+
+/* Steps through up to limit+1 rows; search rows carry snippet and rank after the note columns. */
+static pk_err *page_fill(pk_sqlite_conn *k, sqlite3_stmt *st, const pk_note_query *q, const sort_spec *sp,
+                         bool search, int64_t offset, pk_page *out)
+{
+    int limit = page_limit(q);
+    pk_buf items = PK_BUF_INIT, last = PK_BUF_INIT;
+    pk_jw w;
+    pk_jw_init(&w, &items);
+    pk_jw_arr_open(&w);
+    size_t count = 0;
+    sqlite3_int64 last_seq = 0;
+    bool more = false;
+    int rc;
+    while ((rc = pk_sqlite_step(k, st)) == SQLITE_ROW) {
+        if (count == (size_t)limit) {
+            more = true;
+            break;
+        }
+        note_open(&w, st);
+        if (search) {
+            pk_jw_key(&w, "snippet");
+            col_str(&w, st, C_NCOLS);
+            pk_jw_key(&w, "score");
+            pk_jw_num(&w, -sqlite3_column_double(st, C_NCOLS + 1));
+        }
+        pk_jw_obj_close(&w);
+        count++;
+        last_seq = sqlite3_column_int64(st, C_SEQ);
+        if (sp->col) cursor_value(st, sp, &last);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        pk_buf_free(&items);
+        pk_buf_free(&last);
+        return pk_sqlite_err(k, rc, search ? "searching notes" : "listing notes");
+    }
+    pk_jw_arr_close(&w);
+    pk_page_free(out);
+    out->items = items;
+    out->count = count;
+    if (more && sp->col) {
+        out->next_cursor = pk_cursor_encode(sp->kind, last_seq, last.data);
+    } else if (more) {
+        char off[32];
+        snprintf(off, sizeof off, "%lld", (long long)(offset + limit));
+        out->next_cursor = pk_cursor_encode(sp->kind, 0, off);
+    }
+    pk_buf_free(&last);
+    return NULL;
+}
+
+static pk_err *list_impl(pk_sqlite_conn *k, const pk_note_query *q, pk_page *out)
+{
+    sort_spec sp;
+    pk_err *e = sort_of(q, false, &sp);
+    if (!e) e = check_query(q);
+    if (e) return e;
+    qb b = {0};
+    char *cur = NULL;
+    qb_sql(&b, "SELECT " NOTE_COLS("n") " FROM notes n WHERE 1");
+    filters(&b, q, "n");
+    e = keyset(&b, &sp, "n", q->cursor, &cur);
+    if (!e) {
+        order_by(&b, &sp, "n");
+        qb_sql(&b, " LIMIT ");
+        qb_int(&b, page_limit(q) + 1);
+        sqlite3_stmt *st;
+        e = qb_prepare(&b, k, &st);
+        if (!e) e = page_fill(k, st, q, &sp, false, 0, out);
+    }
+    free(cur);
+    pk_buf_free(&b.sql);
+    return e;
+}
+
+static pk_err *search_impl(pk_sqlite_conn *k, const pk_note_query *q, pk_page *out)
+{
+    sort_spec sp;
+    pk_err *e = sort_of(q, true, &sp);
+    if (!e) e = check_query(q);
+    if (e) return e;
+    if (!q->text) return bad_query("q", "a search needs query text");
+    pk_buf match = PK_BUF_INIT;
+    if ((e = pk_fts5_query(q->text, &match))) return e;
+    qb b = {0};
+    char *cur = NULL;
+    int64_t offset = 0;
+    if (!sp.col) { /* relevance: FTS5 orders by rank and stops at the limit; snippets for those rows only */
+        qb_sql(&b, "SELECT " NOTE_COLS("n") ", " SNIPPET ", notes_fts.rank FROM notes_fts CROSS JOIN notes n"
+                                            " ON n.seq = notes_fts.rowid WHERE notes_fts MATCH ");
+        qb_text(&b, match.data);
+        filters(&b, q, "n");
+        if (q->cursor) {
+            int64_t zero;
+            e = pk_cursor_decode(q->cursor, sp.kind, &zero, &cur);
+            char *end = NULL;
+            if (!e) offset = strtoll(cur, &end, 10);
+            if (!e && (end == cur || *end || offset < 0 || offset > 100000))
+                e = bad_query("cursor", "is malformed");
+        }
+        qb_sql(&b, " ORDER BY notes_fts.rank LIMIT ");
+        qb_int(&b, page_limit(q) + 1);
+        qb_sql(&b, " OFFSET ");
+        qb_int(&b, offset);
+    } else { /* another order: pick the page's rows first, then snippet those rows only */
+        qb_sql(&b, "SELECT " NOTE_COLS(
+                       "n") ", " SNIPPET ", notes_fts.rank FROM (SELECT m.seq AS s FROM notes_fts"
+                            " CROSS JOIN notes m ON m.seq = notes_fts.rowid WHERE notes_fts MATCH ");
+        qb_text(&b, match.data);
+        filters(&b, q, "m");
+        e = keyset(&b, &sp, "m", q->cursor, &cur);
+        order_by(&b, &sp, "m");
+        qb_sql(&b, " LIMIT ");
+        qb_int(&b, page_limit(q) + 1);
+        qb_sql(
+            &b,
+            ") AS page CROSS JOIN notes n ON n.seq = page.s CROSS JOIN notes_fts ON notes_fts.rowid = page.s"
+            " WHERE notes_fts MATCH ?1");
+        order_by(&b, &sp, "n");
+    }
+    if (!e) {
+        sqlite3_stmt *st;
+        e = qb_prepare(&b, k, &st);
+        if (!e) e = page_fill(k, st, q, &sp, true, offset, out);
+    }
+    free(cur);
+    pk_buf_free(&b.sql);
+    pk_buf_free(&match);
+    return e;
+}
+
+static pk_err *sq_note_list(pk_store *ps, const pk_op_ctx *c, const pk_note_query *q, pk_page *out)
+{
+    sq_store *s = (sq_store *)ps;
+    int64_t t0 = pk_clock_now(s->clock);
+    pk_sqlite_conn *k;
+    pk_err *e = op_begin(s, c, false, &k);
+    if (!e) e = list_impl(k, q, out);
+    return op_end(s, "note_list", t0, k, e);
+}
+
+static pk_err *sq_note_search(pk_store *ps, const pk_op_ctx *c, const pk_note_query *q, pk_page *out)
+{
+    sq_store *s = (sq_store *)ps;
+    int64_t t0 = pk_clock_now(s->clock);
+    pk_sqlite_conn *k;
+    pk_err *e = op_begin(s, c, false, &k);
+    if (!e) e = search_impl(k, q, out);
+    return op_end(s, "note_search", t0, k, e);
+}
+
+/* ---- history ---- */
+
+static pk_err *history_impl(pk_sqlite_conn *k, const char *id, pk_buf *out)
+{
+    sqlite3_stmt *ev, *ch;
+    pk_err *e = pk_sqlite_prepare(k,
+                                  "SELECT action, version, fields, at, request_id, principal FROM audit_log"
+                                  " WHERE note_id = ?1 ORDER BY seq",
+                                  &ev);
+    if (!e)
+        e = pk_sqlite_prepare(k,
+                              "SELECT version, old_score, new_score, at, request_id, principal"
+                              " FROM confidence_history WHERE note_id = ?1 ORDER BY seq",
+                              &ch);
+    if (e) return e;
+    bind_text(ev, 1, id);
+    bind_text(ch, 1, id);
+    pk_jw w;
+    pk_jw_init(&w, out);
+    pk_jw_obj_open(&w);
+    pk_jw_key(&w, "note_id");
+    pk_jw_str(&w, id);
+    pk_jw_key(&w, "events");
+    pk_jw_arr_open(&w);
+    int rc, n = 0;
+    while ((rc = pk_sqlite_step(k, ev)) == SQLITE_ROW) {
+        n++;
+        pk_jw_obj_open(&w);
+        pk_jw_key(&w, "action");
+        col_str(&w, ev, 0);
+        pk_jw_key(&w, "version");
+        pk_jw_int(&w, sqlite3_column_int64(ev, 1));
+        pk_jw_key(&w, "fields");
+        col_raw(&w, ev, 2);
+        pk_jw_key(&w, "at");
+        col_time(&w, ev, 3);
+        pk_jw_key(&w, "request_id");
+        col_str(&w, ev, 4);
+        pk_jw_key(&w, "principal");
+        col_str(&w, ev, 5);
+        pk_jw_obj_close(&w);
+    }
+    if (rc != SQLITE_DONE) return pk_sqlite_err(k, rc, "reading the audit log");
+    if (n == 0) return pk_err_not_found("note %s not found", id);
+    pk_jw_arr_close(&w);
+    pk_jw_key(&w, "confidence_history");
+    pk_jw_arr_open(&w);
+    while ((rc = pk_sqlite_step(k, ch)) == SQLITE_ROW) {
+        pk_jw_obj_open(&w);
+        pk_jw_key(&w, "version");
+        pk_jw_int(&w, sqlite3_column_int64(ch, 0));
+        pk_jw_key(&w, "from");
+        col_num_or_null(&w, ch, 1);
+        pk_jw_key(&w, "to");
+        pk_jw_num(&w, sqlite3_column_double(ch, 2));
+        pk_jw_key(&w, "at");
+        col_time(&w, ch, 3);
+        pk_jw_key(&w, "request_id");
+        col_str(&w, ch, 4);
+        pk_jw_key(&w, "principal");
+        col_str(&w, ch, 5);
+        pk_jw_obj_close(&w);
+    }
+    if (rc != SQLITE_DONE) return pk_sqlite_err(k, rc, "reading the confidence history");
+    pk_jw_arr_close(&w);
+    pk_jw_obj_close(&w);
+    return NULL;
+}
+
+static pk_err *sq_note_history(pk_store *ps, const pk_op_ctx *c, const char *id, pk_buf *out)
+{
+    sq_store *s = (sq_store *)ps;
+    int64_t t0 = pk_clock_now(s->clock);
+    pk_sqlite_conn *k;
+    pk_err *e = op_begin(s, c, false, &k);
+    if (!e) e = pk_sqlite_begin(k, false); /* both tables from one snapshot */
+    if (!e) {
+        pk_buf tmp = PK_BUF_INIT;
+        e = history_impl(k, id, &tmp);
+        pk_sqlite_rollback(k);
+        if (!e) pk_buf_append(out, tmp.data, tmp.len);
+        pk_buf_free(&tmp);
+    }
+    return op_end(s, "note_history", t0, k, e);
+}
+
+/* ---- links ---- */
+
+static pk_err *note_exists(pk_sqlite_conn *k, const char *id, bool *found)
+{
+    sqlite3_stmt *st;
+    pk_err *e = pk_sqlite_prepare(k, "SELECT 1 FROM notes WHERE id = ?1", &st);
+    if (e) return e;
+    bind_text(st, 1, id);
+    int rc = pk_sqlite_step(k, st);
+    sqlite3_reset(st);
+    *found = rc == SQLITE_ROW;
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? NULL : pk_sqlite_err(k, rc, "reading a note");
+}
+
+static void link_json(pk_jw *w, const char *id, const char *src, const char *dst, const char *type,
+                      double strength, const char *meta, size_t meta_len, int64_t created)
+{
+    char ts[PK_RFC3339_LEN];
+    pk_rfc3339(created, ts);
+    pk_jw_obj_open(w);
+    pk_jw_key(w, "id");
+    pk_jw_str(w, id);
+    pk_jw_key(w, "source_id");
+    pk_jw_str(w, src);
+    pk_jw_key(w, "target_id");
+    pk_jw_str(w, dst);
+    pk_jw_key(w, "type");
+    pk_jw_str(w, type);
+    pk_jw_key(w, "strength");
+    pk_jw_num(w, strength);
+    pk_jw_key(w, "metadata");
+    pk_jw_raw(w, meta, meta_len);
+    pk_jw_key(w, "created_at");
+    pk_jw_str(w, ts);
+    pk_jw_obj_close(w);
+}
+
+static pk_err *link_check(const char *src, const char *dst, const char *type, double strength,
+                          const char *meta, char **meta_canon)
+{
+    pk_err *e = pk_err_invalid("the link has invalid fields");
+    if (!pk_link_type_valid(type))
+        pk_err_add_field(e, "type", "must be 1 to 64 characters of a-z, 0-9, _ and -");
+    if (!(isfinite(strength) && strength >= 0.0 && strength <= 1.0))
+        pk_err_add_field(e, "strength", "must be a number between 0 and 1");
+    if (!dst || !dst[0])
+        pk_err_add_field(e, "target_id", "is required");
+    else if (src && strcmp(src, dst) == 0)
+        pk_err_add_field(e, "target_id", "a note cannot link to itself");
+    if (meta) {
+        pk_note_input in = {.set = PK_NF_METADATA, .metadata_json = meta};
+        pk_note_canon cn;
+        pk_err *me = pk_note_input_check(&in, false, &cn);
+        if (me) {
+            pk_err_add_field(e, "metadata", "must be a JSON object");
+            pk_err_free(me);
+        } else {
+            *meta_canon = cn.metadata_json;
+            cn.metadata_json = NULL;
+            pk_note_canon_free(&cn);
+        }
+    }
+    if (e->nfields == 0) {
+        pk_err_free(e);
+        return NULL;
+    }
+    return e;
+}
+
+static pk_err *link_create_impl(sq_store *s, pk_sqlite_conn *k, const char *src, const char *dst,
+                                const char *type, double strength, const char *meta, pk_buf *out)
+{
+    bool found;
+    pk_err *e = note_exists(k, src, &found);
+    if (e) return e;
+    if (!found) return pk_err_not_found("note %s not found", src);
+    if ((e = note_exists(k, dst, &found))) return e;
+    if (!found) {
+        e = pk_err_invalid("the link target does not exist");
+        pk_err_add_field(e, "target_id", "no note has this id");
+        return e;
+    }
+    char id[PK_UUID_LEN];
+    pk_uuid7(id);
+    int64_t now = wall_now(s);
+    sqlite3_stmt *st;
+    if ((e = pk_sqlite_prepare(
+             k,
+             "INSERT INTO links(id, source_id, target_id, type, strength, metadata, created_at)"
+             " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             &st)))
+        return e;
+    bind_text(st, 1, id);
+    bind_text(st, 2, src);
+    bind_text(st, 3, dst);
+    bind_text(st, 4, type);
+    sqlite3_bind_double(st, 5, strength);
+    bind_text(st, 6, meta);
+    sqlite3_bind_int64(st, 7, now);
+    int rc = pk_sqlite_step(k, st);
+    sqlite3_reset(st);
+    if ((rc & 0xff) == SQLITE_CONSTRAINT)
+        return pk_err_new("conflict", 409, "a link of type %s from %s to %s already exists", type, src, dst);
+    if (rc != SQLITE_DONE) return pk_sqlite_err(k, rc, "inserting a link");
+    pk_jw w;
+    pk_jw_init(&w, out);
+    link_json(&w, id, src, dst, type, strength, meta, strlen(meta), now);
+    return NULL;
+}
+
+static pk_err *sq_link_create(pk_store *ps, const pk_op_ctx *c, const char *src, const char *dst,
+                              const char *type, double strength, const char *metadata_json, pk_buf *out)
+{
+    sq_store *s = (sq_store *)ps;
+    int64_t t0 = pk_clock_now(s->clock);
+    char *meta = NULL;
+    pk_sqlite_conn *k = NULL;
+    pk_err *e = link_check(src, dst, type, strength, metadata_json, &meta);
+    if (!e) e = op_begin(s, c, true, &k);
+    if (!e) e = pk_sqlite_begin(k, true);
+    if (!e) {
+        pk_buf tmp = PK_BUF_INIT;
+        e = link_create_impl(s, k, src, dst, type, strength, meta ? meta : "{}", &tmp);
+        if (!e) e = pk_sqlite_commit(k);
+        if (e)
+            pk_sqlite_rollback(k);
+        else
+            pk_buf_append(out, tmp.data, tmp.len);
+        pk_buf_free(&tmp);
+    }
+    free(meta);
+    return op_end(s, "link_create", t0, k, e);
+}
+
+static pk_err *link_list_impl(pk_sqlite_conn *k, const char *id, pk_buf *out)
+{
+    bool found;
+    pk_err *e = note_exists(k, id, &found);
+    if (e) return e;
+    if (!found) return pk_err_not_found("note %s not found", id);
+    sqlite3_stmt *st;
+    if ((e = pk_sqlite_prepare(
+             k,
+             "SELECT id, source_id, target_id, type, strength, metadata, created_at FROM links"
+             " WHERE source_id = ?1 OR target_id = ?1 ORDER BY seq LIMIT 1000",
+             &st)))
+        return e;
+    bind_text(st, 1, id);
+    pk_jw w;
+    pk_jw_init(&w, out);
+    pk_jw_arr_open(&w);
+    int rc;
+    while ((rc = pk_sqlite_step(k, st)) == SQLITE_ROW) {
+        link_json(&w, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+                  (const char *)sqlite3_column_text(st, 2), (const char *)sqlite3_column_text(st, 3),
+                  sqlite3_column_double(st, 4), (const char *)sqlite3_column_text(st, 5),
+                  (size_t)sqlite3_column_bytes(st, 5), sqlite3_column_int64(st, 6));
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) return pk_sqlite_err(k, rc, "listing links");
+    pk_jw_arr_close(&w);
+    return NULL;
+}
+
+static pk_err *sq_link_list(pk_store *ps, const pk_op_ctx *c, const char *id, pk_buf *out)
+{
+    sq_store *s = (sq_store *)ps;
+    int64_t t0 = pk_clock_now(s->clock);
+    pk_sqlite_conn *k;
+    pk_err *e = op_begin(s, c, false, &k);
+    if (!e) e = pk_sqlite_begin(k, false);
+    if (!e) {
+        pk_buf tmp = PK_BUF_INIT;
+        e = link_list_impl(k, id, &tmp);
+        pk_sqlite_rollback(k);
+        if (!e) pk_buf_append(out, tmp.data, tmp.len);
+        pk_buf_free(&tmp);
+    }
+    return op_end(s, "link_list", t0, k, e);
+}
+
+/* ---- idempotency ---- */
+
+static pk_err *idem_key_check(const char *key)
+{
+    size_t n = key ? strlen(key) : 0;
+    if (n >= 1 && n <= IDEM_KEY_MAX) return NULL;
+    pk_err *e = pk_err_invalid("the idempotency key is invalid");
+    pk_err_add_field(e, "Idempotency-Key", "must be 1 to %d characters", IDEM_KEY_MAX);
+    return e;
+}
+
+static pk_err *idem_begin_impl(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *c, const char *key,
+                               const char *hash, pk_idem_state *state, int *status, pk_buf *body)
+{
+    int64_t now = wall_now(s);
+    const char *who = ctx_principal(c) ? ctx_principal(c) : "";
+    sqlite3_stmt *st;
+    pk_err *e;
+    /* expired records go first, so an old key behaves as a new one */
+    if ((e = pk_sqlite_prepare(k, "DELETE FROM idempotency WHERE created_at < ?1", &st)))
+        return e;
+    sqlite3_bind_int64(st, 1, now - (int64_t)s->idem_ttl_s * 1000000000LL);
+    if ((e = exec_stmt(k, st, "expiring idempotency records"))) return e;
+    if ((e = pk_sqlite_prepare(k,
+                               "SELECT request_hash, state, status, body, created_at FROM idempotency"
+                               " WHERE principal = ?1 AND key = ?2",
+                               &st)))
+        return e;
+    bind_text(st, 1, who);
+    bind_text(st, 2, key);
+    int rc = pk_sqlite_step(k, st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        sqlite3_reset(st);
+        return pk_sqlite_err(k, rc, "reading an idempotency record");
+    }
+    bool take = rc == SQLITE_DONE;
+    if (rc == SQLITE_ROW) {
+        bool same = strcmp((const char *)sqlite3_column_text(st, 0), hash) == 0;
+        bool done = sqlite3_column_int(st, 1) == 1;
+        bool abandoned = sqlite3_column_int64(st, 4) < now - (int64_t)s->idem_lease_s * 1000000000LL;
+        if (!same) {
+            *state = PK_IDEM_MISMATCH;
+        } else if (done) {
+            *state = PK_IDEM_REPLAY;
+            *status = sqlite3_column_int(st, 2);
+            pk_buf_append(body, sqlite3_column_blob(st, 3), (size_t)sqlite3_column_bytes(st, 3));
+        } else if (abandoned) {
+            take = true;
+        } else {
+            *state = PK_IDEM_IN_PROGRESS;
+        }
+        if (!same && !done && abandoned) take = true; /* a stale claim does not block a new request */
+    }
+    sqlite3_reset(st);
+    if (!take) return NULL;
+    if ((e = pk_sqlite_prepare(
+             k,
+             "INSERT OR REPLACE INTO idempotency(principal, key, request_hash, state, created_at)"
+             " VALUES (?1, ?2, ?3, 0, ?4)",
+             &st)))
+        return e;
+    bind_text(st, 1, who);
+    bind_text(st, 2, key);
+    bind_text(st, 3, hash);
+    sqlite3_bind_int64(st, 4, now);
+    if ((e = exec_stmt(k, st, "claiming an idempotency key"))) return e;
+    *state = PK_IDEM_NEW;
+    return NULL;
+}
+
+static pk_err *sq_idem_begin(pk_store *ps, const pk_op_ctx *c, const char *key, const char *hash,
+                             pk_idem_state *state, int *status, pk_buf *body)
+{
+    sq_store *s = (sq_store *)ps;
+    int64_t t0 = pk_clock_now(s->clock);
+    pk_sqlite_conn *k = NULL;
+    pk_err *e = idem_key_check(key);
+    if (!e) e = op_begin(s, c, true, &k);
+    if (!e) e = pk_sqlite_begin(k, true);
+    if (!e) {
+        pk_buf tmp = PK_BUF_INIT;
+        pk_idem_state st = PK_IDEM_NEW;
+        int code = 0;
+        e = idem_begin_impl(s, k, c, key, hash ? hash : "", &st, &code, &tmp);
+        if (!e) e = pk_sqlite_commit(k);
+        if (e) {
+            pk_sqlite_rollback(k);
+        } else {
+            *state = st;
+            if (status) *status = code;
+            if (st == PK_IDEM_REPLAY) pk_buf_append(body, tmp.data, tmp.len);
+        }
+        pk_buf_free(&tmp);
+    }
+    return op_end(s, "idem_begin", t0, k, e);
+}
+
+/* Runs one statement that must change a row of an in-progress record. */
+static pk_err *idem_change(sq_store *s, const pk_op_ctx *c, const char *op, const char *sql, const char *key,
+                           int status, const char *body, size_t body_len)
+{
+    int64_t t0 = pk_clock_now(s->clock);
+    pk_sqlite_conn *k = NULL;
+    pk_err *e = idem_key_check(key);
+    if (!e) e = op_begin(s, c, true, &k);
+    sqlite3_stmt *st;
+    if (!e) e = pk_sqlite_prepare(k, sql, &st);
+    if (!e) {
+        bind_text(st, 1, ctx_principal(c) ? ctx_principal(c) : "");
+        bind_text(st, 2, key);
+        if (body) {
+            sqlite3_bind_int(st, 3, status);
+            sqlite3_bind_blob(st, 4, body_len ? body : "", (int)body_len, SQLITE_STATIC);
+        }
+        e = exec_stmt(k, st, "updating an idempotency record");
+        if (!e && sqlite3_changes(pk_sqlite_db(k)) == 0)
+            e = pk_err_not_found("no idempotency record in progress for this key");
+    }
+    return op_end(s, op, t0, k, e);
+}
+
+static pk_err *sq_idem_finish(pk_store *ps, const pk_op_ctx *c, const char *key, int status, const char *body,
+                              size_t body_len)
+{
+    if (body_len > INT_MAX) return pk_err_new("store_error", 500, "the response is too large to record");
+    return idem_change((sq_store *)ps, c, "idem_finish",
+                       "UPDATE idempotency SET state = 1, status = ?3, body = ?4"
+                       " WHERE principal = ?1 AND key = ?2 AND state = 0",
+                       key, status, body ? body : "", body_len);
+}
+
+static pk_err *sq_idem_abort(pk_store *ps, const pk_op_ctx *c, const char *key)
+{
+    return idem_change((sq_store *)ps, c, "idem_abort",
+                       "DELETE FROM idempotency WHERE principal = ?1 AND key = ?2 AND state = 0", key, 0,
+                       NULL, 0);
+}
+
+/* ---- open, close ---- */
+
+static void sq_close(pk_store *ps)
+{
+    sq_store *s = (sq_store *)ps;
+    if (!s) return;
+    pk_sqlite_pool_close(s->pool);
+    free(s);
+}
+
+static const pk_store_ops sq_ops = {
+    .close = sq_close,
+    .migrate = sq_migrate,
+    .ping = sq_ping,
+    .note_create = sq_note_create,
+    .note_get = sq_note_get,
+    .note_update = sq_note_update,
+    .note_delete = sq_note_delete,
+    .note_list = sq_note_list,
+    .note_search = sq_note_search,
+    .note_history = sq_note_history,
+    .link_create = sq_link_create,
+    .link_list = sq_link_list,
+    .idem_begin = sq_idem_begin,
+    .idem_finish = sq_idem_finish,
+    .idem_abort = sq_idem_abort,
+};
+
+int pk_store_schema_version_latest(void)
+{
+    return pk_sqlite_migration_count;
+}
+
+/* mkdir -p */
+static pk_err *make_dirs(const char *dir)
+{
+    char *p = strdup(dir);
+    if (!p) abort();
+    for (char *q = p + 1;; q++) {
+        if (*q == '/' || !*q) {
+            char saved = *q;
+            *q = '\0';
+            if (mkdir(p, 0750) != 0 && errno != EEXIST) {
+                pk_err *e = pk_err_new("store_error", 503, "cannot create the data directory %s: %s", p,
+                                       strerror(errno));
+                free(p);
+                return e;
+            }
+            *q = saved;
+            if (!saved) break;
+        }
+    }
+    free(p);
+    return NULL;
+}
+
+pk_err *pk_store_open_sqlite(const pk_sqlite_config *cfg, bool no_migrate, pk_store **out)
+{
+    *out = NULL;
+    if (!cfg || !cfg->data_dir || !cfg->data_dir[0])
+        return pk_err_new("store_error", 500, "the SQLite store needs a data directory");
+    if (sqlite3_threadsafe() == 0)
+        return pk_err_new("store_error", 500, "SQLite was built without thread support");
+    pk_err *e = make_dirs(cfg->data_dir);
+    if (e) return e;
+    sq_store *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    s->base.ops = &sq_ops;
+    s->base.backend = "sqlite";
+    s->clock = cfg->clock ? cfg->clock : pk_clock_real();
+    s->wall = cfg->wall_clock ? cfg->wall_clock : &real_wall_clock;
+    s->idem_ttl_s = cfg->idem_ttl_s > 0 ? cfg->idem_ttl_s : 86400;
+    s->idem_lease_s = cfg->idem_lease_s > 0 ? cfg->idem_lease_s : 60;
+    pk_buf path = PK_BUF_INIT;
+    pk_buf_printf(&path, "%s/pake.db", cfg->data_dir);
+    pk_sqlite_pool_config pc = {
+        .path = path.data,
+        .busy_timeout_ms = cfg->busy_timeout_ms > 0 ? cfg->busy_timeout_ms : 5000,
+        .max_connections = cfg->max_connections > 0 ? cfg->max_connections : 8,
+        .clock = s->clock,
+    };
+    e = pk_sqlite_pool_open(&pc, &s->pool);
+    pk_buf_free(&path);
+    if (!e && !no_migrate) e = sq_migrate(&s->base, NULL, NULL);
+    if (e) {
+        sq_close(&s->base);
+        return e;
+    }
+    *out = &s->base;
+    return NULL;
+}
+
+#ifdef PAKE_FAULT_INJECTION
+void pk_store_sqlite_fail_at(pk_store *s, int n, int sqlite_rc)
+{
+    pk_sqlite_pool_fail_at(((sq_store *)s)->pool, n, sqlite_rc);
+}
+int pk_store_sqlite_calls(pk_store *s)
+{
+    return pk_sqlite_pool_calls(((sq_store *)s)->pool);
+}
+#endif
