@@ -17,13 +17,13 @@ static int64_t fx_wall = 1764096071123000000LL; /* 2025-11-25T18:41:11.123Z */
 static pk_clock fx_wall_clock = {pk_fake_clock_now, &fx_wall};
 static pk_store *fx_store;
 
-static int fx_rm(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+static inline int fx_rm(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb, (void)flag, (void)ftw;
     return remove(path);
 }
 
-static pk_store *fx_open_cfg(pk_sqlite_config *cfg)
+static inline pk_store *fx_open_cfg(pk_sqlite_config *cfg)
 {
     pk_store *s = NULL;
     pk_err *e = pk_store_open_sqlite(cfg, false, &s);
@@ -31,7 +31,7 @@ static pk_store *fx_open_cfg(pk_sqlite_config *cfg)
     return s;
 }
 
-static void fx_setup(void)
+static inline void fx_setup(void)
 {
     snprintf(fx_dir, sizeof fx_dir, "/tmp/pake-store-test-XXXXXX");
     cr_assert_not_null(mkdtemp(fx_dir));
@@ -40,7 +40,7 @@ static void fx_setup(void)
     fx_store = fx_open_cfg(&cfg);
 }
 
-static void fx_teardown(void)
+static inline void fx_teardown(void)
 {
     if (fx_store) pk_store_close(fx_store);
     fx_store = NULL;
@@ -48,7 +48,7 @@ static void fx_teardown(void)
 }
 
 /* Creates a note; returns its parsed JSON (caller deletes) and copies its id into id_out if given. */
-static cJSON *fx_create(const char *title, const char *content, const char *tags_json, double conf,
+static inline cJSON *fx_create(const char *title, const char *content, const char *tags_json, double conf,
                         char *id_out)
 {
     pk_note_input in = {.set = PK_NF_TITLE | PK_NF_CONTENT | PK_NF_CONFIDENCE,
@@ -69,13 +69,13 @@ static cJSON *fx_create(const char *title, const char *content, const char *tags
     return j;
 }
 
-static const char *fx_str(const cJSON *o, const char *k)
+static inline const char *fx_str(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-static double fx_num(const cJSON *o, const char *k)
+static inline double fx_num(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     cr_assert(cJSON_IsNumber(v), "member %s is not a number", k);
@@ -83,7 +83,7 @@ static double fx_num(const cJSON *o, const char *k)
 }
 
 /* Runs a list or search and returns the parsed items array (caller deletes); *next gets the cursor. */
-static cJSON *fx_page(bool search, const pk_note_query *q, char **next)
+static inline cJSON *fx_page(bool search, const pk_note_query *q, char **next)
 {
     pk_page p = {0};
     pk_err *e =
@@ -97,7 +97,7 @@ static cJSON *fx_page(bool search, const pk_note_query *q, char **next)
     return items;
 }
 
-static pk_err *fx_expect_err(pk_err *e, const char *code, int status)
+static inline pk_err *fx_expect_err(pk_err *e, const char *code, int status)
 {
     cr_assert_not_null(e, "expected error %s", code);
     cr_assert_str_eq(e->code, code, "got %s (%s)", e->code, e->message);
