@@ -67,7 +67,8 @@ int main(int argc, char **argv)
     }
     fclose(f);
     free(line);
-    double create_us = (double)(cpu_ns() - t0) / 1e3 / n, create_wall_us = (double)(pk_mono_ns() - w0) / 1e3 / n;
+    double create_us = (double)(cpu_ns() - t0) / 1e3 / n,
+           create_wall_us = (double)(pk_mono_ns() - w0) / 1e3 / n;
     printf("create      %7.1f us cpu/op  %7.1f us wall/op  (%d notes, one transaction each)\n", create_us,
            create_wall_us, n);
 
@@ -122,8 +123,8 @@ int main(int argc, char **argv)
                 double us = (double)(cpu_ns() - one) / 1e3;
                 if (us > worst) worst = us;
             }
-        printf("search %-10s %7.1f us cpu/op  worst %7.1f us  (%d words x %d, 20 results with snippets)\n", names[k],
-               (double)(cpu_ns() - t0) / 1e3 / (nw * rounds), worst, nw, rounds);
+        printf("search %-10s %7.1f us cpu/op  worst %7.1f us  (%d words x %d, 20 results with snippets)\n",
+               names[k], (double)(cpu_ns() - t0) / 1e3 / (nw * rounds), worst, nw, rounds);
     }
     pk_buf_free(&out);
     pk_buf_free(&tags);

@@ -49,7 +49,7 @@ static inline void fx_teardown(void)
 
 /* Creates a note; returns its parsed JSON (caller deletes) and copies its id into id_out if given. */
 static inline cJSON *fx_create(const char *title, const char *content, const char *tags_json, double conf,
-                        char *id_out)
+                               char *id_out)
 {
     pk_note_input in = {.set = PK_NF_TITLE | PK_NF_CONTENT | PK_NF_CONFIDENCE,
                         .title = title,
