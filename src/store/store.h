@@ -51,7 +51,8 @@
  * file I/O): call it only from the offload pool or a CLI thread, never from an event-loop thread.
  * Input strings are valid UTF-8 (validated by the caller); the store validates field semantics it owns
  * (status enums, confidence range) and returns "validation_failed" with field errors otherwise.
- * Output buffers are appended to only on success (on error they are left as they were).
+ * Output buffers are appended to only on success (on error they are left as they were); a pk_page
+ * is replaced on success (free it with pk_page_free).
  */
 #ifndef PAKE_STORE_STORE_H
 #define PAKE_STORE_STORE_H

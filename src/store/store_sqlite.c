@@ -15,7 +15,8 @@
  * and cost the same on page 1 and page 1000. Relevance search orders by the FTS5 `rank` column, which
  * FTS5 sorts itself and stops at LIMIT, so snippet() runs only for the rows returned; its pages are
  * offsets (rank is a float that ties). A search sorted by another column first selects the page of
- * row ids without snippets, then computes snippets for those rows only.
+ * row ids without snippets, then computes snippets for those rows only (snippet() over every match of
+ * a common word costs milliseconds).
  */
 #include "core/clock.h"
 #include "core/id.h"
@@ -921,20 +922,23 @@ static pk_err *search_impl(pk_sqlite_conn *k, const pk_note_query *q, pk_page *o
         qb_int(&b, page_limit(q) + 1);
         qb_sql(&b, " OFFSET ");
         qb_int(&b, offset);
-    } else { /* another order: pick the page's rows first, then snippet those rows only */
-        qb_sql(&b, "SELECT " NOTE_COLS(
-                       "n") ", " SNIPPET ", notes_fts.rank FROM (SELECT m.seq AS s FROM notes_fts"
-                            " CROSS JOIN notes m ON m.seq = notes_fts.rowid WHERE notes_fts MATCH ");
+    } else {
+        /* another order: pick the page's rows without snippets, then one more pass over the matches
+         * computes snippet and rank for those rows only. The unary + keeps SQLite from turning the IN
+         * into one FTS5 query per row (measured 1.5x slower). */
+        qb_sql(&b,
+               "WITH page AS (SELECT m.seq AS s FROM notes_fts CROSS JOIN notes m ON m.seq = notes_fts.rowid"
+               " WHERE notes_fts MATCH ");
         qb_text(&b, match.data);
         filters(&b, q, "m");
         e = keyset(&b, &sp, "m", q->cursor, &cur);
         order_by(&b, &sp, "m");
         qb_sql(&b, " LIMIT ");
         qb_int(&b, page_limit(q) + 1);
-        qb_sql(
-            &b,
-            ") AS page CROSS JOIN notes n ON n.seq = page.s CROSS JOIN notes_fts ON notes_fts.rowid = page.s"
-            " WHERE notes_fts MATCH ?1");
+        qb_sql(&b,
+               ") SELECT " NOTE_COLS("n") ", " SNIPPET ", notes_fts.rank FROM notes_fts CROSS JOIN notes n"
+                                          " ON n.seq = notes_fts.rowid WHERE notes_fts MATCH ?1 AND "
+                                          "+notes_fts.rowid IN (SELECT s FROM page)");
         order_by(&b, &sp, "n");
     }
     if (!e) {
@@ -1254,8 +1258,7 @@ static pk_err *idem_begin_impl(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *
     sqlite3_stmt *st;
     pk_err *e;
     /* expired records go first, so an old key behaves as a new one */
-    if ((e = pk_sqlite_prepare(k, "DELETE FROM idempotency WHERE created_at < ?1", &st)))
-        return e;
+    if ((e = pk_sqlite_prepare(k, "DELETE FROM idempotency WHERE created_at < ?1", &st))) return e;
     sqlite3_bind_int64(st, 1, now - (int64_t)s->idem_ttl_s * 1000000000LL);
     if ((e = exec_stmt(k, st, "expiring idempotency records"))) return e;
     if ((e = pk_sqlite_prepare(k,
