@@ -26,7 +26,9 @@
 #include <stdint.h>
 
 /* A deadline that never expires. */
+#ifndef PK_DEADLINE_NONE
 #define PK_DEADLINE_NONE INT64_MAX
+#endif
 
 typedef struct pk_retry_policy {
     int max_attempts; /* total attempts, >= 1 */
