@@ -341,6 +341,7 @@ void pk_limiter_local_stats_get(pk_limiter *l, pk_limiter_local_stats *out)
 {
     local_limiter *ll = (local_limiter *)l;
     memset(out, 0, sizeof *out);
+    if (l->ops != &local_ops) return;
     out->max_keys = ll->max_keys;
     out->memory = ll->memory;
     for (int i = 0; i < SHARDS; i++) {
@@ -356,6 +357,7 @@ void pk_limiter_local_stats_get(pk_limiter *l, pk_limiter_local_stats *out)
 size_t pk_limiter_local_sweep(pk_limiter *l)
 {
     local_limiter *ll = (local_limiter *)l;
+    if (l->ops != &local_ops) return 0;
     int64_t now = pk_clock_now(ll->clock);
     size_t removed = 0;
     for (int i = 0; i < SHARDS; i++) {

@@ -115,7 +115,7 @@ static inline void pk_limiter_free(pk_limiter *l)
  */
 pk_limiter *pk_limiter_local_new(size_t max_keys, const pk_clock *clock);
 
-/* Introspection for tests and metrics; `l` must be a local limiter. Thread-safe. */
+/* Introspection for tests and metrics (all zero for a limiter that is not local). Thread-safe. */
 typedef struct pk_limiter_local_stats {
     size_t entries;     /* keys with state */
     size_t max_keys;    /* effective bound */
@@ -125,7 +125,8 @@ typedef struct pk_limiter_local_stats {
 } pk_limiter_local_stats;
 
 void pk_limiter_local_stats_get(pk_limiter *l, pk_limiter_local_stats *out);
-/* Removes every entry whose TAT <= clock now; returns how many. Meant for a periodic timer. */
+/* Removes every entry whose TAT <= clock now; returns how many (0 for a non-local limiter). Meant for
+ * a periodic timer; holds one shard lock at a time. */
 size_t pk_limiter_local_sweep(pk_limiter *l);
 
 /* ---- headers ---- */
