@@ -12,7 +12,7 @@
  * lower sketch frequency is evicted, ties go to the victim (admission = candidate freq > victim freq).
  * A hit in probation promotes the entry to protected (80% of the main area); protected overflow is
  * demoted back to probation's MRU end. The sketch is a count-min sketch of 4 rows of 4-bit counters,
- * updated conservatively on every lookup (hit or miss) and halved after 10 x capacity updates so that
+ * updated conservatively on every lookup (hit or miss) and halved after 40 x capacity updates so that
  * old popularity fades. The window lets a new key prove itself before it faces the sketch; the sketch
  * keeps scans and one-hit wonders out of the main area, which is why it beats LRU on skewed workloads.
  * The sketch is sized from the shard budget and grows (and restarts) when the shard holds more entries
@@ -47,6 +47,10 @@
 #define DEFAULT_ENTRY_BYTES 1024u
 #define EPOCH_SLOTS 64
 #define SKETCH_ROWS 4
+#define SKETCH_WIDTH_MULT 4   /* counters per row = next_pow2(4 x capacity in entries) */
+#define SKETCH_COUNTER_MAX 15 /* 4-bit counters (one per byte, for simplicity) */
+#define SKETCH_SAMPLE_MULT 40 /* halve after 40 x capacity updates (Caffeine: 10; see docs/cache.md) */
+#define WINDOW_PCT 1
 
 enum { Q_WINDOW, Q_PROBATION, Q_PROTECTED };
 
@@ -73,10 +77,10 @@ typedef struct queue {
 } queue;
 
 typedef struct sketch {
-    uint64_t *words;  /* SKETCH_ROWS rows of `width` 4-bit counters, 16 per word */
-    size_t width;     /* counters per row, a power of two */
-    size_t capacity;  /* entries it was sized for */
-    uint64_t updates; /* since the last halving */
+    uint8_t *counters; /* SKETCH_ROWS rows of `width` counters */
+    size_t width;      /* counters per row, a power of two */
+    size_t capacity;   /* entries it was sized for */
+    uint64_t updates;  /* since the last halving */
 } sketch;
 
 typedef struct flight {
@@ -143,7 +147,8 @@ static void *xmalloc(size_t n)
 static size_t next_pow2(size_t n)
 {
     size_t p = 1;
-    while (p < n) p <<= 1;
+    while (p < n)
+        p <<= 1;
     return p;
 }
 
@@ -177,8 +182,14 @@ static uint64_t hash_key(uint64_t seed, const void *key, size_t n)
     return mix64(h);
 }
 
-static shard *shard_of(pk_cache *c, uint64_t h) { return &c->shards[(h >> 40) & (c->nshards - 1)]; }
-static size_t epoch_slot(uint64_t h) { return (size_t)(h >> 24) & (EPOCH_SLOTS - 1); }
+static shard *shard_of(pk_cache *c, uint64_t h)
+{
+    return &c->shards[(h >> 40) & (c->nshards - 1)];
+}
+static size_t epoch_slot(uint64_t h)
+{
+    return (size_t)(h >> 24) & (EPOCH_SLOTS - 1);
+}
 
 #define STAT_ADD(s, field, n) atomic_fetch_add_explicit(&(s)->st.field, (n), memory_order_relaxed)
 
@@ -250,40 +261,46 @@ static entry *queue_lru(shard *s, int qi)
 static void sketch_init(sketch *sk, size_t capacity)
 {
     sk->capacity = capacity < 16 ? 16 : capacity;
-    sk->width = next_pow2(sk->capacity * 4);
-    sk->words = xcalloc(SKETCH_ROWS * sk->width / 16, sizeof(uint64_t));
+    sk->width = next_pow2(sk->capacity * SKETCH_WIDTH_MULT);
+    sk->counters = xcalloc(SKETCH_ROWS * sk->width, 1);
     sk->updates = 0;
 }
 
-static void sketch_free(sketch *sk) { free(sk->words); }
+static void sketch_free(sketch *sk)
+{
+    free(sk->counters);
+}
 
 /* Double hashing over an independent mix of the key hash gives the row indexes. */
 static void sketch_index(const sketch *sk, uint64_t h, size_t idx[SKETCH_ROWS])
 {
     uint64_t m = mix64(h ^ 0x6a09e667f3bcc909ULL);
     uint32_t a = (uint32_t)m, b = (uint32_t)(m >> 32) | 1u;
-    for (size_t r = 0; r < SKETCH_ROWS; r++) idx[r] = r * sk->width + ((a + (uint32_t)r * b) & (sk->width - 1));
+    for (size_t r = 0; r < SKETCH_ROWS; r++)
+        idx[r] = r * sk->width + ((a + (uint32_t)r * b) & (sk->width - 1));
 }
 
-static unsigned counter_get(const sketch *sk, size_t i) { return (unsigned)(sk->words[i >> 4] >> ((i & 15) * 4)) & 15u; }
+static unsigned sketch_min(const sketch *sk, const size_t idx[SKETCH_ROWS])
+{
+    unsigned f = SKETCH_COUNTER_MAX;
+    for (size_t r = 0; r < SKETCH_ROWS; r++)
+        if (sk->counters[idx[r]] < f) f = sk->counters[idx[r]];
+    return f;
+}
 
 static unsigned sketch_frequency(const sketch *sk, uint64_t h)
 {
     size_t idx[SKETCH_ROWS];
     sketch_index(sk, h, idx);
-    unsigned f = 15;
-    for (size_t r = 0; r < SKETCH_ROWS; r++) {
-        unsigned v = counter_get(sk, idx[r]);
-        if (v < f) f = v;
-    }
-    return f;
+    return sketch_min(sk, idx);
 }
 
 /* Halving ("reset"): every counter divided by two, so popularity decays with a half-life of one sample. */
 static void sketch_halve(sketch *sk)
 {
-    size_t n = SKETCH_ROWS * sk->width / 16;
-    for (size_t i = 0; i < n; i++) sk->words[i] = (sk->words[i] >> 1) & 0x7777777777777777ULL;
+    size_t n = SKETCH_ROWS * sk->width;
+    for (size_t i = 0; i < n; i++)
+        sk->counters[i] >>= 1;
     sk->updates /= 2;
 }
 
@@ -292,16 +309,12 @@ static void sketch_increment(sketch *sk, uint64_t h)
 {
     size_t idx[SKETCH_ROWS];
     sketch_index(sk, h, idx);
-    unsigned f = 15;
-    for (size_t r = 0; r < SKETCH_ROWS; r++) {
-        unsigned v = counter_get(sk, idx[r]);
-        if (v < f) f = v;
-    }
-    if (f < 15) {
+    unsigned f = sketch_min(sk, idx);
+    if (f < SKETCH_COUNTER_MAX) {
         for (size_t r = 0; r < SKETCH_ROWS; r++)
-            if (counter_get(sk, idx[r]) == f) sk->words[idx[r] >> 4] += 1ULL << ((idx[r] & 15) * 4);
+            if (sk->counters[idx[r]] == f) sk->counters[idx[r]]++;
     }
-    if (++sk->updates >= 10 * sk->capacity) sketch_halve(sk);
+    if (++sk->updates >= SKETCH_SAMPLE_MULT * sk->capacity) sketch_halve(sk);
 }
 
 /* ---- hash table ---- */
@@ -316,7 +329,8 @@ static entry *table_find(shard *s, uint64_t h, const void *key, size_t klen)
 static void table_unlink(shard *s, entry *e)
 {
     entry **pp = &s->buckets[e->hash & (s->nbuckets - 1)];
-    while (*pp != e) pp = &(*pp)->hnext;
+    while (*pp != e)
+        pp = &(*pp)->hnext;
     *pp = e->hnext;
 }
 
@@ -380,16 +394,22 @@ static void on_hit(shard *s, entry *e)
     }
 }
 
+/* The main area's victim: probation LRU, else protected LRU. */
+static entry *pick_victim(shard *s)
+{
+    entry *v = queue_lru(s, Q_PROBATION);
+    return v ? v : queue_lru(s, Q_PROTECTED);
+}
+
 /* A candidate leaving the window enters probation only if it beats the victims it needs to displace.
  * `c` is in no queue here but its bytes still count in s->bytes. */
 static void admit_candidate(shard *s, entry *c, int64_t now)
 {
     while (s->bytes > s->max_bytes) {
-        entry *v = queue_lru(s, Q_PROBATION);
-        if (!v) v = queue_lru(s, Q_PROTECTED);
+        entry *v = pick_victim(s);
         if (!v) break;
-        if (c->expire_at <= now || (v->expire_at > now &&
-                                    sketch_frequency(&s->sk, c->hash) <= sketch_frequency(&s->sk, v->hash))) {
+        if (c->expire_at <= now ||
+            (v->expire_at > now && sketch_frequency(&s->sk, c->hash) <= sketch_frequency(&s->sk, v->hash))) {
             if (c->expire_at > now) STAT_ADD(s, rejections, 1);
             queue_push_mru(s, Q_PROBATION, c); /* entry_remove expects it in a queue */
             evict(s, c, now);
@@ -498,7 +518,8 @@ static void flight_unlink(shard *s, flight *f)
 {
     if (f->detached) return;
     flight **pp = &s->flights;
-    while (*pp != f) pp = &(*pp)->next;
+    while (*pp != f)
+        pp = &(*pp)->next;
     *pp = f->next;
     f->detached = true;
 }
@@ -544,7 +565,8 @@ pk_cache *pk_cache_new(const pk_cache_config *cfg)
         c->seed = (uint64_t)pk_mono_ns() ^ (uint64_t)(uintptr_t)c;
     pthread_condattr_init(&c->condattr);
     pthread_condattr_setclock(&c->condattr, CLOCK_MONOTONIC);
-    for (size_t g = 0; g < PK_CACHE_GROUPS; g++) atomic_init(&c->gens[g], 1);
+    for (size_t g = 0; g < PK_CACHE_GROUPS; g++)
+        atomic_init(&c->gens[g], 1);
 
     c->shards = xcalloc(c->nshards, sizeof *c->shards);
     size_t per_shard = c->max_bytes / c->nshards;
@@ -553,12 +575,14 @@ pk_cache *pk_cache_new(const pk_cache_config *cfg)
         pthread_mutex_init(&s->mu, NULL);
         s->nbuckets = 16;
         s->buckets = xcalloc(s->nbuckets, sizeof *s->buckets);
-        for (int q = 0; q < 3; q++) queue_init(&s->q[q]);
+        for (int q = 0; q < 3; q++)
+            queue_init(&s->q[q]);
         s->max_bytes = per_shard;
-        s->window_max = per_shard / 100;
+        s->window_max = per_shard * WINDOW_PCT / 100;
         s->protected_max = (per_shard - s->window_max) / 5 * 4;
         sketch_init(&s->sk, per_shard / c->entry_hint);
-        for (int k = 0; k < EPOCH_SLOTS; k++) s->epochs[k] = 1;
+        for (int k = 0; k < EPOCH_SLOTS; k++)
+            s->epochs[k] = 1;
     }
     return c;
 }

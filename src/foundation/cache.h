@@ -126,7 +126,10 @@ pk_cache *pk_cache_new(const pk_cache_config *cfg);
 void pk_cache_free(pk_cache *c);
 
 /* The charge of an entry with these key and value lengths (what counts against max_bytes). */
-static inline size_t pk_cache_charge(size_t klen, size_t vlen) { return klen + vlen + PK_CACHE_ENTRY_OVERHEAD; }
+static inline size_t pk_cache_charge(size_t klen, size_t vlen)
+{
+    return klen + vlen + PK_CACHE_ENTRY_OVERHEAD;
+}
 
 /* Non-blocking lookup: a new reference to the live (unexpired) value, or NULL on a miss. Never waits for
  * loads and never allocates. */
