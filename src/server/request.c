@@ -15,6 +15,7 @@
 #include "core/id.h"
 #include "core/log.h"
 #include "core/utf8.h"
+#include "foundation/trace.h"
 #include "server/offload.h"
 #include "server/services.h"
 #include <stdio.h>
@@ -29,74 +30,21 @@ const char *pk_route_class_name(pk_route_class c)
 
 /* ---- correlation ---------------------------------------------------------------------------- */
 
-static bool valid_request_id(const char *s, size_t n)
-{
-    if (n == 0 || n > 128) return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-              c == '.' || c == ':'))
-            return false;
-    }
-    return true;
-}
-
-static bool lower_hex(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return false;
-    return true;
-}
-
-static bool all_zero(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (s[i] != '0') return false;
-    return true;
-}
-
-/* traceparent: version "00" is parsed strictly; a higher version is accepted by its first four
- * fields (W3C forward compatibility); "ff" and malformed values start a new trace. */
+/* X-Request-ID is kept when valid, else generated; traceparent is continued when valid (W3C rules
+ * in foundation/trace.c), else a new trace starts. */
 static void correlate(pk_req *r)
 {
-    size_t n;
+    size_t n = 0, tn = 0, sn = 0;
     const char *v = pk_req_header(r, "x-request-id", &n);
-    if (v && valid_request_id(v, n)) {
-        memcpy(r->request_id, v, n);
-        r->request_id[n] = '\0';
-    } else {
-        pk_uuid7(r->request_id);
-    }
-    const char *tp = pk_req_header(r, "traceparent", &n);
-    bool ok = false;
-    if (tp && n >= 55 && tp[2] == '-' && tp[35] == '-' && tp[52] == '-' && lower_hex(tp, 2) &&
-        !(tp[0] == 'f' && tp[1] == 'f') && lower_hex(tp + 3, 32) && lower_hex(tp + 36, 16) && lower_hex(tp + 53, 2) &&
-        !all_zero(tp + 3, 32) && !all_zero(tp + 36, 16) && (n == 55 || (memcmp(tp, "00", 2) != 0 && tp[55] == '-'))) {
-        memcpy(r->trace_id, tp + 3, 32);
-        r->trace_id[32] = '\0';
-        memcpy(r->parent_span_id, tp + 36, 16);
-        r->parent_span_id[16] = '\0';
-        unsigned flags = 0;
-        sscanf(tp + 53, "%2x", &flags);
-        r->sampled = flags & 1;
-        ok = true;
-    }
-    if (!ok) {
-        unsigned char b[16];
-        do {
-            uint64_t a = pk_rand64(), c = pk_rand64();
-            memcpy(b, &a, 8);
-            memcpy(b + 8, &c, 8);
-        } while (all_zero((const char *)b, 0));
-        pk_hex(b, 16, r->trace_id);
-        r->parent_span_id[0] = '\0';
-        r->sampled = false;
-    }
-    uint64_t sid;
-    do
-        sid = pk_rand64();
-    while (sid == 0);
-    pk_hex(&sid, 8, r->span_id);
+    pk_request_id_accept(v, v ? n : 0, r->request_id);
+    const char *tp = pk_req_header(r, "traceparent", &tn);
+    const char *ts = pk_req_header(r, "tracestate", &sn);
+    pk_trace t;
+    pk_trace_start(&t, tp, tp ? tn : 0, ts, ts ? sn : 0, 0);
+    memcpy(r->trace_id, t.trace_id, sizeof r->trace_id);
+    memcpy(r->span_id, t.span_id, sizeof r->span_id);
+    memcpy(r->parent_span_id, t.parent_id, sizeof r->parent_span_id);
+    r->sampled = pk_trace_sampled(&t);
 }
 
 /* ---- request accessors ---------------------------------------------------------------------- */
@@ -117,7 +65,9 @@ const char *pk_req_header(pk_req *r, const char *lower_name, size_t *len)
 
 void pk_req_add_header(pk_req *r, const char *name, const char *value, size_t len)
 {
-    h2o_add_header_by_str(&r->h2o->pool, &r->h2o->res.headers, name, strlen(name), 0, NULL, value, len);
+    /* h2o keeps pointers: the value must live as long as the request */
+    h2o_iovec_t v = h2o_strdup(&r->h2o->pool, value, len);
+    h2o_add_header_by_str(&r->h2o->pool, &r->h2o->res.headers, name, strlen(name), 0, NULL, v.base, v.len);
 }
 
 h2o_iovec_t pk_req_param(pk_req *r, const char *name)
