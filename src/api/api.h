@@ -69,18 +69,27 @@ pk_err *pk_api_guard(pk_req *r, int surface, const char *field, const char *text
 /* Store calls go through the dependency's bulkhead and circuit breaker (services.c). */
 pk_err *pk_api_store_begin(pk_job *j, void **permit);
 void pk_api_store_end(pk_job *j, void *permit, const pk_err *e, int64_t started_ns);
+/* After a failed attempt: true (having slept the backoff) when the call should be tried again. */
+bool pk_api_store_retry(pk_job *j, const pk_err *e, int attempt);
+/* Runs one store call through bulkhead, breaker and retries; the error (if any) lands in j->err.
+ * Store calls fill their output only on success, so a retried call starts clean. */
 #define PK_STORE_CALL(j, call)                                                                                     \
     do {                                                                                                           \
-        void *permit_ = NULL;                                                                                      \
-        pk_err *be_ = pk_api_store_begin((j), &permit_);                                                           \
-        if (be_) {                                                                                                 \
-            (j)->err = be_;                                                                                        \
+        for (int attempt_ = 0;; attempt_++) {                                                                      \
+            void *permit_ = NULL;                                                                                  \
+            int64_t t0_ = pk_mono_ns();                                                                            \
+            pk_err *e_ = pk_api_store_begin((j), &permit_);                                                        \
+            if (!e_) {                                                                                             \
+                e_ = (call);                                                                                       \
+                pk_api_store_end((j), permit_, e_, t0_);                                                           \
+            }                                                                                                      \
+            (j)->store_ns += pk_mono_ns() - t0_;                                                                   \
+            if (e_ && pk_api_store_retry((j), e_, attempt_)) {                                                     \
+                pk_err_free(e_);                                                                                   \
+                continue;                                                                                          \
+            }                                                                                                      \
+            if (e_) (j)->err = e_;                                                                                 \
             break;                                                                                                 \
         }                                                                                                          \
-        int64_t t0_ = pk_mono_ns();                                                                                \
-        pk_err *e_ = (call);                                                                                       \
-        pk_api_store_end((j), permit_, e_, t0_);                                                                   \
-        (j)->store_ns += pk_mono_ns() - t0_;                                                                       \
-        if (e_) (j)->err = e_;                                                                                     \
     } while (0)
 #endif

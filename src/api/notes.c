@@ -31,6 +31,7 @@ typedef struct note_job {
     char idem_hash[65];
     bool replayed;
     int64_t version;
+    uint64_t cache_ticket;
 } note_job;
 
 static void note_job_free(void *p)
@@ -232,8 +233,8 @@ static bool not_modified(pk_req *r, int64_t version)
 static void get_done(pk_req *r, pk_job *j)
 {
     note_job *d = j->data;
-    if (!j->err) pk_services_cache_note(r->srv, d->id, d->version, j->body.data, j->body.len);
-    else if (pk_err_is(j->err, "not_found")) pk_services_cache_note_missing(r->srv, d->id);
+    if (!j->err) pk_services_cache_note(r->srv, d->id, d->version, j->body.data, j->body.len, d->cache_ticket);
+    else if (pk_err_is(j->err, "not_found")) pk_services_cache_note_missing(r->srv, d->id, d->cache_ticket);
     if (!j->err && not_modified(r, d->version)) {
         pk_req_add_header(r, "etag", j->etag, strlen(j->etag));
         pk_respond_empty(r, 304);
@@ -264,6 +265,7 @@ void pk_api_note_get_id(pk_req *r, const char *id)
     r->cache_state = "miss";
     note_job *d = calloc(1, sizeof *d);
     memcpy(d->id, id, 37);
+    d->cache_ticket = pk_services_cache_ticket(r->srv, id, 36);
     pk_offload(r, work_get, get_done, d, note_job_free);
 }
 
@@ -349,9 +351,45 @@ static void page_to_job(pk_job *j, pk_page *pg, const pk_note_query *q)
     j->status = 200;
 }
 
+/* Query pages are cached by (write generation, route, query): answered on the loop on a hit. */
+typedef struct query_job {
+    pk_query_args *qa;
+    pk_buf key;
+} query_job;
+
+static void query_job_free(void *p)
+{
+    query_job *q = p;
+    pk_query_args_free_void(q->qa);
+    pk_buf_free(&q->key);
+    free(q);
+}
+
+static bool query_from_cache(pk_req *r, query_job *q)
+{
+    if (!pk_services_cache_query_key(r->srv, r, &q->key)) return false;
+    pk_services_cached_note hit;
+    if (!pk_services_cache_query_get(r->srv, &q->key, &hit)) {
+        r->cache_state = "miss";
+        return false;
+    }
+    r->cache_state = "hit";
+    size_t ml = strlen(hit.data);
+    pk_respond_data(r, 200, hit.data + ml + 1, hit.len - ml - 1, hit.data);
+    pk_services_cache_note_release(&hit);
+    return true;
+}
+
+static void query_done(pk_req *r, pk_job *j)
+{
+    query_job *q = j->data;
+    if (!j->err && q->key.len) pk_services_cache_query_put(r->srv, &q->key, j->meta_extra, j->body.data, j->body.len);
+    pk_job_respond(r, j);
+}
+
 static void work_list(pk_job *j)
 {
-    pk_query_args *qa = j->data;
+    pk_query_args *qa = ((query_job *)j->data)->qa;
     pk_page pg = {0};
     PK_STORE_CALL(j, pk_store_note_list(j->srv->store, &j->op, &qa->q, &pg));
     if (!j->err) page_to_job(j, &pg, &qa->q);
@@ -360,7 +398,7 @@ static void work_list(pk_job *j)
 
 static void work_search(pk_job *j)
 {
-    pk_query_args *qa = j->data;
+    pk_query_args *qa = ((query_job *)j->data)->qa;
     pk_page pg = {0};
     PK_STORE_CALL(j, pk_store_note_search(j->srv->store, &j->op, &qa->q, &pg));
     if (!j->err) page_to_job(j, &pg, &qa->q);
@@ -375,10 +413,19 @@ void pk_api_note_list(pk_req *r)
         pk_query_args_free_void(qa);
         return pk_respond_error(r, e);
     }
-    pk_offload(r, work_list, NULL, qa, pk_query_args_free_void);
+    query_job *q = calloc(1, sizeof *q);
+    q->qa = qa;
+    if (query_from_cache(r, q)) return query_job_free(q);
+    pk_offload(r, work_list, query_done, q, query_job_free);
 }
 
-void pk_api_search_with(pk_req *r, pk_query_args *qa) { pk_offload(r, work_search, NULL, qa, pk_query_args_free_void); }
+void pk_api_search_with(pk_req *r, pk_query_args *qa)
+{
+    query_job *q = calloc(1, sizeof *q);
+    q->qa = qa;
+    if (query_from_cache(r, q)) return query_job_free(q);
+    pk_offload(r, work_search, query_done, q, query_job_free);
+}
 
 void pk_api_search(pk_req *r)
 {

@@ -83,8 +83,8 @@ struct pk_req {
     int status;
     int64_t store_ns; /* time spent in the store, for Server-Timing */
     const char *cache_state; /* "hit", "miss" or NULL, for Server-Timing */
-    char ratelimit_policy[96];
-    char ratelimit[96];
+    char ratelimit_policy[192];
+    char ratelimit[192];
 };
 
 /* Request helpers (loop thread only). */

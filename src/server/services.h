@@ -37,8 +37,16 @@ typedef struct pk_services_cached_note {
 } pk_services_cached_note;
 bool pk_services_cache_lookup_note(pk_server *s, const char *id, pk_services_cached_note *out);
 void pk_services_cache_note_release(pk_services_cached_note *n);
-void pk_services_cache_note(pk_server *s, const char *id, int64_t version, const char *json, size_t len);
-void pk_services_cache_note_missing(pk_server *s, const char *id);
+/* Cache-aside: take a ticket before offloading the load; the put is refused when a write invalidated
+ * the key in between (so a slow load never re-inserts stale data). */
+uint64_t pk_services_cache_ticket(pk_server *s, const char *key, size_t klen);
+void pk_services_cache_note(pk_server *s, const char *id, int64_t version, const char *json, size_t len,
+                            uint64_t ticket);
+void pk_services_cache_note_missing(pk_server *s, const char *id, uint64_t ticket);
+/* Query pages (lists, searches). The key embeds the write generation. Value: "meta\0data". */
+bool pk_services_cache_query_key(pk_server *s, pk_req *r, pk_buf *key);
+bool pk_services_cache_query_get(pk_server *s, const pk_buf *key, pk_services_cached_note *out);
+void pk_services_cache_query_put(pk_server *s, const pk_buf *key, const char *meta, const char *data, size_t len);
 /* After a write to a note (or its links): drops it and every cached list/search. */
 void pk_services_note_changed(pk_server *s, const char *id);
 /* Ops endpoints. */
@@ -46,6 +54,15 @@ void pk_services_health_checks(pk_server *s, pk_jw *w); /* extra members of "che
 void pk_services_render_metrics(pk_server *s, pk_buf *out);
 void pk_services_breakers_json(pk_server *s, pk_buf *out);
 pk_err *pk_services_breaker_action(pk_server *s, const char *name, const char *action, pk_buf *out);
+/* The process metrics registry (for modules that register their own families). */
+struct pk_metrics *pk_services_metrics(pk_server *s);
+/* Guard (guard_service.c). */
+pk_err *pk_services_guard_init(pk_server *s);
+void pk_services_guard_dispose(pk_server *s);
+void pk_services_guard_metrics(pk_server *s, const char *surface, const char *decision, const char *category,
+                               double seconds);
+/* A principal's input was blocked: counts against its own abuse budget (429 once spent). */
+void pk_services_note_blocked(pk_req *r);
 /* Called once per finished request (metrics). */
 void pk_services_observe(pk_req *r, int status, int64_t duration_ns);
 #endif
