@@ -197,6 +197,7 @@ static void *loop_main(void *arg)
     h2o_socket_read_start(l->listener, on_accept);
     while (!l->exit_loop)
         h2o_evloop_run(l->evloop, INT32_MAX);
+    h2o_evloop_run(l->evloop, 0); /* messages that arrived with the exit request */
     return NULL;
 }
 
@@ -244,12 +245,14 @@ int pk_server_run(pk_server *s)
         usleep(5000);
     long left = atomic_load(&s->inflight);
     atomic_store(&s->stopping, true);
+    /* finish (or skip, when past their deadline) the jobs still in the pool; their results reach the
+     * loops, which free them before exiting */
+    pk_offload_pool_stop(s->pool);
+    s->pool = NULL;
     for (int i = 0; i < s->nloops; i++)
         send_ctrl(&s->loops[i], 2);
     for (int i = 0; i < s->nloops; i++)
         pthread_join(s->loops[i].thread, NULL);
-    pk_offload_pool_stop(s->pool);
-    s->pool = NULL;
     if (left > 0) pk_log_write(PK_LOG_WARN, NULL, NULL, "shutdown deadline passed with %ld requests in flight", left);
     pk_log_write(PK_LOG_INFO, NULL, NULL, "stopped");
     return 0;

@@ -37,6 +37,11 @@ typedef struct penalty {
     int64_t until_ns;
 } penalty;
 
+typedef struct breaker_stat {
+    pk_breaker *b;
+    int what; /* 0 state, 1 success, 2 failure, 3 slow, 4 rejected */
+} breaker_stat;
+
 struct pk_services {
     int deadline_ms[PK_RC__COUNT];
     pk_metrics *metrics;
@@ -52,6 +57,7 @@ struct pk_services {
     pk_bulkhead *store_bulkhead;
     pk_retry_budget *store_budget;
     pk_retry_policy store_retry;
+    breaker_stat store_breaker_stats[5];
     pk_cache *cache;
     int64_t cache_ttl_ns, cache_negative_ttl_ns;
     double fault_fail_rate;
@@ -89,10 +95,6 @@ static double cache_load_seconds_fn(void *ctx)
     return (double)c.load_ns_total / 1e9;
 }
 
-typedef struct breaker_stat {
-    pk_breaker *b;
-    int what; /* 0 state, 1 success, 2 failure, 3 slow, 4 rejected */
-} breaker_stat;
 static double breaker_fn(void *ctx)
 {
     breaker_stat *bs = ctx;
@@ -164,7 +166,7 @@ static void register_metrics(pk_server *s, struct pk_services *v)
                                          scan_buckets, sizeof scan_buckets / sizeof *scan_buckets);
 }
 
-static void register_breaker_metrics(struct pk_services *v, pk_breaker *b)
+static void register_breaker_metrics(struct pk_services *v, pk_breaker *b, breaker_stat stats[5])
 {
     const char *nm[] = {"name"};
     const char *nmo[] = {"name", "outcome"};
@@ -176,7 +178,7 @@ static void register_breaker_metrics(struct pk_services *v, pk_breaker *b)
     const char *name = pk_breaker_name(b);
     static const char *outcomes[] = {"success", "failure", "slow", "rejected"};
     for (int i = 0; i < 5; i++) {
-        breaker_stat *bs = malloc(sizeof *bs); /* lives as long as the process' registry */
+        breaker_stat *bs = &stats[i];
         bs->b = b;
         bs->what = i;
         if (i == 0) {
@@ -273,7 +275,7 @@ pk_err *pk_services_init(pk_server *s)
     pk_err *e = pk_breaker_new(&bc, pk_clock_real(), &v->store_breaker);
     if (e) return pk_err_wrap(e, "bad_config", 2, "store circuit breaker");
     pk_breaker_registry_add(v->breakers, v->store_breaker);
-    register_breaker_metrics(v, v->store_breaker);
+    register_breaker_metrics(v, v->store_breaker, v->store_breaker_stats);
     v->store_bulkhead = pk_bulkhead_new("store", c->bulkhead_store, c->bulkhead_wait_ms);
     pk_retry_budget_config rbc = PK_RETRY_BUDGET_DEFAULT;
     v->store_budget = pk_retry_budget_new(&rbc, pk_clock_real());
@@ -303,7 +305,8 @@ void pk_services_dispose(pk_server *s)
     pk_bulkhead_free(v->store_bulkhead);
     pk_breaker_registry_free(v->breakers);
     pk_limiter_free(v->limiter);
-    /* the metrics registry is kept: breaker-stat callbacks point into it until exit */
+    pthread_mutex_destroy(&v->penalty_mu);
+    pk_metrics_free(v->metrics);
     free(v);
     s->svc = NULL;
 }
