@@ -11,7 +11,8 @@
 # /proc/PID/stat utime+stime around each run), which is the figure to compare: wrk itself saturates
 # near 60-75k req/s here. The table also goes to bench/out/http-<date>.md.
 #
-# Environment: BENCH_DURATION (s, default 10), BENCH_CONNS (default 32), BENCH_RATE (default 1000),
+# Environment: BENCH_PAKE_FLAGS (extra `pake serve` flags, e.g. "--cache-bytes 0" to measure the
+# store path without the L1 cache), BENCH_DURATION (s, default 10), BENCH_CONNS (default 32), BENCH_RATE (default 1000),
 # BENCH_NOTES (load only N notes; default all), PAKE_BENCH_DATA (default ../shared/data/bench from the
 # repo), BENCH_OUT (default bench/out), BENCH_KEEP_TMP=1 keeps the temp dir, NGINX_BIN, WRK_BIN.
 # Exit status: 0 all scenarios ran; 3 the PAKE half was skipped (binary missing or never ready);
@@ -145,6 +146,8 @@ PAKE_PORT=$(free_port)
 if [[ -x $PAKE_BIN ]]; then
     mkdir -p "$TMP/data"
     "${SRV_PIN[@]}" "$PAKE_BIN" serve --listen "127.0.0.1:$PAKE_PORT" --data-dir "$TMP/data" --threads 1 \
+        --no-access-log --rate-read 1000000000 --burst-read 1000000000 --rate-write 1000000000 \
+        --burst-write 1000000000 --rate-search 1000000000 --burst-search 1000000000 --rate-max-keys 1000 ${BENCH_PAKE_FLAGS:-} \
         >"$TMP/pake.log" 2>&1 &
     PAKE_PID=$!
     if wait_ready "http://127.0.0.1:$PAKE_PORT/health/ready" "$PAKE_PID" "$READY_TIMEOUT"; then

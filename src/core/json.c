@@ -154,7 +154,8 @@ void pk_jw_cjson(pk_jw *w, const cJSON *v)
         pk_jw_str(w, v->valuestring);
     } else if (cJSON_IsNumber(v)) {
         double d = v->valuedouble;
-        if (d == (double)(int64_t)d && fabs(d) < 9007199254740992.0)
+        /* range first: converting an out-of-range double to an integer is undefined */
+        if (fabs(d) < 9007199254740992.0 && d == (double)(int64_t)d)
             pk_jw_int(w, (int64_t)d);
         else
             pk_jw_num(w, d);
