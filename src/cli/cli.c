@@ -52,7 +52,10 @@ static int config_or_exit(pk_config *c, int argc, char **argv, const char *cmd, 
 
 static pk_err *open_store(const pk_config *c, bool no_migrate, pk_store **out)
 {
-    pk_sqlite_config sc = {.data_dir = c->data_dir, .busy_timeout_ms = 5000, .max_connections = c->offload_threads + 2};
+    pk_sqlite_config sc = {.data_dir = c->data_dir,
+                           .busy_timeout_ms = 5000,
+                           .max_connections = c->offload_threads + 2,
+                           .idem_ttl_s = c->idempotency_ttl_s};
     return pk_store_open_sqlite(&sc, no_migrate, out);
 }
 
