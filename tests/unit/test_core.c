@@ -1,0 +1,134 @@
+/* Core modules: buffer, JSON writer and strict parser, UTF-8 validation, RFC 3339, UUIDv7, errors. */
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/id.h"
+#include "core/json.h"
+#include "core/utf8.h"
+#include <criterion/criterion.h>
+#include <string.h>
+
+Test(buf, grows_and_formats)
+{
+    pk_buf b = PK_BUF_INIT;
+    for (int i = 0; i < 1000; i++)
+        pk_buf_printf(&b, "%d,", i);
+    cr_assert(b.len > 3000);
+    cr_assert(strncmp(b.data, "0,1,2,", 6) == 0);
+    cr_assert_eq(b.data[b.len], '\0');
+    size_t n;
+    char *s = pk_buf_steal(&b, &n);
+    cr_assert_eq(b.len, 0);
+    cr_assert_eq(strlen(s), n);
+    free(s);
+}
+
+Test(json, writer_escapes_and_separates)
+{
+    pk_buf b = PK_BUF_INIT;
+    pk_jw w;
+    pk_jw_init(&w, &b);
+    pk_jw_obj_open(&w);
+    pk_jw_key(&w, "s");
+    pk_jw_str(&w, "a\"b\\c\n\x01");
+    pk_jw_key(&w, "a");
+    pk_jw_arr_open(&w);
+    pk_jw_int(&w, 1);
+    pk_jw_num(&w, 0.5);
+    pk_jw_bool(&w, true);
+    pk_jw_null(&w);
+    pk_jw_obj_open(&w);
+    pk_jw_obj_close(&w);
+    pk_jw_arr_close(&w);
+    pk_jw_key(&w, "n");
+    pk_jw_str(&w, NULL);
+    pk_jw_obj_close(&w);
+    cr_assert_str_eq(b.data, "{\"s\":\"a\\\"b\\\\c\\n\\u0001\",\"a\":[1,0.5,true,null,{}],\"n\":null}");
+    pk_buf_free(&b);
+}
+
+Test(json, parser_rejects_bad_input)
+{
+    cJSON *j = NULL;
+    const struct {
+        const char *in;
+        const char *code;
+    } cases[] = {
+        {"", "malformed_json"},
+        {"{", "malformed_json"},
+        {"{} x", "malformed_json"},
+        {"{\"a\":\xff}", "invalid_utf8"},
+        {"\"\xed\xa0\x80\"", "invalid_utf8"}, /* surrogate */
+        {"\"\xc0\xaf\"", "invalid_utf8"},     /* overlong */
+        {"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]", "json_too_deep"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        pk_err *e = pk_json_parse(cases[i].in, strlen(cases[i].in), 32, &j);
+        cr_assert(e, "case %zu accepted", i);
+        cr_assert_str_eq(e->code, cases[i].code, "case %zu: %s", i, e->code);
+        cr_assert_eq(e->status, 400);
+        pk_err_free(e);
+    }
+    /* a NUL inside the declared length is refused, not truncated */
+    pk_err *e = pk_json_parse("{}\0{}", 5, 32, &j);
+    cr_assert(e);
+    pk_err_free(e);
+    const char *ok = " {\"a\":[1,2,{\"b\":\"\xc3\xa9\"}]} \n";
+    e = pk_json_parse(ok, strlen(ok), 32, &j);
+    cr_assert_null(e);
+    cr_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "a"), 2), "b")->valuestring,
+                     "\xc3\xa9");
+    cJSON_Delete(j);
+}
+
+Test(utf8, validation)
+{
+    cr_assert(pk_utf8_valid("plain ascii text of some length", 31));
+    cr_assert(pk_utf8_valid("\xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80", 11));
+    cr_assert_not(pk_utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
+    cr_assert_not(pk_utf8_valid("abc\xe6\x97", 5));       /* truncated */
+    cr_assert_eq(pk_utf8_count("\xc3\xa9t\xc3\xa9", 5), 3);
+}
+
+Test(clock, rfc3339_round_trip)
+{
+    int64_t t;
+    cr_assert_eq(pk_rfc3339_parse("2026-11-25T18:41:11.123Z", &t), 0);
+    char out[PK_RFC3339_LEN];
+    pk_rfc3339(t, out);
+    cr_assert_str_eq(out, "2026-11-25T18:41:11.123Z");
+    int64_t t2;
+    cr_assert_eq(pk_rfc3339_parse("2026-11-25T20:41:11.123+02:00", &t2), 0);
+    cr_assert_eq(t, t2);
+    cr_assert_neq(pk_rfc3339_parse("2026-13-01T00:00:00Z", &t), 0);
+    cr_assert_neq(pk_rfc3339_parse("2026-11-25 garbage", &t), 0);
+    cr_assert_neq(pk_rfc3339_parse("2026-11-25T18:41:11", &t), 0);
+}
+
+Test(id, uuid7_is_valid_ordered_and_unique)
+{
+    char a[PK_UUID_LEN], b[PK_UUID_LEN];
+    pk_uuid7(a);
+    for (int i = 0; i < 1000; i++) {
+        pk_uuid7(b);
+        cr_assert(pk_uuid_valid(b, 36));
+        cr_assert_eq(b[14], '7');
+        cr_assert(strchr("89ab", b[19]));
+        cr_assert(strcmp(a, b) != 0);
+        cr_assert(strncmp(a, b, 8) <= 0); /* the millisecond timestamp never goes back */
+    }
+    cr_assert_not(pk_uuid_valid("01A21418-FF5B-7B38-A071-63577F9FC60B", 36));
+    cr_assert_not(pk_uuid_valid("01a21418-ff5b-7b38-a071-63577f9fc60", 35));
+}
+
+Test(err, wrap_and_fields)
+{
+    pk_err *e = pk_err_wrap(pk_err_new("store_busy", 503, "busy"), "unavailable", 503, "store: %s", "x");
+    cr_assert(pk_err_is(e, "store_busy"));
+    cr_assert(e->retryable);
+    cr_assert_eq(e->category, PK_CAT_UNAVAILABLE);
+    pk_err_add_field(e, "title", "is required");
+    cr_assert_eq(e->nfields, 1);
+    cr_assert_str_eq(pk_err_title(422), "Unprocessable Content");
+    pk_err_free(e);
+}
