@@ -378,6 +378,11 @@ static void set_filter(pk_err **ve, pk_query_args *a, const char *k, const char 
         q->min_confidence = d;
     } else if (!strncmp(k, "created_", 8) || !strncmp(k, "updated_", 8)) {
         int64_t t;
+        /* int64 nanoseconds cover the years 1678..2261 only; pk_rfc3339_parse does not check and its
+         * multiplication overflows (signed overflow: UB) for later years, so refuse them here */
+        int year = (int)strtol(v, NULL, 10);
+        if (strlen(v) < 4 || year < 1678 || year > 2261)
+            return fail(ve, k, "must be an RFC 3339 timestamp between the years 1678 and 2261");
         if (pk_rfc3339_parse(v, &t)) return fail(ve, k, "must be an RFC 3339 timestamp");
         if (!strcmp(k, "created_after"))
             q->created_after = t;
@@ -502,6 +507,11 @@ pk_err *pk_api_parse_query_json(pk_req *r, const cJSON *obj, pk_query_args *a)
     if (!cJSON_IsObject(obj)) return pk_err_invalid("the request body must be a JSON object");
     for (const cJSON *c = obj->child; c; c = c->next) {
         const char *k = c->string;
+        /* null means "not given" (agents send "cursor": null for the first page); unknown names are
+         * still rejected */
+        if (cJSON_IsNull(c) && (in_list(k, QUERY_PARAMS, sizeof QUERY_PARAMS / sizeof *QUERY_PARAMS) ||
+                                !strcmp(k, "query") || !strcmp(k, "filters")))
+            continue;
         if (!strcmp(k, "query")) k = "q";
         char buf[64];
         const char *v = NULL;
@@ -533,6 +543,9 @@ pk_err *pk_api_parse_query_json(pk_req *r, const cJSON *obj, pk_query_args *a)
             else
                 for (const cJSON *f = c->child; f; f = f->next) {
                     const char *fv = NULL;
+                    if (cJSON_IsNull(f) &&
+                        in_list(f->string, QUERY_PARAMS, sizeof QUERY_PARAMS / sizeof *QUERY_PARAMS))
+                        continue; /* null filter: not given */
                     char fb[64];
                     if (cJSON_IsString(f))
                         fv = f->valuestring;
