@@ -103,7 +103,8 @@ class Server:
         fd, self.stderr_path = tempfile.mkstemp(prefix="pake-stderr-", suffix=".log")
         os.close(fd)
         env = dict(os.environ)
-        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:fast_unwind_on_malloc=0")
+        env.setdefault("LSAN_OPTIONS", "suppressions=%s:print_suppressions=0" % os.path.join(HERE, "lsan.supp"))
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         env.update(self.env)
         args = [PAKE_BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir,
