@@ -11,7 +11,7 @@ fail=0
 echo "== clang-format check"
 if ! make -s format-check; then echo "format check FAILED (run 'make format')"; fail=1; fi
 
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:fast_unwind_on_malloc=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 for b in "$BUILD" "$ASAN"; do
   echo "== ctest in $b"

@@ -21,9 +21,9 @@
 #define MAX_METADATA_BYTES 65536
 
 static const char *const READ_ONLY[] = {"id", "version", "created_at", "updated_at", "guard"};
-static const char *const NOTE_FIELDS[] = {"title",      "content",          "type",        "status",
-                                          "verification_status", "source_uri", "tags", "metadata",
-                                          "confidence_score", "ai_summary", "human_notes"};
+static const char *const NOTE_FIELDS[] = {
+    "title",    "content",          "type",       "status",     "verification_status", "source_uri", "tags",
+    "metadata", "confidence_score", "ai_summary", "human_notes"};
 
 void pk_note_fields_free(pk_note_fields *f)
 {
@@ -99,7 +99,8 @@ static bool valid_type(const char *s)
 {
     if (!*s) return false;
     for (; *s; s++)
-        if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) || *s == '_' || *s == '-' || *s == '.'))
+        if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) || *s == '_' || *s == '-' ||
+              *s == '.'))
             return false;
     return true;
 }
@@ -146,11 +147,12 @@ pk_err *pk_api_parse_note(pk_req *r, const cJSON *obj, bool create, pk_note_fiel
     if (create && !(in->set & PK_NF_TITLE)) fail(&ve, "title", "is required");
     if ((in->set & PK_NF_TYPE) && in->type && !valid_type(in->type))
         fail(&ve, "type", "must be lower-case letters, digits, '_', '-' or '.'");
-    if ((in->set & PK_NF_STATUS) && in->status && strcmp(in->status, "draft") && strcmp(in->status, "active") &&
-        strcmp(in->status, "archived"))
+    if ((in->set & PK_NF_STATUS) && in->status && strcmp(in->status, "draft") &&
+        strcmp(in->status, "active") && strcmp(in->status, "archived"))
         fail(&ve, "status", "must be one of draft, active, archived");
-    if ((in->set & PK_NF_VERIFICATION) && in->verification_status && strcmp(in->verification_status, "pending") &&
-        strcmp(in->verification_status, "verified") && strcmp(in->verification_status, "rejected"))
+    if ((in->set & PK_NF_VERIFICATION) && in->verification_status &&
+        strcmp(in->verification_status, "pending") && strcmp(in->verification_status, "verified") &&
+        strcmp(in->verification_status, "rejected"))
         fail(&ve, "verification_status", "must be one of pending, verified, rejected");
 
     const cJSON *cs = cJSON_GetObjectItemCaseSensitive(obj, "confidence_score");
@@ -164,8 +166,10 @@ pk_err *pk_api_parse_note(pk_req *r, const cJSON *obj, bool create, pk_note_fiel
     }
     const cJSON *tags = cJSON_GetObjectItemCaseSensitive(obj, "tags");
     if (tags) {
-        if (!cJSON_IsArray(tags)) fail(&ve, "tags", "must be an array of strings");
-        else if (cJSON_GetArraySize(tags) > MAX_TAGS) fail(&ve, "tags", "must have at most 64 tags");
+        if (!cJSON_IsArray(tags))
+            fail(&ve, "tags", "must be an array of strings");
+        else if (cJSON_GetArraySize(tags) > MAX_TAGS)
+            fail(&ve, "tags", "must have at most 64 tags");
         else {
             pk_buf b = PK_BUF_INIT;
             pk_jw w;
@@ -196,7 +200,8 @@ pk_err *pk_api_parse_note(pk_req *r, const cJSON *obj, bool create, pk_note_fiel
     }
     const cJSON *md = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
     if (md) {
-        if (!cJSON_IsObject(md)) fail(&ve, "metadata", "must be a JSON object");
+        if (!cJSON_IsObject(md))
+            fail(&ve, "metadata", "must be a JSON object");
         else {
             pk_buf b = PK_BUF_INIT;
             pk_jw w;
@@ -222,9 +227,12 @@ pk_err *pk_api_parse_note(pk_req *r, const cJSON *obj, bool create, pk_note_fiel
     pk_err *ge = NULL;
     if (in->title) ge = guard_field(r, PK_SURFACE_NOTE_FIELD, "title", in->title, &flag);
     if (!ge && in->content) ge = guard_field(r, PK_SURFACE_NOTE_CONTENT, "content", in->content, &flag);
-    if (!ge && in->ai_summary) ge = guard_field(r, PK_SURFACE_NOTE_CONTENT, "ai_summary", in->ai_summary, &flag);
-    if (!ge && in->human_notes) ge = guard_field(r, PK_SURFACE_NOTE_CONTENT, "human_notes", in->human_notes, &flag);
-    if (!ge && in->source_uri) ge = guard_field(r, PK_SURFACE_NOTE_FIELD, "source_uri", in->source_uri, &flag);
+    if (!ge && in->ai_summary)
+        ge = guard_field(r, PK_SURFACE_NOTE_CONTENT, "ai_summary", in->ai_summary, &flag);
+    if (!ge && in->human_notes)
+        ge = guard_field(r, PK_SURFACE_NOTE_CONTENT, "human_notes", in->human_notes, &flag);
+    if (!ge && in->source_uri)
+        ge = guard_field(r, PK_SURFACE_NOTE_FIELD, "source_uri", in->source_uri, &flag);
     if (!ge && tags && cJSON_IsArray(tags))
         for (const cJSON *t = tags->child; t && !ge; t = t->next)
             ge = guard_field(r, PK_SURFACE_NOTE_FIELD, "tags", t->valuestring, &flag);
@@ -236,9 +244,12 @@ pk_err *pk_api_parse_note(pk_req *r, const cJSON *obj, bool create, pk_note_fiel
         while (sp && !ge) {
             const cJSON *v = stack[--sp];
             for (const cJSON *c = v->child; c && !ge; c = c->next) {
-                if (cJSON_IsString(c)) ge = guard_field(r, PK_SURFACE_NOTE_FIELD, "metadata", c->valuestring, &flag);
-                else if ((cJSON_IsObject(c) || cJSON_IsArray(c)) && sp < 64) stack[sp++] = c;
-                if (!ge && c->string) ge = guard_field(r, PK_SURFACE_NOTE_FIELD, "metadata", c->string, &flag);
+                if (cJSON_IsString(c))
+                    ge = guard_field(r, PK_SURFACE_NOTE_FIELD, "metadata", c->valuestring, &flag);
+                else if ((cJSON_IsObject(c) || cJSON_IsArray(c)) && sp < 64)
+                    stack[sp++] = c;
+                if (!ge && c->string)
+                    ge = guard_field(r, PK_SURFACE_NOTE_FIELD, "metadata", c->string, &flag);
             }
         }
     }
@@ -269,7 +280,8 @@ pk_err *pk_api_note_id(pk_req *r, const char *param, char out[37])
         out[36] = '\0';
         if (pk_uuid_valid(out, 36)) return NULL;
     }
-    return pk_err_new("note_not_found", 404, "no note with id '%.*s' (note ids are UUIDs)",
+    return pk_err_new("not_found", 404,
+                      /* same code as the store's not_found */ "no note with id '%.*s' (note ids are UUIDs)",
                       (int)(v.len > 64 ? 64 : v.len), v.base ? v.base : "");
 }
 
@@ -315,10 +327,22 @@ static char **split_list(const char *s, size_t *n)
     return out;
 }
 
-static const char *const QUERY_PARAMS[] = {"q",      "type",          "status",         "verification_status",
-                                           "tags",   "tags_any",      "min_confidence", "created_after",
-                                           "created_before", "updated_after", "updated_before", "flagged",
-                                           "sort",   "order",         "limit",          "cursor"};
+static const char *const QUERY_PARAMS[] = {"q",
+                                           "type",
+                                           "status",
+                                           "verification_status",
+                                           "tags",
+                                           "tags_any",
+                                           "min_confidence",
+                                           "created_after",
+                                           "created_before",
+                                           "updated_after",
+                                           "updated_before",
+                                           "flagged",
+                                           "sort",
+                                           "order",
+                                           "limit",
+                                           "cursor"};
 
 /* One setter for both the query-string and JSON forms; `v` is the textual value. */
 static void set_filter(pk_err **ve, pk_query_args *a, const char *k, const char *v, bool search)
@@ -354,29 +378,49 @@ static void set_filter(pk_err **ve, pk_query_args *a, const char *k, const char 
         q->min_confidence = d;
     } else if (!strncmp(k, "created_", 8) || !strncmp(k, "updated_", 8)) {
         int64_t t;
+        /* int64 nanoseconds cover the years 1678..2261 only; pk_rfc3339_parse does not check and its
+         * multiplication overflows (signed overflow: UB) for later years, so refuse them here */
+        int year = (int)strtol(v, NULL, 10);
+        if (strlen(v) < 4 || year < 1678 || year > 2261)
+            return fail(ve, k, "must be an RFC 3339 timestamp between the years 1678 and 2261");
         if (pk_rfc3339_parse(v, &t)) return fail(ve, k, "must be an RFC 3339 timestamp");
-        if (!strcmp(k, "created_after")) q->created_after = t;
-        else if (!strcmp(k, "created_before")) q->created_before = t;
-        else if (!strcmp(k, "updated_after")) q->updated_after = t;
-        else q->updated_before = t;
+        if (!strcmp(k, "created_after"))
+            q->created_after = t;
+        else if (!strcmp(k, "created_before"))
+            q->created_before = t;
+        else if (!strcmp(k, "updated_after"))
+            q->updated_after = t;
+        else
+            q->updated_before = t;
     } else if (!strcmp(k, "flagged")) {
-        if (!strcmp(v, "true")) q->flagged = 1;
-        else if (!strcmp(v, "false")) q->flagged = 0;
-        else return fail(ve, k, "must be true or false");
+        if (!strcmp(v, "true"))
+            q->flagged = 1;
+        else if (!strcmp(v, "false"))
+            q->flagged = 0;
+        else
+            return fail(ve, k, "must be true or false");
     } else if (!strcmp(k, "sort")) {
-        if (!strcmp(v, "created_at")) q->sort = PK_SORT_CREATED;
-        else if (!strcmp(v, "updated_at")) q->sort = PK_SORT_UPDATED;
-        else if (!strcmp(v, "title")) q->sort = PK_SORT_TITLE;
-        else if (!strcmp(v, "confidence_score")) q->sort = PK_SORT_CONFIDENCE;
-        else if (!strcmp(v, "relevance") && search) q->sort = PK_SORT_RELEVANCE;
+        if (!strcmp(v, "created_at"))
+            q->sort = PK_SORT_CREATED;
+        else if (!strcmp(v, "updated_at"))
+            q->sort = PK_SORT_UPDATED;
+        else if (!strcmp(v, "title"))
+            q->sort = PK_SORT_TITLE;
+        else if (!strcmp(v, "confidence_score"))
+            q->sort = PK_SORT_CONFIDENCE;
+        else if (!strcmp(v, "relevance") && search)
+            q->sort = PK_SORT_RELEVANCE;
         else
             return fail(ve, k,
                         search ? "must be one of relevance, created_at, updated_at, title, confidence_score"
                                : "must be one of created_at, updated_at, title, confidence_score");
     } else if (!strcmp(k, "order")) {
-        if (!strcmp(v, "asc")) q->ascending = true;
-        else if (!strcmp(v, "desc")) q->ascending = false;
-        else return fail(ve, k, "must be asc or desc");
+        if (!strcmp(v, "asc"))
+            q->ascending = true;
+        else if (!strcmp(v, "desc"))
+            q->ascending = false;
+        else
+            return fail(ve, k, "must be asc or desc");
     } else if (!strcmp(k, "limit")) {
         long l = strtol(v, &end, 10);
         if (end == v || *end || l < 1 || l > 100) return fail(ve, k, "must be an integer from 1 to 100");
@@ -390,8 +434,10 @@ static void set_filter(pk_err **ve, pk_query_args *a, const char *k, const char 
 static pk_err *finish_query(pk_req *r, pk_err *ve, bool search, pk_query_args *a)
 {
     if (!ve && search) {
-        if (!a->text || !*a->text) fail(&ve, "q", "is required and must not be empty");
-        else if (strlen(a->text) > 1000) fail(&ve, "q", "must be at most 1000 bytes");
+        if (!a->text || !*a->text)
+            fail(&ve, "q", "is required and must not be empty");
+        else if (strlen(a->text) > 1000)
+            fail(&ve, "q", "must be at most 1000 bytes");
     }
     if (!ve && a->text) {
         pk_err *ge = pk_api_guard(r, PK_SURFACE_SEARCH_QUERY, "q", a->text, strlen(a->text), NULL);
@@ -429,7 +475,8 @@ pk_err *pk_api_parse_query(pk_req *r, bool search, pk_query_args *a)
                 continue;
             }
             snprintf(key, sizeof key, "%.*s", (int)(klen < 31 ? klen : 31), q + i);
-            bool known = klen < 31 && in_list(key, QUERY_PARAMS, sizeof QUERY_PARAMS / sizeof *QUERY_PARAMS) &&
+            bool known = klen < 31 &&
+                         in_list(key, QUERY_PARAMS, sizeof QUERY_PARAMS / sizeof *QUERY_PARAMS) &&
                          (search || strcmp(key, "q"));
             if (!known) {
                 char fname[64];
@@ -441,8 +488,10 @@ pk_err *pk_api_parse_query(pk_req *r, bool search, pk_query_args *a)
             } else {
                 bool bad = false;
                 const char *v = pk_req_query(r, key, &bad);
-                if (bad) fail(&ve, key, "is not valid percent-encoded UTF-8");
-                else if (v) set_filter(&ve, a, key, v, search);
+                if (bad)
+                    fail(&ve, key, "is not valid percent-encoded UTF-8");
+                else if (v)
+                    set_filter(&ve, a, key, v, search);
             }
             i = end + 1;
         }
@@ -458,6 +507,11 @@ pk_err *pk_api_parse_query_json(pk_req *r, const cJSON *obj, pk_query_args *a)
     if (!cJSON_IsObject(obj)) return pk_err_invalid("the request body must be a JSON object");
     for (const cJSON *c = obj->child; c; c = c->next) {
         const char *k = c->string;
+        /* null means "not given" (agents send "cursor": null for the first page); unknown names are
+         * still rejected */
+        if (cJSON_IsNull(c) && (in_list(k, QUERY_PARAMS, sizeof QUERY_PARAMS / sizeof *QUERY_PARAMS) ||
+                                !strcmp(k, "query") || !strcmp(k, "filters")))
+            continue;
         if (!strcmp(k, "query")) k = "q";
         char buf[64];
         const char *v = NULL;
@@ -474,28 +528,37 @@ pk_err *pk_api_parse_query_json(pk_req *r, const cJSON *obj, pk_query_args *a)
                 continue;
             }
         }
-        if (cJSON_IsString(c)) v = c->valuestring;
+        if (cJSON_IsString(c))
+            v = c->valuestring;
         else if (cJSON_IsNumber(c)) {
             snprintf(buf, sizeof buf, "%.17g", c->valuedouble);
             v = buf;
-        } else if (cJSON_IsBool(c)) v = cJSON_IsTrue(c) ? "true" : "false";
+        } else if (cJSON_IsBool(c))
+            v = cJSON_IsTrue(c) ? "true" : "false";
         if (!in_list(k, QUERY_PARAMS, sizeof QUERY_PARAMS / sizeof *QUERY_PARAMS) && strcmp(k, "filters"))
             fail(&ve, c->string, "is not a known field");
         else if (!strcmp(k, "filters")) {
-            if (!cJSON_IsObject(c)) fail(&ve, "filters", "must be an object");
+            if (!cJSON_IsObject(c))
+                fail(&ve, "filters", "must be an object");
             else
                 for (const cJSON *f = c->child; f; f = f->next) {
                     const char *fv = NULL;
+                    if (cJSON_IsNull(f) &&
+                        in_list(f->string, QUERY_PARAMS, sizeof QUERY_PARAMS / sizeof *QUERY_PARAMS))
+                        continue; /* null filter: not given */
                     char fb[64];
-                    if (cJSON_IsString(f)) fv = f->valuestring;
+                    if (cJSON_IsString(f))
+                        fv = f->valuestring;
                     else if (cJSON_IsNumber(f)) {
                         snprintf(fb, sizeof fb, "%.17g", f->valuedouble);
                         fv = fb;
-                    } else if (cJSON_IsBool(f)) fv = cJSON_IsTrue(f) ? "true" : "false";
+                    } else if (cJSON_IsBool(f))
+                        fv = cJSON_IsTrue(f) ? "true" : "false";
                     if (!in_list(f->string, QUERY_PARAMS, sizeof QUERY_PARAMS / sizeof *QUERY_PARAMS) ||
                         !strcmp(f->string, "q"))
                         fail(&ve, f->string, "is not a known filter");
-                    else if (cJSON_IsArray(f) && (!strcmp(f->string, "tags") || !strcmp(f->string, "tags_any"))) {
+                    else if (cJSON_IsArray(f) &&
+                             (!strcmp(f->string, "tags") || !strcmp(f->string, "tags_any"))) {
                         pk_buf b = PK_BUF_INIT;
                         for (const cJSON *t = f->child; t; t = t->next)
                             if (cJSON_IsString(t)) {
@@ -517,7 +580,8 @@ pk_err *pk_api_parse_query_json(pk_req *r, const cJSON *obj, pk_query_args *a)
     return finish_query(r, ve, true, a);
 }
 
-pk_err *pk_api_guard(pk_req *r, int surface, const char *field, const char *text, size_t len, pk_buf *flag_json)
+pk_err *pk_api_guard(pk_req *r, int surface, const char *field, const char *text, size_t len,
+                     pk_buf *flag_json)
 {
     return pk_services_guard(r, surface, field, text, len, flag_json);
 }

@@ -13,6 +13,7 @@
 #include "server/services.h"
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,7 +46,10 @@ static void note_job_free(void *p)
     free(d);
 }
 
-static void set_etag(pk_job *j, int64_t version) { snprintf(j->etag, sizeof j->etag, "\"%lld\"", (long long)version); }
+static void set_etag(pk_job *j, int64_t version)
+{
+    snprintf(j->etag, sizeof j->etag, "\"%lld\"", (long long)version);
+}
 
 /* Reads the version back out of the note JSON the store produced (the last member). */
 static int64_t version_of(const pk_buf *b)
@@ -75,7 +79,9 @@ static pk_err *parse_if_match(pk_req *r, int64_t *out)
             return NULL;
         }
     }
-    *out = 0; /* matches no version: 412 */
+    /* Matches no version: 412. Not 0: the store reads if_version == 0 as "unconditional", so a weak
+     * or malformed tag used to turn into an unconditional write. */
+    *out = INT64_MAX;
     return NULL;
 }
 
@@ -111,11 +117,12 @@ static bool idem_begin(pk_job *j, note_job *d)
     if (!d->idem_key) return false;
     pk_idem_state st;
     int status = 0;
-    PK_STORE_CALL(j, j->srv->store->ops->idem_begin(j->srv->store, &j->op, d->idem_key, d->idem_hash, &st, &status,
-                                                    &j->body));
+    PK_STORE_CALL(j, j->srv->store->ops->idem_begin(j->srv->store, &j->op, d->idem_key, d->idem_hash, &st,
+                                                    &status, &j->body));
     if (j->err) return true;
     switch (st) {
-    case PK_IDEM_NEW: return false;
+    case PK_IDEM_NEW:
+        return false;
     case PK_IDEM_REPLAY:
         j->status = status;
         d->replayed = true;
@@ -204,7 +211,10 @@ void pk_api_note_create_from(pk_req *r, const cJSON *obj)
     pk_offload(r, work_create, create_done, d, note_job_free);
 }
 
-void pk_api_note_create(pk_req *r) { pk_api_note_create_from(r, r->json); }
+void pk_api_note_create(pk_req *r)
+{
+    pk_api_note_create_from(r, r->json);
+}
 
 /* ---- get ------------------------------------------------------------------------------------- */
 
@@ -257,8 +267,10 @@ void pk_api_note_get_id(pk_req *r, const char *id)
         char etag[40];
         snprintf(etag, sizeof etag, "\"%lld\"", (long long)hit.version);
         pk_req_add_header(r, "etag", etag, strlen(etag));
-        if (not_modified(r, hit.version)) pk_respond_empty(r, 304);
-        else pk_respond_data(r, 200, hit.data, hit.len, NULL);
+        if (not_modified(r, hit.version))
+            pk_respond_empty(r, 304);
+        else
+            pk_respond_data(r, 200, hit.data, hit.len, NULL);
         pk_services_cache_note_release(&hit);
         return;
     }
@@ -459,8 +471,8 @@ void pk_api_link_create(pk_req *r)
     if (!e) {
         pk_err *ve = NULL;
         for (const cJSON *c = o->child; c; c = c->next)
-            if (strcmp(c->string, "target_id") && strcmp(c->string, "type") && strcmp(c->string, "strength") &&
-                strcmp(c->string, "metadata")) {
+            if (strcmp(c->string, "target_id") && strcmp(c->string, "type") &&
+                strcmp(c->string, "strength") && strcmp(c->string, "metadata")) {
                 if (!ve) ve = pk_err_invalid("the request has invalid fields");
                 pk_err_add_field(ve, c->string, "is not a known field");
             }
@@ -470,8 +482,9 @@ void pk_api_link_create(pk_req *r)
             pk_err_add_field(ve, "target_id", "is required and must be a note id (UUID)");
         } else {
             for (int i = 0; i < 36; i++)
-                d->id2[i] = (char)((t->valuestring[i] >= 'A' && t->valuestring[i] <= 'F') ? t->valuestring[i] + 32
-                                                                                          : t->valuestring[i]);
+                d->id2[i] =
+                    (char)((t->valuestring[i] >= 'A' && t->valuestring[i] <= 'F') ? t->valuestring[i] + 32
+                                                                                  : t->valuestring[i]);
             if (!pk_uuid_valid(d->id2, 36)) {
                 if (!ve) ve = pk_err_invalid("the request has invalid fields");
                 pk_err_add_field(ve, "target_id", "must be a note id (UUID)");
@@ -508,7 +521,8 @@ void pk_api_link_create(pk_req *r)
         if (!e && md) {
             for (const cJSON *c = md->child; c && !e; c = c->next)
                 if (cJSON_IsString(c))
-                    e = pk_api_guard(r, PK_SURFACE_NOTE_FIELD, "metadata", c->valuestring, strlen(c->valuestring), NULL);
+                    e = pk_api_guard(r, PK_SURFACE_NOTE_FIELD, "metadata", c->valuestring,
+                                     strlen(c->valuestring), NULL);
         }
     }
     if (!e) e = idem_prepare(r, d);

@@ -22,6 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Largest accepted request head (method, target and header fields). */
+#define PK_MAX_HEADER_BYTES (64 * 1024)
+
 const char *pk_route_class_name(pk_route_class c)
 {
     static const char *const names[] = {"read", "write", "search", "mcp", "admin", "ops"};
@@ -77,7 +80,8 @@ h2o_iovec_t pk_req_param(pk_req *r, const char *name)
     int idx = 0;
     size_t nl = strlen(name);
     while ((p = strchr(p, '{'))) {
-        if (!strncmp(p + 1, name, nl) && p[1 + nl] == '}') return idx < r->nparams ? r->params[idx] : h2o_iovec_init(NULL, 0);
+        if (!strncmp(p + 1, name, nl) && p[1 + nl] == '}')
+            return idx < r->nparams ? r->params[idx] : h2o_iovec_init(NULL, 0);
         idx++;
         p++;
     }
@@ -97,7 +101,8 @@ static const char *decode_component(pk_req *r, const char *s, size_t n, bool *ba
     char *out = h2o_mem_alloc_pool(&r->h2o->pool, n + 1);
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '+') out[o++] = ' ';
+        if (s[i] == '+')
+            out[o++] = ' ';
         else if (s[i] == '%') {
             if (i + 2 >= n) {
                 *bad = true;
@@ -152,7 +157,10 @@ const char *pk_req_query(pk_req *r, const char *name, bool *bad)
     return pk_req_query_next(r, name, &c, bad);
 }
 
-int64_t pk_req_remaining_ns(pk_req *r) { return r->deadline_ns - pk_mono_ns(); }
+int64_t pk_req_remaining_ns(pk_req *r)
+{
+    return r->deadline_ns - pk_mono_ns();
+}
 
 /* ---- responses ------------------------------------------------------------------------------- */
 
@@ -188,7 +196,8 @@ static void add_common_headers(pk_req *r)
     int64_t total = pk_mono_ns() - r->start_ns;
     n = snprintf(st, sizeof st, "total;dur=%.3f", (double)total / 1e6);
     if (r->cache_state) n += snprintf(st + n, sizeof st - (size_t)n, ", cache;desc=%s", r->cache_state);
-    if (r->store_ns) n += snprintf(st + n, sizeof st - (size_t)n, ", store;dur=%.3f", (double)r->store_ns / 1e6);
+    if (r->store_ns)
+        n += snprintf(st + n, sizeof st - (size_t)n, ", store;dur=%.3f", (double)r->store_ns / 1e6);
     pk_req_add_header(r, "server-timing", st, (size_t)n);
     if (r->route && (r->route->flags & PK_ROUTE_DEPRECATED)) {
         pk_req_add_header(r, "deprecation", "true", 4);
@@ -214,12 +223,16 @@ void pk_respond_raw(pk_req *r, int status, const char *content_type, const char 
     h2o_req_t *req = r->h2o;
     req->res.status = status;
     req->res.reason = pk_err_title(status);
-    if (status == 200) req->res.reason = "OK";
-    else if (status == 201) req->res.reason = "Created";
-    else if (status == 204) req->res.reason = "No Content";
+    if (status == 200)
+        req->res.reason = "OK";
+    else if (status == 201)
+        req->res.reason = "Created";
+    else if (status == 204)
+        req->res.reason = "No Content";
     add_common_headers(r);
     if (content_type)
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type, strlen(content_type));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
+                       strlen(content_type));
     finish(r, status);
     if (status == 204 || status == 304) {
         static h2o_generator_t gen = {NULL, NULL};
@@ -231,12 +244,15 @@ void pk_respond_raw(pk_req *r, int status, const char *content_type, const char 
     h2o_send_inline(req, body, len);
 }
 
-void pk_respond_empty(pk_req *r, int status) { pk_respond_raw(r, status, NULL, "", 0); }
+void pk_respond_empty(pk_req *r, int status)
+{
+    pk_respond_raw(r, status, NULL, "", 0);
+}
 
 static void write_meta(pk_buf *b, pk_req *r, const char *meta_extra)
 {
-    pk_buf_printf(b, ",\"meta\":{\"request_id\":\"%s\",\"trace_id\":\"%s\",\"api_version\":\"v1\"", r->request_id,
-                  r->trace_id);
+    pk_buf_printf(b, ",\"meta\":{\"request_id\":\"%s\",\"trace_id\":\"%s\",\"api_version\":\"v1\"",
+                  r->request_id, r->trace_id);
     if (meta_extra && *meta_extra) {
         pk_buf_putc(b, ',');
         pk_buf_puts(b, meta_extra);
@@ -311,7 +327,8 @@ static void on_deadline(h2o_timeout_entry_t *entry)
     if (!r) return;
     j->req = NULL;
     r->job = NULL;
-    pk_respond_error(r, pk_err_new("deadline_exceeded", 504, "the request did not complete within its %d ms deadline",
+    pk_respond_error(r, pk_err_new("deadline_exceeded", 504,
+                                   "the request did not complete within its %d ms deadline",
                                    pk_services_deadline_ms(r->srv, r->route->cls)));
 }
 
@@ -381,6 +398,54 @@ bool pk_offload(pk_req *r, pk_work_fn work, pk_done_fn done, void *data, void (*
 
 /* ---- middleware chain ------------------------------------------------------------------------ */
 
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* True when an object of the tree (depth bounded by --json-max-depth) repeats a member name. */
+static bool has_duplicate_keys(const cJSON *v)
+{
+    if (!cJSON_IsObject(v) && !cJSON_IsArray(v)) return false;
+    size_t n = 0;
+    for (const cJSON *c = v->child; c; c = c->next) {
+        if (has_duplicate_keys(c)) return true;
+        n++;
+    }
+    if (!cJSON_IsObject(v) || n < 2) return false;
+    const char *small[16];
+    const char **keys = n <= 16 ? small : malloc(n * sizeof *keys);
+    size_t i = 0;
+    for (const cJSON *c = v->child; c; c = c->next)
+        keys[i++] = c->string;
+    qsort(keys, n, sizeof *keys, cmp_key);
+    bool dup = false;
+    for (i = 1; i < n && !dup; i++)
+        dup = !strcmp(keys[i - 1], keys[i]);
+    if (keys != small) free(keys);
+    return dup;
+}
+
+/* Checks cJSON cannot do for us, on a body that already parsed:
+ *  - "\u0000" escapes: cJSON decodes them into C strings, which silently truncated the text at the
+ *    NUL ({"title":"a\u0000b"} was stored as "a"). The body is valid JSON here, so every backslash
+ *    starts an escape pair and a left-to-right scan that skips pairs finds exactly the escapes.
+ *  - duplicate member names: cJSON keeps both and lookups return the first, so two parsers could
+ *    read different documents from the same bytes (RFC 8259 leaves it undefined); refused. */
+static pk_err *json_strict(const char *data, size_t len, const cJSON *root)
+{
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (data[i] != '\\') continue;
+        if (data[i + 1] == 'u' && i + 5 < len && !memcmp(data + i + 2, "0000", 4))
+            return pk_err_new("malformed_json", 400,
+                              "JSON strings must not contain NUL characters (\\u0000)");
+        i++;
+    }
+    if (has_duplicate_keys(root))
+        return pk_err_new("malformed_json", 400, "a JSON object repeats a member name");
+    return NULL;
+}
+
 static pk_err *stage_limits(pk_req *r)
 {
     h2o_req_t *req = r->h2o;
@@ -390,10 +455,14 @@ static pk_err *stage_limits(pk_req *r)
     if (!(r->route->flags & PK_ROUTE_JSON_BODY)) return NULL;
     size_t n;
     const char *ct = pk_req_header(r, "content-type", &n);
-    if (!ct || n < 16 || !h2o_lcstris(ct, 16, "application/json", 16) || (n > 16 && ct[16] != ';' && ct[16] != ' '))
-        return pk_err_new("unsupported_media_type", 415, "this endpoint accepts application/json request bodies");
-    return pk_json_parse(req->entity.base ? req->entity.base : "", req->entity.base ? req->entity.len : 0,
-                         r->srv->cfg.json_max_depth, &r->json);
+    if (!ct || n < 16 || !h2o_lcstris(ct, 16, "application/json", 16) ||
+        (n > 16 && ct[16] != ';' && ct[16] != ' '))
+        return pk_err_new("unsupported_media_type", 415,
+                          "this endpoint accepts application/json request bodies");
+    pk_err *e = pk_json_parse(req->entity.base ? req->entity.base : "",
+                              req->entity.base ? req->entity.len : 0, r->srv->cfg.json_max_depth, &r->json);
+    if (!e) e = json_strict(req->entity.base, req->entity.base ? req->entity.len : 0, r->json);
+    return e;
 }
 
 /* Auth hook: no API keys yet, the principal is the client address. */
@@ -438,6 +507,16 @@ void pk_request_dispatch(pk_loop *l, h2o_req_t *req)
     r->start_ns = pk_mono_ns();
     atomic_fetch_add(&r->srv->inflight, 1);
     correlate(r);
+    /* h2o itself only refuses request heads above H2O_MAX_REQLEN (~417 KB); headers larger than
+     * PK_MAX_HEADER_BYTES are refused here, before any routing or parsing work. */
+    size_t hbytes = req->method.len + req->path.len;
+    for (size_t i = 0; i < req->headers.size; i++)
+        hbytes += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    if (hbytes > PK_MAX_HEADER_BYTES) {
+        pk_respond_error(r, pk_err_new("header_too_large", 431, "request headers are larger than %d bytes",
+                                       PK_MAX_HEADER_BYTES));
+        return;
+    }
     char allow[128];
     const char *path = req->path_normalized.base;
     size_t plen = req->path_normalized.len;
@@ -446,7 +525,8 @@ void pk_request_dispatch(pk_loop *l, h2o_req_t *req)
     if (!r->route) {
         if (allow[0]) {
             pk_req_add_header(r, "allow", allow, strlen(allow));
-            pk_respond_error(r, pk_err_new("method_not_allowed", 405, "method %.*s is not allowed here; allowed: %s",
+            pk_respond_error(r, pk_err_new("method_not_allowed", 405,
+                                           "method %.*s is not allowed here; allowed: %s",
                                            (int)req->method.len, req->method.base, allow));
         } else {
             pk_respond_error(r, pk_err_new("route_not_found", 404, "no route matches %.*s", (int)plen, path));
@@ -470,7 +550,8 @@ typedef struct rewrite_ostream {
     h2o_iovec_t body;
 } rewrite_ostream;
 
-static void rewrite_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t n, h2o_send_state_t state)
+static void rewrite_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t n,
+                            h2o_send_state_t state)
 {
     rewrite_ostream *o = (rewrite_ostream *)self;
     if (h2o_send_state_is_in_progress(state)) {
@@ -489,17 +570,36 @@ static void problem_on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ost
         h2o_setup_next_ostream(req, slot);
         return;
     }
-    char rid[PK_UUID_LEN];
-    pk_uuid7(rid);
+    /* The same correlation as our own answers: the client's X-Request-ID when valid, its traceparent
+     * continued; both values are copied into the request pool because h2o keeps header pointers
+     * until the response is written (after this function returns). */
+    char rid[PK_REQUEST_ID_MAX + 1];
+    ssize_t hi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
+    pk_request_id_accept(hi != -1 ? req->headers.entries[hi].value.base : NULL,
+                         hi != -1 ? req->headers.entries[hi].value.len : 0, rid);
+    ssize_t ti = h2o_find_header_by_str(&req->headers, H2O_STRLIT("traceparent"), -1);
+    pk_trace t;
+    pk_trace_start(&t, ti != -1 ? req->headers.entries[ti].value.base : NULL,
+                   ti != -1 ? req->headers.entries[ti].value.len : 0, NULL, 0, 0);
+    char tp[PK_TRACEPARENT_LEN];
+    pk_trace_format(&t, tp);
     const char *code = req->res.status == 413 ? "payload_too_large" : "http_error";
     pk_err *e = pk_err_new(code, req->res.status, "%s", req->res.reason ? req->res.reason : "error");
+    pk_buf inst = PK_BUF_INIT;
+    if (req->path.base)
+        pk_buf_append(&inst, req->path.base, req->query_at == SIZE_MAX ? req->path.len : req->query_at);
     pk_buf b = PK_BUF_INIT;
-    pk_problem_render(&b, e, "", rid, "");
+    pk_problem_render(&b, e, inst.data ? inst.data : "", rid, t.trace_id);
     pk_err_free(e);
+    pk_buf_free(&inst);
     h2o_iovec_t body = h2o_strdup(&req->pool, b.data, b.len);
     pk_buf_free(&b);
     req->res.headers.entries[ct].value = h2o_iovec_init(H2O_STRLIT("application/problem+json"));
-    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid, strlen(rid));
+    h2o_iovec_t rv = h2o_strdup(&req->pool, rid, strlen(rid));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rv.base,
+                          rv.len);
+    h2o_iovec_t tv = h2o_strdup(&req->pool, tp, strlen(tp));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("traceparent"), 0, NULL, tv.base, tv.len);
     req->res.content_length = body.len;
     rewrite_ostream *o = (rewrite_ostream *)h2o_add_ostream(req, sizeof *o, slot);
     o->body = body;

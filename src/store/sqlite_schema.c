@@ -6,8 +6,9 @@
  *             tags/metadata/guard hold compact JSON exactly as it is served. `flagged` is derived
  *             from the guard verdict so the filter is an indexed column, not a JSON expression.
  * note_tags   (tag, note) pairs for tag filters; kept in step with notes.tags by the write path.
- * notes_fts   FTS5 over title and content, external content (no second copy of the text), kept in
- *             step by triggers; ranked by bm25 with the title weighted 10x (rank config).
+ * notes_fts   FTS5 over title, content and tags (migration 2; the tags column indexes the JSON array
+ *             text, whose tokens are the tags), external content (no second copy of the text), kept
+ *             in step by triggers; ranked by bm25 with title 10x, tags 5x, content 1x (rank config).
  * links       typed directed edges; deleting a note deletes its links (foreign keys are on).
  * audit_log, confidence_history
  *             append-only, keyed by note id (not a foreign key: they outlive the note).
@@ -99,5 +100,28 @@ static const char m1[] =
     " PRIMARY KEY (principal, key)) WITHOUT ROWID;"
     "CREATE INDEX idempotency_created ON idempotency(created_at);";
 
-const char *const pk_sqlite_migrations[] = {m1};
+/* 2: tags become searchable (the issue asks for full-text search over title, content and tags; m1
+ * indexed title and content only, so a note was not found by its tag). The FTS table is rebuilt. */
+static const char m2[] =
+    "DROP TRIGGER notes_fts_ai;"
+    "DROP TRIGGER notes_fts_ad;"
+    "DROP TRIGGER notes_fts_au;"
+    "DROP TABLE notes_fts;"
+    "CREATE VIRTUAL TABLE notes_fts USING fts5(title, content, tags, content='notes', content_rowid='seq',"
+    " tokenize='porter unicode61 remove_diacritics 2');"
+    "INSERT INTO notes_fts(notes_fts, rank) VALUES ('rank', 'bm25(10.0, 1.0, 5.0)');"
+    "CREATE TRIGGER notes_fts_ai AFTER INSERT ON notes BEGIN"
+    " INSERT INTO notes_fts(rowid, title, content, tags) VALUES (new.seq, new.title, new.content, new.tags); "
+    "END;"
+    "CREATE TRIGGER notes_fts_ad AFTER DELETE ON notes BEGIN"
+    " INSERT INTO notes_fts(notes_fts, rowid, title, content, tags)"
+    "  VALUES ('delete', old.seq, old.title, old.content, old.tags); END;"
+    "CREATE TRIGGER notes_fts_au AFTER UPDATE OF title, content, tags ON notes BEGIN"
+    " INSERT INTO notes_fts(notes_fts, rowid, title, content, tags)"
+    "  VALUES ('delete', old.seq, old.title, old.content, old.tags);"
+    " INSERT INTO notes_fts(rowid, title, content, tags) VALUES (new.seq, new.title, new.content, new.tags); "
+    "END;"
+    "INSERT INTO notes_fts(notes_fts) VALUES ('rebuild');";
+
+const char *const pk_sqlite_migrations[] = {m1, m2};
 const int pk_sqlite_migration_count = (int)(sizeof pk_sqlite_migrations / sizeof pk_sqlite_migrations[0]);

@@ -733,11 +733,19 @@ static pk_err *check_query(const pk_note_query *q)
     return NULL;
 }
 
+/* Time filters compare at the precision the API shows (milliseconds: timestamps are stored in ns but
+ * rendered as RFC 3339 with 3 decimals). Comparing raw ns made created_after=<a note's created_at>
+ * return that very note (its hidden sub-millisecond part is greater). With ms = 1e6 ns:
+ *   shown(col) > v  <=>  col >= (floor(v/ms) + 1) * ms        shown(col) < v  <=>  col < ceil(v/ms) * ms */
 static void time_filter(qb *b, const char *a, const char *col, const char *op, int64_t v)
 {
     if (!v) return;
-    pk_buf_printf(&b->sql, " AND %s.%s %s ", a, col, op);
-    qb_int(b, v);
+    const int64_t ms = 1000000;
+    int64_t fl = v / ms - (v % ms < 0 ? 1 : 0); /* floor(v / ms) */
+    bool after = op[0] == '>';
+    int64_t bound = after ? (fl + 1) * ms : (v % ms ? fl + 1 : fl) * ms;
+    pk_buf_printf(&b->sql, " AND %s.%s %s ", a, col, after ? ">=" : "<");
+    qb_int(b, bound);
 }
 
 static void filters(qb *b, const pk_note_query *q, const char *a)
