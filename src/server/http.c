@@ -76,7 +76,11 @@ static void on_ctrl(h2o_multithread_receiver_t *recv, h2o_linklist_t *messages)
         h2o_multithread_message_t *m = H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
         h2o_linklist_unlink(&m->link);
         ctrl_msg *c = (ctrl_msg *)m;
-        if (c->what == 1) close_listener(l);
+        if (c->what == 1) {
+            close_listener(l);
+            /* keep-alive connections close after their current request; HTTP/2 gets GOAWAY */
+            h2o_context_request_shutdown(&l->ctx);
+        }
         if (c->what == 2) {
             close_listener(l);
             l->exit_loop = true;
@@ -248,11 +252,12 @@ int pk_server_run(pk_server *s)
     /* finish (or skip, when past their deadline) the jobs still in the pool; their results reach the
      * loops, which free them before exiting */
     pk_offload_pool_stop(s->pool);
-    s->pool = NULL;
     for (int i = 0; i < s->nloops; i++)
         send_ctrl(&s->loops[i], 2);
     for (int i = 0; i < s->nloops; i++)
         pthread_join(s->loops[i].thread, NULL);
+    pk_offload_pool_free(s->pool);
+    s->pool = NULL;
     if (left > 0) pk_log_write(PK_LOG_WARN, NULL, NULL, "shutdown deadline passed with %ld requests in flight", left);
     pk_log_write(PK_LOG_INFO, NULL, NULL, "stopped");
     return 0;
@@ -260,7 +265,7 @@ int pk_server_run(pk_server *s)
 
 void pk_server_dispose(pk_server *s)
 {
-    if (s->pool) pk_offload_pool_stop(s->pool);
+    if (s->pool) pk_offload_pool_free(s->pool);
     free(s->loops);
     if (s->ssl_ctx) SSL_CTX_free(s->ssl_ctx);
 }

@@ -85,11 +85,22 @@ void pk_offload_pool_stop(pk_offload_pool *p)
 {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
+    bool joined = p->nthreads == 0;
     p->stopping = true;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    if (joined) return;
     for (int i = 0; i < p->nthreads; i++)
         pthread_join(p->threads[i], NULL);
+    pthread_mutex_lock(&p->mu);
+    p->nthreads = 0;
+    pthread_mutex_unlock(&p->mu);
+}
+
+void pk_offload_pool_free(pk_offload_pool *p)
+{
+    if (!p) return;
+    pk_offload_pool_stop(p);
     free(p->threads);
     free(p->ring);
     pthread_mutex_destroy(&p->mu);

@@ -86,7 +86,13 @@ class Response:
 
 class Server:
     def __init__(self, extra_args=(), env=None, data_dir=None, threads=2, ready_timeout=10.0):
-        self.extra_args = list(extra_args)
+        # These suites test behaviour, not limits: the per-client rate limits are raised unless a test
+        # sets them itself (test_foundation.py tests the limiter).
+        unlimited = []
+        for cls in ("read", "write", "search", "admin"):
+            if "--rate-" + cls not in extra_args:
+                unlimited += ["--rate-" + cls, "1000000", "--burst-" + cls, "1000000"]
+        self.extra_args = unlimited + list(extra_args)
         self.env = dict(env or {})
         self.threads = threads
         self.ready_timeout = ready_timeout * SLOW
