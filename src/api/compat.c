@@ -47,7 +47,12 @@ void pk_api_compat_get_note_by_id(pk_req *r)
         for (int i = 0; i < 36; i++)
             lid[i] = (char)tolower((unsigned char)s[i]);
         lid[36] = '\0';
-        if (pk_uuid_valid(lid, 36)) return pk_api_note_get_id(r, lid);
+        if (pk_uuid_valid(lid, 36)) {
+            h2o_iovec_t succ = h2o_concat(&r->h2o->pool, h2o_iovec_init(H2O_STRLIT("/v1/notes/")),
+                                          h2o_iovec_init(lid, 36));
+            r->successor = succ.base; /* h2o_concat NUL-terminates */
+            return pk_api_note_get_id(r, lid);
+        }
     }
     pk_err *e = pk_err_invalid("the request has invalid fields");
     pk_err_add_field(e, "note_id", "must be a note id (UUID)");

@@ -64,6 +64,8 @@ int pk_rfc3339_parse(const char *s, int64_t *wall_ns)
         digits(s + 14, 2, &m) || s[16] != ':' || digits(s + 17, 2, &sec))
         return -1;
     if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60) return -1;
+    /* nanoseconds since 1970 fit in int64 only for years 1678..2261 */
+    if (Y < 1678 || Y > 2261) return -1;
     const char *p = s + 19;
     int64_t frac_ns = 0;
     if (*p == '.') {

@@ -35,6 +35,7 @@ static const opt OPTS[] = {
     {"tls-key", "PAKE_TLS_KEY", T_STR, O(tls_key), "", "PEM private key"},
     {"http2", "PAKE_HTTP2", T_BOOL, O(http2), "false", "offer HTTP/2 over TLS (off: no Rapid Reset fix in Debian h2o)"},
     {"max-body-bytes", "PAKE_MAX_BODY_BYTES", T_I64, O(max_body_bytes), "1048576", "largest accepted request body"},
+    {"max-header-bytes", "PAKE_MAX_HEADER_BYTES", T_INT, O(max_header_bytes), "65536", "largest accepted request head (431 above)"},
     {"json-max-depth", "PAKE_JSON_MAX_DEPTH", T_INT, O(json_max_depth), "32", "deepest accepted JSON nesting"},
     {"read-timeout-ms", "PAKE_READ_TIMEOUT_MS", T_INT, O(read_timeout_ms), "10000", "a request must arrive within this (slowloris guard)"},
     {"idle-timeout-ms", "PAKE_IDLE_TIMEOUT_MS", T_INT, O(idle_timeout_ms), "60000", "idle keep-alive / HTTP/2 connection timeout"},

@@ -23,6 +23,7 @@ typedef struct pk_config {
     bool http2; /* allow HTTP/2 over TLS (h2c over cleartext is always on) */
     int64_t max_body_bytes;
     int json_max_depth;
+    int max_header_bytes;
     int read_timeout_ms;  /* whole request head+body must arrive within (slowloris) */
     int idle_timeout_ms;  /* keep-alive / HTTP/2 idle */
     int shutdown_timeout_ms;

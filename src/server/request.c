@@ -23,7 +23,6 @@
 #include <string.h>
 
 /* Largest accepted request head (method, target and header fields). */
-#define PK_MAX_HEADER_BYTES (64 * 1024)
 
 const char *pk_route_class_name(pk_route_class c)
 {
@@ -200,9 +199,11 @@ static void add_common_headers(pk_req *r)
         n += snprintf(st + n, sizeof st - (size_t)n, ", store;dur=%.3f", (double)r->store_ns / 1e6);
     pk_req_add_header(r, "server-timing", st, (size_t)n);
     if (r->route && (r->route->flags & PK_ROUTE_DEPRECATED)) {
-        pk_req_add_header(r, "deprecation", "true", 4);
+        /* RFC 9745: the date the compatibility routes were deprecated (2026-11-25), as a structured date */
+        pk_req_add_header(r, "deprecation", "@1795564800", 11);
         char link[200];
-        n = snprintf(link, sizeof link, "<%s>; rel=\"successor-version\"", r->route->successor);
+        n = snprintf(link, sizeof link, "<%s>; rel=\"successor-version\"",
+                     r->successor ? r->successor : r->route->successor);
         pk_req_add_header(r, "link", link, (size_t)n);
     }
 }
@@ -510,13 +511,13 @@ void pk_request_dispatch(pk_loop *l, h2o_req_t *req)
     atomic_fetch_add(&r->srv->inflight, 1);
     correlate(r);
     /* h2o itself only refuses request heads above H2O_MAX_REQLEN (~417 KB); headers larger than
-     * PK_MAX_HEADER_BYTES are refused here, before any routing or parsing work. */
+     * --max-header-bytes are refused here, before any routing or parsing work. */
     size_t hbytes = req->method.len + req->path.len;
     for (size_t i = 0; i < req->headers.size; i++)
         hbytes += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
-    if (hbytes > PK_MAX_HEADER_BYTES) {
+    if (hbytes > (size_t)r->srv->cfg.max_header_bytes) {
         pk_respond_error(r, pk_err_new("header_too_large", 431, "request headers are larger than %d bytes",
-                                       PK_MAX_HEADER_BYTES));
+                                       r->srv->cfg.max_header_bytes));
         return;
     }
     char allow[128];

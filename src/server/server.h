@@ -83,6 +83,7 @@ struct pk_req {
     int status;
     int64_t store_ns; /* time spent in the store, for Server-Timing */
     const char *cache_state; /* "hit", "miss" or NULL, for Server-Timing */
+    const char *successor; /* deprecated routes: the successor URI when it depends on the request */
     char ratelimit_policy[192];
     char ratelimit[192];
 };

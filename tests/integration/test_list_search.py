@@ -232,7 +232,7 @@ class ListSearch(ServerTestCase):
 
     # ---- compatibility routes ---------------------------------------------------------------
     def assertDeprecated(self, r, successor):
-        self.assertEqual(r.header("deprecation"), "true", r)
+        self.assertEqual(r.header("deprecation"), "@1795564800", r)
         self.assertEqual(r.header("link"), '<%s>; rel="successor-version"' % successor, r)
 
     def test_compat_search_notes(self):
@@ -269,7 +269,7 @@ class ListSearch(ServerTestCase):
         for key in ("note_id", "id"):
             r = self.srv.post("/get_note_by_id", {key: n["id"]})
             self.assertEqual(self.assertEnvelope(r), v1.data)
-            self.assertDeprecated(r, "/v1/notes/{id}")
+            self.assertDeprecated(r, "/v1/notes/" + n["id"])
         r = self.srv.post("/get_note_by_id", {"note_id": "01890000-0000-7000-8000-000000000000"})
         self.assertProblem(r, 404)
         self.assertProblem(self.srv.post("/get_note_by_id", {"note_id": "nope"}), 422, None, ["note_id"])
