@@ -64,7 +64,8 @@ void pk_query_args_free_void(void *p);
 pk_err *pk_api_note_id(pk_req *r, const char *param, char out[37]);
 /* Guard check of one user string on a surface; NULL when allowed (or flagged: *flag_json gets the
  * result when non-NULL). */
-pk_err *pk_api_guard(pk_req *r, int surface, const char *field, const char *text, size_t len, pk_buf *flag_json);
+pk_err *pk_api_guard(pk_req *r, int surface, const char *field, const char *text, size_t len,
+                     pk_buf *flag_json);
 
 /* Store calls go through the dependency's bulkhead and circuit breaker (services.c). */
 pk_err *pk_api_store_begin(pk_job *j, void **permit);
@@ -73,23 +74,23 @@ void pk_api_store_end(pk_job *j, void *permit, const pk_err *e, int64_t started_
 bool pk_api_store_retry(pk_job *j, const pk_err *e, int attempt);
 /* Runs one store call through bulkhead, breaker and retries; the error (if any) lands in j->err.
  * Store calls fill their output only on success, so a retried call starts clean. */
-#define PK_STORE_CALL(j, call)                                                                                     \
-    do {                                                                                                           \
-        for (int attempt_ = 0;; attempt_++) {                                                                      \
-            void *permit_ = NULL;                                                                                  \
-            int64_t t0_ = pk_mono_ns();                                                                            \
-            pk_err *e_ = pk_api_store_begin((j), &permit_);                                                        \
-            if (!e_) {                                                                                             \
-                e_ = (call);                                                                                       \
-                pk_api_store_end((j), permit_, e_, t0_);                                                           \
-            }                                                                                                      \
-            (j)->store_ns += pk_mono_ns() - t0_;                                                                   \
-            if (e_ && pk_api_store_retry((j), e_, attempt_)) {                                                     \
-                pk_err_free(e_);                                                                                   \
-                continue;                                                                                          \
-            }                                                                                                      \
-            if (e_) (j)->err = e_;                                                                                 \
-            break;                                                                                                 \
-        }                                                                                                          \
+#define PK_STORE_CALL(j, call)                                                                               \
+    do {                                                                                                     \
+        for (int attempt_ = 0;; attempt_++) {                                                                \
+            void *permit_ = NULL;                                                                            \
+            int64_t t0_ = pk_mono_ns();                                                                      \
+            pk_err *e_ = pk_api_store_begin((j), &permit_);                                                  \
+            if (!e_) {                                                                                       \
+                e_ = (call);                                                                                 \
+                pk_api_store_end((j), permit_, e_, t0_);                                                     \
+            }                                                                                                \
+            (j)->store_ns += pk_mono_ns() - t0_;                                                             \
+            if (e_ && pk_api_store_retry((j), e_, attempt_)) {                                               \
+                pk_err_free(e_);                                                                             \
+                continue;                                                                                    \
+            }                                                                                                \
+            if (e_) (j)->err = e_;                                                                           \
+            break;                                                                                           \
+        }                                                                                                    \
     } while (0)
 #endif

@@ -3,8 +3,9 @@
  * (same validation, guard, store calls and envelope) and answered with Deprecation: true and a Link to
  * the successor v1 route (added by the server for routes flagged PK_ROUTE_DEPRECATED).
  *   POST /search_notes      {"query": "...", "filters": {...}, "limit": n, "cursor": "..."} -> GET /v1/search
- *   POST /get_note_by_id    {"note_id": "..."} (or "id")                                   -> GET /v1/notes/{id}
- *   POST /notes_from_schema {note fields, as POST /v1/notes}                                -> POST /v1/notes
+ *   POST /get_note_by_id    {"note_id": "..."} (or "id")                                   -> GET
+ * /v1/notes/{id} POST /notes_from_schema {note fields, as POST /v1/notes}                                ->
+ * POST /v1/notes
  */
 #include "api/api.h"
 #include "core/id.h"
@@ -26,11 +27,13 @@ void pk_api_compat_search_notes(pk_req *r)
 void pk_api_compat_get_note_by_id(pk_req *r)
 {
     const cJSON *o = r->json;
-    if (!cJSON_IsObject(o)) return pk_respond_error(r, pk_err_invalid("the request body must be a JSON object"));
+    if (!cJSON_IsObject(o))
+        return pk_respond_error(r, pk_err_invalid("the request body must be a JSON object"));
     pk_err *ve = NULL;
     const cJSON *id = NULL;
     for (const cJSON *c = o->child; c; c = c->next) {
-        if (!strcmp(c->string, "note_id") || !strcmp(c->string, "id")) id = c;
+        if (!strcmp(c->string, "note_id") || !strcmp(c->string, "id"))
+            id = c;
         else {
             if (!ve) ve = pk_err_invalid("the request has invalid fields");
             pk_err_add_field(ve, c->string, "is not a known field");
@@ -48,8 +51,8 @@ void pk_api_compat_get_note_by_id(pk_req *r)
             lid[i] = (char)tolower((unsigned char)s[i]);
         lid[36] = '\0';
         if (pk_uuid_valid(lid, 36)) {
-            h2o_iovec_t succ = h2o_concat(&r->h2o->pool, h2o_iovec_init(H2O_STRLIT("/v1/notes/")),
-                                          h2o_iovec_init(lid, 36));
+            h2o_iovec_t succ =
+                h2o_concat(&r->h2o->pool, h2o_iovec_init(H2O_STRLIT("/v1/notes/")), h2o_iovec_init(lid, 36));
             r->successor = succ.base; /* h2o_concat NUL-terminates */
             return pk_api_note_get_id(r, lid);
         }
@@ -59,4 +62,7 @@ void pk_api_compat_get_note_by_id(pk_req *r)
     pk_respond_error(r, e);
 }
 
-void pk_api_compat_notes_from_schema(pk_req *r) { pk_api_note_create_from(r, r->json); }
+void pk_api_compat_notes_from_schema(pk_req *r)
+{
+    pk_api_note_create_from(r, r->json);
+}

@@ -243,8 +243,10 @@ static bool not_modified(pk_req *r, int64_t version)
 static void get_done(pk_req *r, pk_job *j)
 {
     note_job *d = j->data;
-    if (!j->err) pk_services_cache_note(r->srv, d->id, d->version, j->body.data, j->body.len, d->cache_ticket);
-    else if (pk_err_is(j->err, "not_found")) pk_services_cache_note_missing(r->srv, d->id, d->cache_ticket);
+    if (!j->err)
+        pk_services_cache_note(r->srv, d->id, d->version, j->body.data, j->body.len, d->cache_ticket);
+    else if (pk_err_is(j->err, "not_found"))
+        pk_services_cache_note_missing(r->srv, d->id, d->cache_ticket);
     if (!j->err && not_modified(r, d->version)) {
         pk_req_add_header(r, "etag", j->etag, strlen(j->etag));
         pk_respond_empty(r, 304);
@@ -395,7 +397,8 @@ static bool query_from_cache(pk_req *r, query_job *q)
 static void query_done(pk_req *r, pk_job *j)
 {
     query_job *q = j->data;
-    if (!j->err && q->key.len) pk_services_cache_query_put(r->srv, &q->key, j->meta_extra, j->body.data, j->body.len);
+    if (!j->err && q->key.len)
+        pk_services_cache_query_put(r->srv, &q->key, j->meta_extra, j->body.data, j->body.len);
     pk_job_respond(r, j);
 }
 

@@ -32,7 +32,10 @@ void pk_buf_append(pk_buf *b, const void *data, size_t len)
     b->data[b->len] = '\0';
 }
 
-void pk_buf_puts(pk_buf *b, const char *s) { pk_buf_append(b, s, strlen(s)); }
+void pk_buf_puts(pk_buf *b, const char *s)
+{
+    pk_buf_append(b, s, strlen(s));
+}
 
 void pk_buf_putc(pk_buf *b, char c)
 {

@@ -15,7 +15,10 @@ typedef struct pk_buf {
     size_t cap;
 } pk_buf;
 
-#define PK_BUF_INIT {NULL, 0, 0}
+#define PK_BUF_INIT                                                                                          \
+    {                                                                                                        \
+        NULL, 0, 0                                                                                           \
+    }
 
 void pk_buf_reserve(pk_buf *b, size_t extra);
 void pk_buf_append(pk_buf *b, const void *data, size_t len);

@@ -29,7 +29,10 @@ const pk_clock *pk_clock_real(void)
     return &c;
 }
 
-int64_t pk_fake_clock_now(void *ctx) { return *(int64_t *)ctx; }
+int64_t pk_fake_clock_now(void *ctx)
+{
+    return *(int64_t *)ctx;
+}
 
 void pk_rfc3339(int64_t wall_ns, char out[PK_RFC3339_LEN])
 {

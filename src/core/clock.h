@@ -15,7 +15,10 @@ typedef struct pk_clock {
 int64_t pk_mono_ns(void);
 int64_t pk_wall_ns(void); /* CLOCK_REALTIME */
 const pk_clock *pk_clock_real(void);
-static inline int64_t pk_clock_now(const pk_clock *c) { return c->now_ns(c->ctx); }
+static inline int64_t pk_clock_now(const pk_clock *c)
+{
+    return c->now_ns(c->ctx);
+}
 
 /* A fake clock for tests: now_ns returns *(int64_t *)ctx. */
 int64_t pk_fake_clock_now(void *ctx);

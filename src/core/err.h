@@ -14,16 +14,16 @@
 #include <stddef.h>
 
 typedef enum {
-    PK_CAT_CLIENT,     /* the request is wrong (4xx) */
-    PK_CAT_CONFLICT,   /* state conflict: 409, 412 */
-    PK_CAT_LIMIT,      /* rate limit, size limit */
-    PK_CAT_UNAVAILABLE,/* dependency down, breaker open, bulkhead full (503) */
-    PK_CAT_TIMEOUT,    /* deadline exceeded (504) */
-    PK_CAT_INTERNAL,   /* a bug or unexpected failure (500) */
+    PK_CAT_CLIENT,      /* the request is wrong (4xx) */
+    PK_CAT_CONFLICT,    /* state conflict: 409, 412 */
+    PK_CAT_LIMIT,       /* rate limit, size limit */
+    PK_CAT_UNAVAILABLE, /* dependency down, breaker open, bulkhead full (503) */
+    PK_CAT_TIMEOUT,     /* deadline exceeded (504) */
+    PK_CAT_INTERNAL,    /* a bug or unexpected failure (500) */
 } pk_err_category;
 
 typedef struct pk_field_error {
-    char *field;   /* JSON pointer-ish path: "title", "tags[2]" */
+    char *field; /* JSON pointer-ish path: "title", "tags[2]" */
     char *message;
 } pk_field_error;
 
@@ -44,7 +44,8 @@ pk_err *pk_err_new(const char *code, int status, const char *fmt, ...) __attribu
 /* Adds context: returns a new error with the given code/message whose cause is `cause`. */
 pk_err *pk_err_wrap(pk_err *cause, const char *code, int status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-void pk_err_add_field(pk_err *e, const char *field, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void pk_err_add_field(pk_err *e, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void pk_err_free(pk_err *e);
 /* True when `e` or any cause has this code. */
 bool pk_err_is(const pk_err *e, const char *code);

@@ -8,7 +8,10 @@
 static _Thread_local uint64_t rng_s[4];
 static _Thread_local bool rng_seeded;
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
 
 uint64_t pk_rand64(void)
 {
@@ -28,7 +31,10 @@ uint64_t pk_rand64(void)
     return r;
 }
 
-double pk_rand_unit(void) { return (double)(pk_rand64() >> 11) * 0x1.0p-53; }
+double pk_rand_unit(void)
+{
+    return (double)(pk_rand64() >> 11) * 0x1.0p-53;
+}
 
 void pk_random_bytes(void *p, size_t n)
 {

@@ -15,8 +15,8 @@ void pk_uuid7(char out[PK_UUID_LEN]);
 /* Lower-case canonical 8-4-4-4-12 hex form (any version). */
 bool pk_uuid_valid(const char *s, size_t n);
 
-uint64_t pk_rand64(void);            /* fast, per-thread PRNG */
-double pk_rand_unit(void);           /* [0, 1) */
-void pk_random_bytes(void *p, size_t n); /* cryptographic */
+uint64_t pk_rand64(void);                        /* fast, per-thread PRNG */
+double pk_rand_unit(void);                       /* [0, 1) */
+void pk_random_bytes(void *p, size_t n);         /* cryptographic */
 void pk_hex(const void *p, size_t n, char *out); /* writes 2n chars + NUL */
 #endif

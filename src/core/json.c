@@ -37,10 +37,22 @@ static void close_(pk_jw *w, char c)
     pk_buf_putc(w->out, c);
 }
 
-void pk_jw_obj_open(pk_jw *w) { open_(w, '{'); }
-void pk_jw_obj_close(pk_jw *w) { close_(w, '}'); }
-void pk_jw_arr_open(pk_jw *w) { open_(w, '['); }
-void pk_jw_arr_close(pk_jw *w) { close_(w, ']'); }
+void pk_jw_obj_open(pk_jw *w)
+{
+    open_(w, '{');
+}
+void pk_jw_obj_close(pk_jw *w)
+{
+    close_(w, '}');
+}
+void pk_jw_arr_open(pk_jw *w)
+{
+    open_(w, '[');
+}
+void pk_jw_arr_close(pk_jw *w)
+{
+    close_(w, ']');
+}
 
 void pk_json_escape(pk_buf *out, const char *s, size_t n)
 {
@@ -53,13 +65,27 @@ void pk_json_escape(pk_buf *out, const char *s, size_t n)
         pk_buf_append(out, s + start, i - start);
         start = i + 1;
         switch (c) {
-        case '"': pk_buf_append(out, "\\\"", 2); break;
-        case '\\': pk_buf_append(out, "\\\\", 2); break;
-        case '\n': pk_buf_append(out, "\\n", 2); break;
-        case '\r': pk_buf_append(out, "\\r", 2); break;
-        case '\t': pk_buf_append(out, "\\t", 2); break;
-        case '\b': pk_buf_append(out, "\\b", 2); break;
-        case '\f': pk_buf_append(out, "\\f", 2); break;
+        case '"':
+            pk_buf_append(out, "\\\"", 2);
+            break;
+        case '\\':
+            pk_buf_append(out, "\\\\", 2);
+            break;
+        case '\n':
+            pk_buf_append(out, "\\n", 2);
+            break;
+        case '\r':
+            pk_buf_append(out, "\\r", 2);
+            break;
+        case '\t':
+            pk_buf_append(out, "\\t", 2);
+            break;
+        case '\b':
+            pk_buf_append(out, "\\b", 2);
+            break;
+        case '\f':
+            pk_buf_append(out, "\\f", 2);
+            break;
         default: {
             char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             pk_buf_append(out, u, 6);
@@ -77,7 +103,6 @@ void pk_jw_key(pk_jw *w, const char *key)
     pk_buf_append(w->out, "\":", 2);
     w->after_key = true;
 }
-
 
 void pk_jw_strn(pk_jw *w, const char *s, size_t n)
 {
@@ -174,11 +199,14 @@ static bool depth_ok(const char *s, size_t n, int max_depth)
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (in_str) {
-            if (c == '\\') i++;
-            else if (c == '"') in_str = false;
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = false;
             continue;
         }
-        if (c == '"') in_str = true;
+        if (c == '"')
+            in_str = true;
         else if (c == '{' || c == '[') {
             if (++depth > max_depth) return false;
         } else if (c == '}' || c == ']')
@@ -190,10 +218,10 @@ static bool depth_ok(const char *s, size_t n, int max_depth)
 pk_err *pk_json_parse(const char *data, size_t len, int max_depth, cJSON **out)
 {
     *out = NULL;
-    if (len == 0) return pk_err_new("malformed_json", 400, "request body is empty; a JSON document is required");
+    if (len == 0)
+        return pk_err_new("malformed_json", 400, "request body is empty; a JSON document is required");
     if (!pk_utf8_valid(data, len)) return pk_err_new("invalid_utf8", 400, "request body is not valid UTF-8");
-    if (memchr(data, '\0', len))
-        return pk_err_new("malformed_json", 400, "request body contains a NUL byte");
+    if (memchr(data, '\0', len)) return pk_err_new("malformed_json", 400, "request body contains a NUL byte");
     if (!depth_ok(data, len, max_depth > 0 ? max_depth : PK_JSON_MAX_DEPTH_DEFAULT))
         return pk_err_new("json_too_deep", 400, "JSON nesting is deeper than %d levels",
                           max_depth > 0 ? max_depth : PK_JSON_MAX_DEPTH_DEFAULT);

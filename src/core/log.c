@@ -10,8 +10,14 @@
 static _Atomic int g_level = PK_LOG_INFO;
 static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
 
-void pk_log_set_level(pk_log_level l) { atomic_store(&g_level, (int)l); }
-pk_log_level pk_log_get_level(void) { return (pk_log_level)atomic_load(&g_level); }
+void pk_log_set_level(pk_log_level l)
+{
+    atomic_store(&g_level, (int)l);
+}
+pk_log_level pk_log_get_level(void)
+{
+    return (pk_log_level)atomic_load(&g_level);
+}
 
 int pk_log_parse_level(const char *s, pk_log_level *out)
 {

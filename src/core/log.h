@@ -18,7 +18,10 @@ typedef struct pk_log_ctx {
 void pk_log_set_level(pk_log_level l);
 pk_log_level pk_log_get_level(void);
 int pk_log_parse_level(const char *s, pk_log_level *out); /* 0 ok, -1 unknown */
-static inline int pk_log_enabled(pk_log_level l) { return l >= pk_log_get_level(); }
+static inline int pk_log_enabled(pk_log_level l)
+{
+    return l >= pk_log_get_level();
+}
 
 /* `fields_json` is NULL or extra members already serialised: "\"k\":1,\"s\":\"x\"". */
 void pk_log_write(pk_log_level l, const pk_log_ctx *ctx, const char *fields_json, const char *fmt, ...)

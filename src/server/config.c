@@ -14,7 +14,7 @@
 typedef enum { T_STR, T_INT, T_I64, T_DBL, T_BOOL, T_LISTEN } opt_type;
 
 typedef struct opt {
-    const char *flag;    /* without leading dashes */
+    const char *flag; /* without leading dashes */
     const char *env;
     opt_type type;
     size_t off;
@@ -24,58 +24,92 @@ typedef struct opt {
 
 #define O(f) offsetof(pk_config, f)
 static const opt OPTS[] = {
-    {"listen", "PAKE_LISTEN", T_LISTEN, 0, "127.0.0.1:8080", "HOST:PORT to listen on; port 0 picks a free port (logged)"},
+    {"listen", "PAKE_LISTEN", T_LISTEN, 0, "127.0.0.1:8080",
+     "HOST:PORT to listen on; port 0 picks a free port (logged)"},
     {"data-dir", "PAKE_DATA_DIR", T_STR, O(data_dir), "./data", "directory of the embedded store"},
     {"threads", "PAKE_THREADS", T_INT, O(threads), "0", "event-loop threads (0 = one per core)"},
-    {"offload-threads", "PAKE_OFFLOAD_THREADS", T_INT, O(offload_threads), "0", "blocking-work pool size (0 = 4 per core)"},
-    {"offload-queue", "PAKE_OFFLOAD_QUEUE", T_INT, O(offload_queue), "4096", "queued blocking jobs before 503 overloaded"},
+    {"offload-threads", "PAKE_OFFLOAD_THREADS", T_INT, O(offload_threads), "0",
+     "blocking-work pool size (0 = 4 per core)"},
+    {"offload-queue", "PAKE_OFFLOAD_QUEUE", T_INT, O(offload_queue), "4096",
+     "queued blocking jobs before 503 overloaded"},
     {"log-level", "PAKE_LOG_LEVEL", T_STR, O(log_level), "info", "debug | info | warn | error | off"},
     {"access-log", "PAKE_ACCESS_LOG", T_BOOL, O(access_log), "true", "one JSON line per request"},
     {"tls-cert", "PAKE_TLS_CERT", T_STR, O(tls_cert), "", "PEM certificate; with --tls-key serves HTTPS"},
     {"tls-key", "PAKE_TLS_KEY", T_STR, O(tls_key), "", "PEM private key"},
-    {"http2", "PAKE_HTTP2", T_BOOL, O(http2), "false", "offer HTTP/2 over TLS (off: no Rapid Reset fix in Debian h2o)"},
-    {"max-body-bytes", "PAKE_MAX_BODY_BYTES", T_I64, O(max_body_bytes), "1048576", "largest accepted request body"},
-    {"max-header-bytes", "PAKE_MAX_HEADER_BYTES", T_INT, O(max_header_bytes), "65536", "largest accepted request head (431 above)"},
-    {"json-max-depth", "PAKE_JSON_MAX_DEPTH", T_INT, O(json_max_depth), "32", "deepest accepted JSON nesting"},
-    {"read-timeout-ms", "PAKE_READ_TIMEOUT_MS", T_INT, O(read_timeout_ms), "10000", "a request must arrive within this (slowloris guard)"},
-    {"idle-timeout-ms", "PAKE_IDLE_TIMEOUT_MS", T_INT, O(idle_timeout_ms), "60000", "idle keep-alive / HTTP/2 connection timeout"},
-    {"shutdown-timeout-ms", "PAKE_SHUTDOWN_TIMEOUT_MS", T_INT, O(shutdown_timeout_ms), "10000", "in-flight requests get this long after SIGTERM"},
-    {"drain-delay-ms", "PAKE_DRAIN_DELAY_MS", T_INT, O(drain_delay_ms), "0", "readiness is 503 this long before the listener closes"},
+    {"http2", "PAKE_HTTP2", T_BOOL, O(http2), "false",
+     "offer HTTP/2 over TLS (off: no Rapid Reset fix in Debian h2o)"},
+    {"max-body-bytes", "PAKE_MAX_BODY_BYTES", T_I64, O(max_body_bytes), "1048576",
+     "largest accepted request body"},
+    {"max-header-bytes", "PAKE_MAX_HEADER_BYTES", T_INT, O(max_header_bytes), "65536",
+     "largest accepted request head (431 above)"},
+    {"json-max-depth", "PAKE_JSON_MAX_DEPTH", T_INT, O(json_max_depth), "32",
+     "deepest accepted JSON nesting"},
+    {"read-timeout-ms", "PAKE_READ_TIMEOUT_MS", T_INT, O(read_timeout_ms), "10000",
+     "a request must arrive within this (slowloris guard)"},
+    {"idle-timeout-ms", "PAKE_IDLE_TIMEOUT_MS", T_INT, O(idle_timeout_ms), "60000",
+     "idle keep-alive / HTTP/2 connection timeout"},
+    {"shutdown-timeout-ms", "PAKE_SHUTDOWN_TIMEOUT_MS", T_INT, O(shutdown_timeout_ms), "10000",
+     "in-flight requests get this long after SIGTERM"},
+    {"drain-delay-ms", "PAKE_DRAIN_DELAY_MS", T_INT, O(drain_delay_ms), "0",
+     "readiness is 503 this long before the listener closes"},
     {"deadline-ms", "PAKE_DEADLINE_MS", T_INT, O(deadline_ms), "10000", "default request deadline"},
-    {"deadline-read-ms", "PAKE_DEADLINE_READ_MS", T_INT, O(deadline_read_ms), "0", "deadline of read routes (0 = --deadline-ms)"},
-    {"deadline-write-ms", "PAKE_DEADLINE_WRITE_MS", T_INT, O(deadline_write_ms), "0", "deadline of write routes (0 = --deadline-ms)"},
-    {"deadline-search-ms", "PAKE_DEADLINE_SEARCH_MS", T_INT, O(deadline_search_ms), "0", "deadline of search routes (0 = --deadline-ms)"},
-    {"deadline-admin-ms", "PAKE_DEADLINE_ADMIN_MS", T_INT, O(deadline_admin_ms), "0", "deadline of admin routes (0 = --deadline-ms)"},
-    {"server-header", "PAKE_SERVER_HEADER", T_STR, O(server_header), "pake", "value of the Server response header (empty: none)"},
-    {"idempotency-ttl-s", "PAKE_IDEMPOTENCY_TTL_S", T_INT, O(idempotency_ttl_s), "86400", "how long Idempotency-Key responses are replayed"},
+    {"deadline-read-ms", "PAKE_DEADLINE_READ_MS", T_INT, O(deadline_read_ms), "0",
+     "deadline of read routes (0 = --deadline-ms)"},
+    {"deadline-write-ms", "PAKE_DEADLINE_WRITE_MS", T_INT, O(deadline_write_ms), "0",
+     "deadline of write routes (0 = --deadline-ms)"},
+    {"deadline-search-ms", "PAKE_DEADLINE_SEARCH_MS", T_INT, O(deadline_search_ms), "0",
+     "deadline of search routes (0 = --deadline-ms)"},
+    {"deadline-admin-ms", "PAKE_DEADLINE_ADMIN_MS", T_INT, O(deadline_admin_ms), "0",
+     "deadline of admin routes (0 = --deadline-ms)"},
+    {"server-header", "PAKE_SERVER_HEADER", T_STR, O(server_header), "pake",
+     "value of the Server response header (empty: none)"},
+    {"idempotency-ttl-s", "PAKE_IDEMPOTENCY_TTL_S", T_INT, O(idempotency_ttl_s), "86400",
+     "how long Idempotency-Key responses are replayed"},
     {"rate-read", "PAKE_RATE_READ", T_DBL, O(rl_read_rate), "1000", "read requests per second per principal"},
     {"burst-read", "PAKE_BURST_READ", T_INT, O(rl_read_burst), "2000", "read burst per principal"},
-    {"rate-write", "PAKE_RATE_WRITE", T_DBL, O(rl_write_rate), "200", "write requests per second per principal"},
+    {"rate-write", "PAKE_RATE_WRITE", T_DBL, O(rl_write_rate), "200",
+     "write requests per second per principal"},
     {"burst-write", "PAKE_BURST_WRITE", T_INT, O(rl_write_burst), "400", "write burst per principal"},
     {"rate-search", "PAKE_RATE_SEARCH", T_DBL, O(rl_search_rate), "500", "searches per second per principal"},
     {"burst-search", "PAKE_BURST_SEARCH", T_INT, O(rl_search_burst), "1000", "search burst per principal"},
     {"rate-mcp", "PAKE_RATE_MCP", T_DBL, O(rl_mcp_rate), "500", "MCP requests per second per principal"},
     {"burst-mcp", "PAKE_BURST_MCP", T_INT, O(rl_mcp_burst), "1000", "MCP burst per principal"},
-    {"rate-admin", "PAKE_RATE_ADMIN", T_DBL, O(rl_admin_rate), "20", "admin requests per second per principal"},
+    {"rate-admin", "PAKE_RATE_ADMIN", T_DBL, O(rl_admin_rate), "20",
+     "admin requests per second per principal"},
     {"burst-admin", "PAKE_BURST_ADMIN", T_INT, O(rl_admin_burst), "40", "admin burst per principal"},
-    {"rate-max-keys", "PAKE_RATE_MAX_KEYS", T_INT, O(rl_max_keys), "100000", "principals tracked by the in-process limiter"},
-    {"cache-bytes", "PAKE_CACHE_BYTES", T_I64, O(cache_bytes), "67108864", "L1 cache size in bytes (0 disables)"},
+    {"rate-max-keys", "PAKE_RATE_MAX_KEYS", T_INT, O(rl_max_keys), "100000",
+     "principals tracked by the in-process limiter"},
+    {"cache-bytes", "PAKE_CACHE_BYTES", T_I64, O(cache_bytes), "67108864",
+     "L1 cache size in bytes (0 disables)"},
     {"cache-ttl-ms", "PAKE_CACHE_TTL_MS", T_INT, O(cache_ttl_ms), "300000", "L1 entry time to live"},
-    {"cache-negative-ttl-ms", "PAKE_CACHE_NEGATIVE_TTL_MS", T_INT, O(cache_negative_ttl_ms), "5000", "L1 time to live of a cached 404"},
-    {"guard-rules", "PAKE_GUARD_RULES", T_STR, O(guard_rules), "", "guard rule file (empty: the built-in rules)"},
-    {"guard-policy", "PAKE_GUARD_POLICY", T_STR, O(guard_policy), "", "per-surface overrides, e.g. note=block,search=flag"},
-    {"breaker-min-calls", "PAKE_BREAKER_MIN_CALLS", T_INT, O(breaker_min_calls), "20", "calls in the window before the store breaker may open"},
-    {"breaker-window", "PAKE_BREAKER_WINDOW", T_INT, O(breaker_window), "100", "store breaker count-based window size"},
-    {"breaker-failure-rate", "PAKE_BREAKER_FAILURE_RATE", T_DBL, O(breaker_failure_rate), "50", "failure percentage that opens the breaker"},
-    {"breaker-slow-rate", "PAKE_BREAKER_SLOW_RATE", T_DBL, O(breaker_slow_rate), "100", "slow-call percentage that opens the breaker"},
-    {"breaker-slow-ms", "PAKE_BREAKER_SLOW_MS", T_INT, O(breaker_slow_ms), "2000", "a store call slower than this is slow"},
-    {"breaker-wait-ms", "PAKE_BREAKER_WAIT_MS", T_INT, O(breaker_wait_ms), "10000", "time an open breaker waits before half-open"},
-    {"breaker-half-open-calls", "PAKE_BREAKER_HALF_OPEN_CALLS", T_INT, O(breaker_half_open_calls), "5", "probe calls in half-open"},
+    {"cache-negative-ttl-ms", "PAKE_CACHE_NEGATIVE_TTL_MS", T_INT, O(cache_negative_ttl_ms), "5000",
+     "L1 time to live of a cached 404"},
+    {"guard-rules", "PAKE_GUARD_RULES", T_STR, O(guard_rules), "",
+     "guard rule file (empty: the built-in rules)"},
+    {"guard-policy", "PAKE_GUARD_POLICY", T_STR, O(guard_policy), "",
+     "per-surface overrides, e.g. note=block,search=flag"},
+    {"breaker-min-calls", "PAKE_BREAKER_MIN_CALLS", T_INT, O(breaker_min_calls), "20",
+     "calls in the window before the store breaker may open"},
+    {"breaker-window", "PAKE_BREAKER_WINDOW", T_INT, O(breaker_window), "100",
+     "store breaker count-based window size"},
+    {"breaker-failure-rate", "PAKE_BREAKER_FAILURE_RATE", T_DBL, O(breaker_failure_rate), "50",
+     "failure percentage that opens the breaker"},
+    {"breaker-slow-rate", "PAKE_BREAKER_SLOW_RATE", T_DBL, O(breaker_slow_rate), "100",
+     "slow-call percentage that opens the breaker"},
+    {"breaker-slow-ms", "PAKE_BREAKER_SLOW_MS", T_INT, O(breaker_slow_ms), "2000",
+     "a store call slower than this is slow"},
+    {"breaker-wait-ms", "PAKE_BREAKER_WAIT_MS", T_INT, O(breaker_wait_ms), "10000",
+     "time an open breaker waits before half-open"},
+    {"breaker-half-open-calls", "PAKE_BREAKER_HALF_OPEN_CALLS", T_INT, O(breaker_half_open_calls), "5",
+     "probe calls in half-open"},
     {"bulkhead-store", "PAKE_BULKHEAD_STORE", T_INT, O(bulkhead_store), "64", "max concurrent store calls"},
-    {"bulkhead-wait-ms", "PAKE_BULKHEAD_WAIT_MS", T_INT, O(bulkhead_wait_ms), "100", "max wait for a store slot"},
+    {"bulkhead-wait-ms", "PAKE_BULKHEAD_WAIT_MS", T_INT, O(bulkhead_wait_ms), "100",
+     "max wait for a store slot"},
 #ifdef PAKE_FAULT_INJECTION
-    {"fault-store-fail-rate", "PAKE_FAULT_STORE_FAIL_RATE", T_STR, O(fault_store_fail_rate), "", "test builds: fraction of store calls that fail"},
-    {"fault-store-delay-ms", "PAKE_FAULT_STORE_DELAY_MS", T_STR, O(fault_store_delay_ms), "", "test builds: delay added to each store call"},
+    {"fault-store-fail-rate", "PAKE_FAULT_STORE_FAIL_RATE", T_STR, O(fault_store_fail_rate), "",
+     "test builds: fraction of store calls that fail"},
+    {"fault-store-delay-ms", "PAKE_FAULT_STORE_DELAY_MS", T_STR, O(fault_store_delay_ms), "",
+     "test builds: delay added to each store call"},
 #endif
 };
 #define NOPTS (sizeof OPTS / sizeof OPTS[0])
@@ -93,28 +127,34 @@ static pk_err *set_value(pk_config *c, const opt *o, const char *v, const char *
     case T_INT: {
         long x = strtol(v, &end, 10);
         if (errno || end == v || *end || x < 0 || x > 1000000000)
-            return pk_err_new("bad_config", 2, "%s: --%s expects a non-negative integer, got '%s'", src, o->flag, v);
+            return pk_err_new("bad_config", 2, "%s: --%s expects a non-negative integer, got '%s'", src,
+                              o->flag, v);
         *(int *)p = (int)x;
         return NULL;
     }
     case T_I64: {
         long long x = strtoll(v, &end, 10);
         if (errno || end == v || *end || x < 0)
-            return pk_err_new("bad_config", 2, "%s: --%s expects a non-negative integer, got '%s'", src, o->flag, v);
+            return pk_err_new("bad_config", 2, "%s: --%s expects a non-negative integer, got '%s'", src,
+                              o->flag, v);
         *(int64_t *)p = x;
         return NULL;
     }
     case T_DBL: {
         double x = strtod(v, &end);
         if (errno || end == v || *end || x < 0)
-            return pk_err_new("bad_config", 2, "%s: --%s expects a non-negative number, got '%s'", src, o->flag, v);
+            return pk_err_new("bad_config", 2, "%s: --%s expects a non-negative number, got '%s'", src,
+                              o->flag, v);
         *(double *)p = x;
         return NULL;
     }
     case T_BOOL:
-        if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on")) *(bool *)p = true;
-        else if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off")) *(bool *)p = false;
-        else return pk_err_new("bad_config", 2, "%s: --%s expects true or false, got '%s'", src, o->flag, v);
+        if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on"))
+            *(bool *)p = true;
+        else if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off"))
+            *(bool *)p = false;
+        else
+            return pk_err_new("bad_config", 2, "%s: --%s expects true or false, got '%s'", src, o->flag, v);
         return NULL;
     case T_LISTEN: {
         const char *colon = strrchr(v, ':');
@@ -171,29 +211,38 @@ pk_err *pk_config_parse(pk_config *c, int argc, char **argv, bool *help)
         const opt *o = NULL;
         bool negated = false;
         for (size_t i = 0; i < NOPTS && !o; i++) {
-            if (strlen(OPTS[i].flag) == nl && !strncmp(OPTS[i].flag, name, nl)) o = &OPTS[i];
+            if (strlen(OPTS[i].flag) == nl && !strncmp(OPTS[i].flag, name, nl))
+                o = &OPTS[i];
             else if (OPTS[i].type == T_BOOL && nl == strlen(OPTS[i].flag) + 3 && !strncmp(name, "no-", 3) &&
                      !strncmp(name + 3, OPTS[i].flag, nl - 3))
                 o = &OPTS[i], negated = true;
         }
         if (!o) return pk_err_new("bad_config", 2, "unknown option '--%.*s' (see --help)", (int)nl, name);
         const char *v;
-        if (eq) v = eq + 1;
-        else if (o->type == T_BOOL) v = negated ? "false" : "true";
-        else if (a + 1 < argc) v = argv[++a];
-        else return pk_err_new("bad_config", 2, "option --%s needs a value", o->flag);
+        if (eq)
+            v = eq + 1;
+        else if (o->type == T_BOOL)
+            v = negated ? "false" : "true";
+        else if (a + 1 < argc)
+            v = argv[++a];
+        else
+            return pk_err_new("bad_config", 2, "option --%s needs a value", o->flag);
         if ((e = set_value(c, o, v, "flag"))) return e;
     }
     if (c->threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c->threads = n > 0 ? (int)n : 1;
     }
-    if (c->offload_threads == 0) c->offload_threads = 4 * (int)(sysconf(_SC_NPROCESSORS_ONLN) > 0 ? sysconf(_SC_NPROCESSORS_ONLN) : 1);
+    if (c->offload_threads == 0)
+        c->offload_threads = 4 * (int)(sysconf(_SC_NPROCESSORS_ONLN) > 0 ? sysconf(_SC_NPROCESSORS_ONLN) : 1);
     if (c->threads > 256) return pk_err_new("bad_config", 2, "--threads must be at most 256");
-    if (c->offload_threads > 1024) return pk_err_new("bad_config", 2, "--offload-threads must be at most 1024");
+    if (c->offload_threads > 1024)
+        return pk_err_new("bad_config", 2, "--offload-threads must be at most 1024");
     if (c->max_body_bytes < 1) return pk_err_new("bad_config", 2, "--max-body-bytes must be positive");
-    if (c->json_max_depth < 1 || c->json_max_depth > 60) return pk_err_new("bad_config", 2, "--json-max-depth must be 1..60");
-    if ((*c->tls_cert != 0) != (*c->tls_key != 0)) return pk_err_new("bad_config", 2, "--tls-cert and --tls-key go together");
+    if (c->json_max_depth < 1 || c->json_max_depth > 60)
+        return pk_err_new("bad_config", 2, "--json-max-depth must be 1..60");
+    if ((*c->tls_cert != 0) != (*c->tls_key != 0))
+        return pk_err_new("bad_config", 2, "--tls-cert and --tls-key go together");
     if (c->deadline_ms < 1) return pk_err_new("bad_config", 2, "--deadline-ms must be positive");
     return NULL;
 }
@@ -203,6 +252,7 @@ void pk_config_usage(FILE *out, const char *command)
     fprintf(out, "Usage: pake %s [options]\n\nOptions (flag, environment variable, default):\n", command);
     for (size_t i = 0; i < NOPTS; i++) {
         const opt *o = &OPTS[i];
-        fprintf(out, "  --%-26s %-30s default: %s\n      %s\n", o->flag, o->env, *o->def ? o->def : "(empty)", o->help);
+        fprintf(out, "  --%-26s %-30s default: %s\n      %s\n", o->flag, o->env, *o->def ? o->def : "(empty)",
+                o->help);
     }
 }

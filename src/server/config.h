@@ -24,11 +24,11 @@ typedef struct pk_config {
     int64_t max_body_bytes;
     int json_max_depth;
     int max_header_bytes;
-    int read_timeout_ms;  /* whole request head+body must arrive within (slowloris) */
-    int idle_timeout_ms;  /* keep-alive / HTTP/2 idle */
+    int read_timeout_ms; /* whole request head+body must arrive within (slowloris) */
+    int idle_timeout_ms; /* keep-alive / HTTP/2 idle */
     int shutdown_timeout_ms;
-    int drain_delay_ms;   /* readiness reports 503 this long before the listener closes */
-    int deadline_ms;      /* default per-request deadline */
+    int drain_delay_ms; /* readiness reports 503 this long before the listener closes */
+    int deadline_ms;    /* default per-request deadline */
     int deadline_read_ms, deadline_write_ms, deadline_search_ms, deadline_admin_ms;
     char *server_header;
     bool access_log;

@@ -54,7 +54,8 @@ static void on_accept(h2o_socket_t *listener, const char *err)
 static void on_jobs(h2o_multithread_receiver_t *recv, h2o_linklist_t *messages)
 {
     while (!h2o_linklist_is_empty(messages)) {
-        h2o_multithread_message_t *m = H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_multithread_message_t *m =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
         h2o_linklist_unlink(&m->link);
         pk_request_job_returned((pk_job *)m);
     }
@@ -73,7 +74,8 @@ static void on_ctrl(h2o_multithread_receiver_t *recv, h2o_linklist_t *messages)
 {
     pk_loop *l = H2O_STRUCT_FROM_MEMBER(pk_loop, ctrl_receiver, recv);
     while (!h2o_linklist_is_empty(messages)) {
-        h2o_multithread_message_t *m = H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_multithread_message_t *m =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
         h2o_linklist_unlink(&m->link);
         ctrl_msg *c = (ctrl_msg *)m;
         if (c->what == 1) {
@@ -89,7 +91,10 @@ static void on_ctrl(h2o_multithread_receiver_t *recv, h2o_linklist_t *messages)
     }
 }
 
-void pk_loop_post(pk_loop *l, pk_job *j) { h2o_multithread_send_message(&l->jobs_receiver, &j->msg); }
+void pk_loop_post(pk_loop *l, pk_job *j)
+{
+    h2o_multithread_send_message(&l->jobs_receiver, &j->msg);
+}
 
 static void send_ctrl(pk_loop *l, int what)
 {
@@ -107,7 +112,9 @@ static pk_err *open_listener(pk_server *s, int *port_inout, int *fd_out)
     char port[16];
     snprintf(port, sizeof port, "%d", *port_inout);
     int rc = getaddrinfo(s->cfg.listen_host, port, &hints, &res);
-    if (rc != 0) return pk_err_new("bad_config", 2, "cannot resolve listen host '%s': %s", s->cfg.listen_host, gai_strerror(rc));
+    if (rc != 0)
+        return pk_err_new("bad_config", 2, "cannot resolve listen host '%s': %s", s->cfg.listen_host,
+                          gai_strerror(rc));
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -117,14 +124,15 @@ static pk_err *open_listener(pk_server *s, int *port_inout, int *fd_out)
         int e = errno;
         close(fd);
         freeaddrinfo(res);
-        return pk_err_new("listen_failed", 2, "cannot listen on %s:%d: %s", s->cfg.listen_host, *port_inout, strerror(e));
+        return pk_err_new("listen_failed", 2, "cannot listen on %s:%d: %s", s->cfg.listen_host, *port_inout,
+                          strerror(e));
     }
     freeaddrinfo(res);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     getsockname(fd, (struct sockaddr *)&ss, &sl);
     *port_inout = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                : ((struct sockaddr_in *)&ss)->sin_port);
+                                                 : ((struct sockaddr_in *)&ss)->sin_port);
     *fd_out = fd;
     return NULL;
 }
@@ -160,7 +168,8 @@ pk_err *pk_server_init(pk_server *s)
     s->h2oconf.http1.upgrade_to_http2 = 1;
     s->h2oconf.http2.idle_timeout = (uint64_t)s->cfg.idle_timeout_ms;
     s->h2oconf.http2.graceful_shutdown_timeout = (uint64_t)s->cfg.shutdown_timeout_ms;
-    h2o_hostconf_t *host = h2o_config_register_host(&s->h2oconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_hostconf_t *host =
+        h2o_config_register_host(&s->h2oconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *h = h2o_create_handler(path, sizeof *h);
     h->on_req = on_req;
@@ -195,7 +204,8 @@ static void *loop_main(void *arg)
     h2o_multithread_register_receiver(l->queue, &l->jobs_receiver, on_jobs);
     h2o_multithread_register_receiver(l->queue, &l->ctrl_receiver, on_ctrl);
     for (int c = 0; c < PK_RC__COUNT; c++)
-        h2o_timeout_init(l->evloop, &l->deadline_timeouts[c], (uint64_t)pk_services_deadline_ms(s, (pk_route_class)c));
+        h2o_timeout_init(l->evloop, &l->deadline_timeouts[c],
+                         (uint64_t)pk_services_deadline_ms(s, (pk_route_class)c));
     l->listener = h2o_evloop_socket_create(l->evloop, l->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     l->listener->data = l;
     h2o_socket_read_start(l->listener, on_accept);
@@ -210,9 +220,9 @@ static void log_listening(pk_server *s)
     char fields[256];
     const char *h = s->cfg.listen_host;
     bool v6 = strchr(h, ':') != NULL;
-    snprintf(fields, sizeof fields, "\"address\":\"%s%s%s:%d\",\"threads\":%d,\"offload_threads\":%d,\"tls\":%s",
-             v6 ? "[" : "", h, v6 ? "]" : "", s->listen_port, s->nloops, s->cfg.offload_threads,
-             s->ssl_ctx ? "true" : "false");
+    snprintf(fields, sizeof fields,
+             "\"address\":\"%s%s%s:%d\",\"threads\":%d,\"offload_threads\":%d,\"tls\":%s", v6 ? "[" : "", h,
+             v6 ? "]" : "", s->listen_port, s->nloops, s->cfg.offload_threads, s->ssl_ctx ? "true" : "false");
     pk_log_write(PK_LOG_INFO, NULL, fields, "listening");
 }
 
@@ -258,7 +268,8 @@ int pk_server_run(pk_server *s)
         pthread_join(s->loops[i].thread, NULL);
     pk_offload_pool_free(s->pool);
     s->pool = NULL;
-    if (left > 0) pk_log_write(PK_LOG_WARN, NULL, NULL, "shutdown deadline passed with %ld requests in flight", left);
+    if (left > 0)
+        pk_log_write(PK_LOG_WARN, NULL, NULL, "shutdown deadline passed with %ld requests in flight", left);
     pk_log_write(PK_LOG_INFO, NULL, NULL, "stopped");
     return 0;
 }

@@ -37,7 +37,8 @@ static void *worker_main(void *arg)
 
         if (j->deadline_ns && pk_mono_ns() >= j->deadline_ns) {
             j->skipped = true;
-            j->err = pk_err_new("deadline_exceeded", 504, "the request deadline passed while it waited for a worker");
+            j->err = pk_err_new("deadline_exceeded", 504,
+                                "the request deadline passed while it waited for a worker");
         } else {
             j->work(j);
         }

@@ -387,9 +387,10 @@ bool pk_offload(pk_req *r, pk_work_fn work, pk_done_fn done, void *data, void (*
     if (!pk_offload_pool_submit(r->srv->pool, j)) {
         j->req = NULL;
         job_free(j);
-        pk_err *e = atomic_load(&r->srv->stopping)
-                        ? pk_err_new("shutting_down", 503, "the server is shutting down; retry on another instance")
-                        : pk_err_new("overloaded", 503, "the server is overloaded; try again shortly");
+        pk_err *e =
+            atomic_load(&r->srv->stopping)
+                ? pk_err_new("shutting_down", 503, "the server is shutting down; retry on another instance")
+                : pk_err_new("overloaded", 503, "the server is overloaded; try again shortly");
         e->retry_after_s = 1;
         pk_respond_error(r, e);
         return false;

@@ -81,9 +81,9 @@ struct pk_req {
     pk_job *job; /* outstanding offloaded job, if any */
     bool responded;
     int status;
-    int64_t store_ns; /* time spent in the store, for Server-Timing */
+    int64_t store_ns;        /* time spent in the store, for Server-Timing */
     const char *cache_state; /* "hit", "miss" or NULL, for Server-Timing */
-    const char *successor; /* deprecated routes: the successor URI when it depends on the request */
+    const char *successor;   /* deprecated routes: the successor URI when it depends on the request */
     char ratelimit_policy[192];
     char ratelimit[192];
 };
@@ -131,7 +131,7 @@ struct pk_job {
     int64_t enqueued_ns;
     /* results, set by work */
     int status;
-    pk_buf body;       /* "data" JSON, or a raw body when raw_content_type is set */
+    pk_buf body; /* "data" JSON, or a raw body when raw_content_type is set */
     const char *raw_content_type;
     char *meta_extra;
     pk_err *err;

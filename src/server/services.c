@@ -66,20 +66,26 @@ struct pk_services {
 
 /* ---- metrics --------------------------------------------------------------------------------- */
 
-static double inflight_fn(void *ctx) { return (double)atomic_load(&((pk_server *)ctx)->inflight); }
+static double inflight_fn(void *ctx)
+{
+    return (double)atomic_load(&((pk_server *)ctx)->inflight);
+}
 static double queue_fn(void *ctx)
 {
     pk_server *s = ctx;
     return s->pool ? (double)pk_offload_pool_depth(s->pool) : 0;
 }
-static double draining_fn(void *ctx) { return atomic_load(&((pk_server *)ctx)->draining) ? 1 : 0; }
+static double draining_fn(void *ctx)
+{
+    return atomic_load(&((pk_server *)ctx)->draining) ? 1 : 0;
+}
 
-#define CACHE_STAT_FN(field)                                                                                      \
-    static double cache_##field##_fn(void *ctx)                                                               \
-    {                                                                                                          \
-        pk_cache_counters c;                                                                                   \
-        pk_cache_stats(ctx, &c);                                                                               \
-        return (double)c.field;                                                                                \
+#define CACHE_STAT_FN(field)                                                                                 \
+    static double cache_##field##_fn(void *ctx)                                                              \
+    {                                                                                                        \
+        pk_cache_counters c;                                                                                 \
+        pk_cache_stats(ctx, &c);                                                                             \
+        return (double)c.field;                                                                              \
     }
 CACHE_STAT_FN(hits)
 CACHE_STAT_FN(misses)
@@ -101,11 +107,16 @@ static double breaker_fn(void *ctx)
     pk_breaker_snapshot s;
     pk_breaker_snapshot_get(bs->b, &s);
     switch (bs->what) {
-    case 0: return (double)s.state;
-    case 1: return (double)s.successful;
-    case 2: return (double)s.failed;
-    case 3: return (double)s.slow;
-    default: return (double)s.rejected;
+    case 0:
+        return (double)s.state;
+    case 1:
+        return (double)s.successful;
+    case 2:
+        return (double)s.failed;
+    case 3:
+        return (double)s.slow;
+    default:
+        return (double)s.rejected;
     }
 }
 
@@ -123,10 +134,10 @@ static void on_breaker_transition(void *ud, const char *name, pk_breaker_state f
     const char *lv[] = {name, pk_breaker_state_name(from), pk_breaker_state_name(to)};
     pk_metric_counter_add(v->breaker_transitions, lv, 3, 1);
     char f[160];
-    snprintf(f, sizeof f, "\"breaker\":\"%s\",\"from\":\"%s\",\"to\":\"%s\"", name, pk_breaker_state_name(from),
-             pk_breaker_state_name(to));
-    pk_log_write(to == PK_BREAKER_CLOSED ? PK_LOG_INFO : PK_LOG_WARN, NULL, f, "circuit breaker %s: %s -> %s", name,
-                 pk_breaker_state_name(from), pk_breaker_state_name(to));
+    snprintf(f, sizeof f, "\"breaker\":\"%s\",\"from\":\"%s\",\"to\":\"%s\"", name,
+             pk_breaker_state_name(from), pk_breaker_state_name(to));
+    pk_log_write(to == PK_BREAKER_CLOSED ? PK_LOG_INFO : PK_LOG_WARN, NULL, f, "circuit breaker %s: %s -> %s",
+                 name, pk_breaker_state_name(from), pk_breaker_state_name(to));
 }
 
 static void register_metrics(pk_server *s, struct pk_services *v)
@@ -139,7 +150,8 @@ static void register_metrics(pk_server *s, struct pk_services *v)
     v->http_duration = pk_metrics_histogram(m, "pake_http_request_duration_seconds",
                                             "Time from request start to response, by route.", 2, mrs,
                                             pk_metrics_latency_buckets, pk_metrics_latency_buckets_len);
-    pk_metric_family *g = pk_metrics_gauge(m, "pake_http_requests_in_flight", "Requests being processed.", 0, NULL);
+    pk_metric_family *g =
+        pk_metrics_gauge(m, "pake_http_requests_in_flight", "Requests being processed.", 0, NULL);
     pk_metric_bind_fn(g, NULL, 0, inflight_fn, s);
     g = pk_metrics_gauge(m, "pake_offload_queue_depth", "Blocking jobs waiting for a worker.", 0, NULL);
     pk_metric_bind_fn(g, NULL, 0, queue_fn, s);
@@ -149,7 +161,8 @@ static void register_metrics(pk_server *s, struct pk_services *v)
     v->store_duration = pk_metrics_histogram(m, "pake_store_query_duration_seconds",
                                              "Store operation duration, by operation.", 1, op,
                                              pk_metrics_latency_buckets, pk_metrics_latency_buckets_len);
-    v->store_errors = pk_metrics_counter(m, "pake_store_errors_total", "Store operations that failed.", 1, op);
+    v->store_errors =
+        pk_metrics_counter(m, "pake_store_errors_total", "Store operations that failed.", 1, op);
     const char *dep[] = {"dependency"};
     v->retries = pk_metrics_counter(m, "pake_retries_total", "Retries of failed dependency calls.", 1, dep);
     const char *rl[] = {"class", "decision"};
@@ -162,8 +175,8 @@ static void register_metrics(pk_server *s, struct pk_services *v)
         pk_metrics_counter(m, "pake_guard_decisions_total", "Security guard decisions on user input.", 3, gd);
     const char *gs[] = {"surface"};
     static const double scan_buckets[] = {1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2};
-    v->guard_scan = pk_metrics_histogram(m, "pake_guard_scan_duration_seconds", "Security guard scan time.", 1, gs,
-                                         scan_buckets, sizeof scan_buckets / sizeof *scan_buckets);
+    v->guard_scan = pk_metrics_histogram(m, "pake_guard_scan_duration_seconds", "Security guard scan time.",
+                                         1, gs, scan_buckets, sizeof scan_buckets / sizeof *scan_buckets);
 }
 
 static void register_breaker_metrics(struct pk_services *v, pk_breaker *b, breaker_stat stats[5])
@@ -171,10 +184,10 @@ static void register_breaker_metrics(struct pk_services *v, pk_breaker *b, break
     const char *nm[] = {"name"};
     const char *nmo[] = {"name", "outcome"};
     pk_metric_family *st = pk_metrics_gauge(
-        v->metrics, "pake_breaker_state", "Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 forced-open, 4 disabled.",
-        1, nm);
-    pk_metric_family *calls =
-        pk_metrics_counter(v->metrics, "pake_breaker_calls_total", "Calls through a circuit breaker by outcome.", 2, nmo);
+        v->metrics, "pake_breaker_state",
+        "Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 forced-open, 4 disabled.", 1, nm);
+    pk_metric_family *calls = pk_metrics_counter(v->metrics, "pake_breaker_calls_total",
+                                                 "Calls through a circuit breaker by outcome.", 2, nmo);
     const char *name = pk_breaker_name(b);
     static const char *outcomes[] = {"success", "failure", "slow", "rejected"};
     for (int i = 0; i < 5; i++) {
@@ -202,14 +215,16 @@ static void register_cache_metrics(struct pk_services *v)
         {"pake_cache_negative_hits_total", "L1 cache hits on cached 404s.", true, cache_negative_hits_fn},
         {"pake_cache_misses_total", "L1 cache misses.", true, cache_misses_fn},
         {"pake_cache_evictions_total", "L1 cache evictions.", true, cache_evictions_fn},
-        {"pake_cache_invalidations_total", "L1 cache entries removed by writes.", true, cache_invalidations_fn},
+        {"pake_cache_invalidations_total", "L1 cache entries removed by writes.", true,
+         cache_invalidations_fn},
         {"pake_cache_load_seconds_total", "Time spent loading L1 cache misses.", true, cache_load_seconds_fn},
         {"pake_cache_bytes", "L1 cache bytes in use.", false, cache_bytes_fn},
         {"pake_cache_entries", "L1 cache entries.", false, cache_entries_fn},
     };
     for (size_t i = 0; i < sizeof defs / sizeof *defs; i++) {
-        pk_metric_family *f = defs[i].counter ? pk_metrics_counter(v->metrics, defs[i].name, defs[i].help, 0, NULL)
-                                              : pk_metrics_gauge(v->metrics, defs[i].name, defs[i].help, 0, NULL);
+        pk_metric_family *f = defs[i].counter
+                                  ? pk_metrics_counter(v->metrics, defs[i].name, defs[i].help, 0, NULL)
+                                  : pk_metrics_gauge(v->metrics, defs[i].name, defs[i].help, 0, NULL);
         pk_metric_bind_fn(f, NULL, 0, defs[i].fn, v->cache);
     }
 }
@@ -289,8 +304,10 @@ pk_err *pk_services_init(pk_server *s)
     v->cache_ttl_ns = (int64_t)c->cache_ttl_ms * 1000000;
     v->cache_negative_ttl_ns = (int64_t)c->cache_negative_ttl_ms * 1000000;
 #ifdef PAKE_FAULT_INJECTION
-    if (c->fault_store_fail_rate && *c->fault_store_fail_rate) v->fault_fail_rate = atof(c->fault_store_fail_rate);
-    if (c->fault_store_delay_ms && *c->fault_store_delay_ms) v->fault_delay_ms = atoi(c->fault_store_delay_ms);
+    if (c->fault_store_fail_rate && *c->fault_store_fail_rate)
+        v->fault_fail_rate = atof(c->fault_store_fail_rate);
+    if (c->fault_store_delay_ms && *c->fault_store_delay_ms)
+        v->fault_delay_ms = atoi(c->fault_store_delay_ms);
 #endif
     return pk_services_guard_init(s);
 }
@@ -311,9 +328,15 @@ void pk_services_dispose(pk_server *s)
     s->svc = NULL;
 }
 
-int pk_services_deadline_ms(pk_server *s, pk_route_class c) { return s->svc->deadline_ms[c]; }
+int pk_services_deadline_ms(pk_server *s, pk_route_class c)
+{
+    return s->svc->deadline_ms[c];
+}
 
-pk_metrics *pk_services_metrics(pk_server *s) { return s->svc->metrics; }
+pk_metrics *pk_services_metrics(pk_server *s)
+{
+    return s->svc->metrics;
+}
 
 /* ---- rate limiting --------------------------------------------------------------------------- */
 
@@ -404,7 +427,8 @@ pk_err *pk_api_store_begin(pk_job *j, void **permit)
     store_permit *p = calloc(1, sizeof *p);
     if (!pk_breaker_allow(v->store_breaker, &p->bp)) {
         pk_bulkhead_leave(v->store_bulkhead);
-        e = pk_err_new("dependency_unavailable", 503, "the store is unavailable (circuit breaker open); try again later");
+        e = pk_err_new("dependency_unavailable", 503,
+                       "the store is unavailable (circuit breaker open); try again later");
         e->retry_after_s = (int)((p->bp.retry_after_ms + 999) / 1000);
         if (e->retry_after_s < 1) e->retry_after_s = 1;
         free(p);
@@ -466,7 +490,10 @@ bool pk_services_cache_lookup_note(pk_server *s, const char *id, pk_services_cac
     return true;
 }
 
-void pk_services_cache_note_release(pk_services_cached_note *n) { pk_cache_val_release(n->handle); }
+void pk_services_cache_note_release(pk_services_cached_note *n)
+{
+    pk_cache_val_release(n->handle);
+}
 
 uint64_t pk_services_cache_ticket(pk_server *s, const char *key, size_t klen)
 {
@@ -504,9 +531,11 @@ bool pk_services_cache_query_key(pk_server *s, pk_req *r, pk_buf *key)
 {
     if (!s->svc->cache) return false;
     h2o_req_t *req = r->h2o;
-    pk_buf_printf(key, "q%llu|%s|", (unsigned long long)pk_cache_generation(s->svc->cache, CACHE_GROUP_QUERIES),
+    pk_buf_printf(key, "q%llu|%s|",
+                  (unsigned long long)pk_cache_generation(s->svc->cache, CACHE_GROUP_QUERIES),
                   r->route->operation_id);
-    if (req->query_at != SIZE_MAX) pk_buf_append(key, req->path.base + req->query_at, req->path.len - req->query_at);
+    if (req->query_at != SIZE_MAX)
+        pk_buf_append(key, req->path.base + req->query_at, req->path.len - req->query_at);
     if (req->entity.base) pk_buf_append(key, req->entity.base, req->entity.len);
     return true;
 }
@@ -523,7 +552,8 @@ bool pk_services_cache_query_get(pk_server *s, const pk_buf *key, pk_services_ca
     return true;
 }
 
-void pk_services_cache_query_put(pk_server *s, const pk_buf *key, const char *meta, const char *data, size_t len)
+void pk_services_cache_query_put(pk_server *s, const pk_buf *key, const char *meta, const char *data,
+                                 size_t len)
 {
     struct pk_services *v = s->svc;
     pk_buf val = PK_BUF_INIT;
@@ -572,7 +602,10 @@ void pk_services_health_checks(pk_server *s, pk_jw *w)
     }
 }
 
-void pk_services_render_metrics(pk_server *s, pk_buf *out) { pk_metrics_render(s->svc->metrics, out); }
+void pk_services_render_metrics(pk_server *s, pk_buf *out)
+{
+    pk_metrics_render(s->svc->metrics, out);
+}
 
 void pk_services_breakers_json(pk_server *s, pk_buf *out)
 {

@@ -26,7 +26,8 @@ enum {
 };
 /* Screens one user string. Block -> 422 input_rejected error; flag -> appends the verdict JSON to
  * *flag_json (when non-NULL, keeping the worst); allow -> NULL. */
-pk_err *pk_services_guard(pk_req *r, int surface, const char *field, const char *text, size_t len, pk_buf *flag_json);
+pk_err *pk_services_guard(pk_req *r, int surface, const char *field, const char *text, size_t len,
+                          pk_buf *flag_json);
 /* L1 cache of notes (loop-thread lookups never block). */
 typedef struct pk_services_cached_note {
     const char *data;
@@ -46,7 +47,8 @@ void pk_services_cache_note_missing(pk_server *s, const char *id, uint64_t ticke
 /* Query pages (lists, searches). The key embeds the write generation. Value: "meta\0data". */
 bool pk_services_cache_query_key(pk_server *s, pk_req *r, pk_buf *key);
 bool pk_services_cache_query_get(pk_server *s, const pk_buf *key, pk_services_cached_note *out);
-void pk_services_cache_query_put(pk_server *s, const pk_buf *key, const char *meta, const char *data, size_t len);
+void pk_services_cache_query_put(pk_server *s, const pk_buf *key, const char *meta, const char *data,
+                                 size_t len);
 /* After a write to a note (or its links): drops it and every cached list/search. */
 void pk_services_note_changed(pk_server *s, const char *id);
 /* Ops endpoints. */

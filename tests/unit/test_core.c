@@ -76,8 +76,9 @@ Test(json, parser_rejects_bad_input)
     const char *ok = " {\"a\":[1,2,{\"b\":\"\xc3\xa9\"}]} \n";
     e = pk_json_parse(ok, strlen(ok), 32, &j);
     cr_assert_null(e);
-    cr_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "a"), 2), "b")->valuestring,
-                     "\xc3\xa9");
+    cr_assert_str_eq(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "a"), 2), "b")->valuestring,
+        "\xc3\xa9");
     cJSON_Delete(j);
 }
 
@@ -86,7 +87,7 @@ Test(utf8, validation)
     cr_assert(pk_utf8_valid("plain ascii text of some length", 31));
     cr_assert(pk_utf8_valid("\xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80", 11));
     cr_assert_not(pk_utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
-    cr_assert_not(pk_utf8_valid("abc\xe6\x97", 5));       /* truncated */
+    cr_assert_not(pk_utf8_valid("abc\xe6\x97", 5));      /* truncated */
     cr_assert_eq(pk_utf8_count("\xc3\xa9t\xc3\xa9", 5), 3);
 }
 

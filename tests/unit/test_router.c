@@ -36,7 +36,8 @@ Test(router, method_not_allowed_lists_allow)
     int np = 0;
     char allow[128];
     cr_assert_null(match("PUT", "/v1/notes/abc", ps, &np, allow));
-    cr_assert(strstr(allow, "GET") && strstr(allow, "PATCH") && strstr(allow, "DELETE") && strstr(allow, "HEAD"));
+    cr_assert(strstr(allow, "GET") && strstr(allow, "PATCH") && strstr(allow, "DELETE") &&
+              strstr(allow, "HEAD"));
     /* HEAD is served by the GET route */
     cr_assert_not_null(match("HEAD", "/v1/notes/abc", ps, &np, allow));
 }
@@ -79,8 +80,11 @@ Test(config, bad_values_are_errors)
 {
     pk_config c;
     bool help;
-    const char *bad[][3] = {{"serve", "--threads", "x"}, {"serve", "--listen", "nohost"}, {"serve", "--nope", "1"},
-                            {"serve", "--listen", "h:70000"}, {"serve", "--http2", "maybe"}};
+    const char *bad[][3] = {{"serve", "--threads", "x"},
+                            {"serve", "--listen", "nohost"},
+                            {"serve", "--nope", "1"},
+                            {"serve", "--listen", "h:70000"},
+                            {"serve", "--http2", "maybe"}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         pk_err *e = pk_config_parse(&c, 3, (char **)bad[i], &help);
         cr_assert_not_null(e, "case %zu", i);
