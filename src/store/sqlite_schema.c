@@ -123,5 +123,10 @@ static const char m2[] =
     "END;"
     "INSERT INTO notes_fts(notes_fts) VALUES ('rebuild');";
 
-const char *const pk_sqlite_migrations[] = {m1, m2};
+/* 3: the audit log records each write's outcome ("ok", "flagged", or the refusal that reached the
+ * store: "not_found", "precondition_failed") and the security guard's verdict when it flagged the text. */
+static const char m3[] = "ALTER TABLE audit_log ADD COLUMN outcome TEXT NOT NULL DEFAULT 'ok';"
+                         "ALTER TABLE audit_log ADD COLUMN guard TEXT;";
+
+const char *const pk_sqlite_migrations[] = {m1, m2, m3};
 const int pk_sqlite_migration_count = (int)(sizeof pk_sqlite_migrations / sizeof pk_sqlite_migrations[0]);

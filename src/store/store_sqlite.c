@@ -253,15 +253,16 @@ static void fields_json(unsigned set, pk_buf *out)
     pk_jw_arr_close(&w);
 }
 
-static pk_err *audit(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *c, const char *note_id,
-                     const char *action, int64_t version, unsigned set)
+/* One audit row. `outcome` is "ok", "flagged" (the guard flagged the text; `guard` holds its verdict)
+ * or the code of a refusal that reached the store. */
+static pk_err *audit_row(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *c, const char *note_id,
+                         const char *action, int64_t version, unsigned set, const char *outcome, const char *guard)
 {
     sqlite3_stmt *st;
-    pk_err *e =
-        pk_sqlite_prepare(k,
-                          "INSERT INTO audit_log(note_id, action, version, fields, at, request_id, principal)"
-                          " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                          &st);
+    pk_err *e = pk_sqlite_prepare(k,
+                                  "INSERT INTO audit_log(note_id, action, version, fields, at, request_id, principal,"
+                                  " outcome, guard) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                  &st);
     if (e) return e;
     pk_buf f = PK_BUF_INIT;
     fields_json(set, &f);
@@ -272,9 +273,26 @@ static pk_err *audit(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *c, const c
     sqlite3_bind_int64(st, 5, wall_now(s));
     bind_text(st, 6, ctx_request(c));
     bind_text(st, 7, ctx_principal(c));
+    bind_text(st, 8, outcome);
+    bind_text(st, 9, guard);
     e = exec_stmt(k, st, "writing the audit log");
     pk_buf_free(&f);
     return e;
+}
+
+static pk_err *audit(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *c, const char *note_id, const char *action,
+                     int64_t version, unsigned set)
+{
+    return audit_row(s, k, c, note_id, action, version, set, "ok", NULL);
+}
+
+/* A write the store refused (unknown note, stale If-Match) is audited too, after the rollback, in
+ * its own statement; a failure to audit it does not change the answer. */
+static void audit_refusal(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *c, const char *note_id,
+                          const char *action, unsigned set, const pk_err *e)
+{
+    if (!e || !k || (!pk_err_is(e, "not_found") && !pk_err_is(e, "precondition_failed"))) return;
+    pk_err_free(audit_row(s, k, c, note_id, action, 0, set, e->code, NULL));
 }
 
 static pk_err *confidence_log(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *c, const char *note_id,
@@ -428,7 +446,9 @@ static pk_err *create_impl(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *c, c
     if ((e = exec_stmt(k, st, "inserting a note"))) return e;
     sqlite3_int64 seq = sqlite3_last_insert_rowid(pk_sqlite_db(k));
     if ((e = tags_write(k, seq, cn, false))) return e;
-    if ((e = audit(s, k, c, id, "create", 1, in->set))) return e;
+    if ((e = audit_row(s, k, c, id, "create", 1, in->set, cn->flagged ? "flagged" : "ok",
+                       cn->flagged ? cn->guard_json : NULL)))
+        return e;
     if ((e = confidence_log(s, k, c, id, 1, NULL, conf))) return e;
     return note_read(k, "n.seq = ?1", seq, NULL, out, NULL);
 }
@@ -611,7 +631,9 @@ static pk_err *update_impl(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *c, c
     pk_buf_free(&b.sql);
     if (e) return e;
     if ((set & PK_NF_TAGS) && (e = tags_write(k, h.seq, cn, true))) return e;
-    if ((e = audit(s, k, c, id, "update", h.version + 1, set))) return e;
+    if ((e = audit_row(s, k, c, id, "update", h.version + 1, set, cn->flagged ? "flagged" : "ok",
+                       cn->flagged ? cn->guard_json : NULL)))
+        return e;
     if ((set & PK_NF_CONFIDENCE) && in->confidence_score != h.confidence &&
         (e = confidence_log(s, k, c, id, h.version + 1, &h.confidence, in->confidence_score)))
         return e;
@@ -632,9 +654,10 @@ static pk_err *sq_note_update(pk_store *ps, const pk_op_ctx *c, const char *id, 
         pk_buf tmp = PK_BUF_INIT;
         e = update_impl(s, k, c, id, if_version, in, &cn, &tmp);
         if (!e) e = pk_sqlite_commit(k);
-        if (e)
+        if (e) {
             pk_sqlite_rollback(k);
-        else
+            audit_refusal(s, k, c, id, "update", in->set, e);
+        } else
             pk_buf_append(out, tmp.data, tmp.len);
         pk_buf_free(&tmp);
     }
@@ -665,7 +688,10 @@ static pk_err *sq_note_delete(pk_store *ps, const pk_op_ctx *c, const char *id, 
     if (!e) {
         e = delete_impl(s, k, c, id, if_version);
         if (!e) e = pk_sqlite_commit(k);
-        if (e) pk_sqlite_rollback(k);
+        if (e) {
+            pk_sqlite_rollback(k);
+            audit_refusal(s, k, c, id, "delete", 0, e);
+        }
     }
     return op_end(s, "note_delete", t0, k, e);
 }
@@ -986,7 +1012,8 @@ static pk_err *history_impl(pk_sqlite_conn *k, const char *id, pk_buf *out)
 {
     sqlite3_stmt *ev, *ch;
     pk_err *e = pk_sqlite_prepare(k,
-                                  "SELECT action, version, fields, at, request_id, principal FROM audit_log"
+                                  "SELECT action, version, fields, at, request_id, principal, outcome, guard"
+                                  " FROM audit_log"
                                   " WHERE note_id = ?1 ORDER BY seq",
                                   &ev);
     if (!e)
@@ -1020,6 +1047,12 @@ static pk_err *history_impl(pk_sqlite_conn *k, const char *id, pk_buf *out)
         col_str(&w, ev, 4);
         pk_jw_key(&w, "principal");
         col_str(&w, ev, 5);
+        pk_jw_key(&w, "outcome");
+        col_str(&w, ev, 6);
+        if (sqlite3_column_type(ev, 7) != SQLITE_NULL) {
+            pk_jw_key(&w, "guard");
+            col_raw(&w, ev, 7);
+        }
         pk_jw_obj_close(&w);
     }
     if (rc != SQLITE_DONE) return pk_sqlite_err(k, rc, "reading the audit log");
