@@ -296,7 +296,7 @@ static void scan_text(const pk_guard_ruleset *rs, tls_state *t, const char *text
                       pk_guard_norm_stats *st)
 {
     pk_buf_reset(&t->words), pk_buf_reset(&t->raw);
-    pk_guard_normalize(text, len, &t->words, rs->db[PK_VIEW_RAW] ? &t->raw : NULL, st);
+    pk_guard_normalize(text, len, &t->words, &t->raw, st);
     scan_view(rs, t, PK_VIEW_WORDS, &t->words, h);
     scan_view(rs, t, PK_VIEW_RAW, &t->raw, h);
 }

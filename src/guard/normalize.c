@@ -225,13 +225,16 @@ static void emit_bytes(nstate *s, const unsigned char *p, size_t n)
 static inline bool is_tok(unsigned char c) { return c != ' '; }
 
 /* Folds leetspeak in every token of the words view that holds an ASCII letter; in tokens without
- * letters, '$' and '@' become spaces ("$504" stays a number, "@home" is not an instruction). */
-static void leet_pass(char *w, size_t n)
+ * letters nothing changes ("$504", "2021" stay numbers). Compacts space runs; returns the new length. */
+static size_t leet_pass(char *w, size_t n)
 {
-    size_t i = 0;
+    size_t i = 0, k = 0;
     while (i < n) {
-        while (i < n && !is_tok((unsigned char)w[i]))
+        if (w[i] == ' ') {
+            if (k && w[k - 1] != ' ') w[k++] = ' ';
             i++;
+            continue;
+        }
         size_t st = i;
         bool letter = false, leet = false;
         for (; i < n && is_tok((unsigned char)w[i]); i++) {
@@ -239,14 +242,15 @@ static void leet_pass(char *w, size_t n)
             letter |= (b & B_LETTER) != 0;
             leet |= (b & B_LEET) != 0;
         }
-        if (!leet) continue;
         for (size_t j = st; j < i; j++) {
             unsigned char c = (unsigned char)w[j];
-            if (c >= 128 || !leet_tab[c]) continue;
-            if (letter) w[j] = leet_tab[c];
-            else if (c == '$' || c == '@') w[j] = ' ';
+            if (leet && letter && c < 128 && leet_tab[c]) c = (unsigned char)leet_tab[c];
+            w[k++] = (char)c;
         }
     }
+    while (k && w[k - 1] == ' ')
+        k--;
+    return k;
 }
 
 /* Counts words of the original text that mix ASCII letters with Cyrillic/Greek homoglyphs ("pаypal"
@@ -338,7 +342,7 @@ void pk_guard_normalize(const char *text, size_t len, pk_buf *words, pk_buf *raw
     }
     if (s.wn && s.w[s.wn - 1] == ' ') s.wn--;
     if (s.rn && s.r[s.rn - 1] == ' ') s.rn--;
-    if (s.leet) leet_pass(s.w, s.wn);
+    if (s.leet) s.wn = leet_pass(s.w, s.wn);
     if (s.conf) s.st.mixed_script += count_mixed(text, len);
     words->len += s.wn;
     words->data[words->len] = '\0';
