@@ -28,12 +28,13 @@ struct pk_guard {
 };
 
 static const char *const category_names[PK_GC_COUNT] = {
-    "instruction_override", "role_hijack", "prompt_extraction", "fake_delimiter", "jailbreak_persona",
-    "refusal_suppression", "obfuscation", "exfiltration", "output_manipulation", "script_injection",
-    "html_injection"};
+    "instruction_override", "role_hijack",         "prompt_extraction", "fake_delimiter",
+    "jailbreak_persona",    "refusal_suppression", "obfuscation",       "exfiltration",
+    "output_manipulation",  "script_injection",    "html_injection"};
 
 static const char *const surface_names[PK_GUARD_SURFACE_COUNT] = {
-    "note_content", "note_field", "search_query", "tool_argument", "prompt_argument", "task_payload", "webhook"};
+    "note_content",    "note_field",   "search_query", "tool_argument",
+    "prompt_argument", "task_payload", "webhook"};
 
 const char *pk_guard_category_name(pk_guard_category c)
 {
@@ -70,7 +71,9 @@ static void default_policies(pk_guard *g, double flag, double block)
 static pk_err *build_from_source(const char *path, const char *text, size_t len, pk_guard_ruleset **rs)
 {
     if (text) return pk_guard_ruleset_build(text, len, path ? path : "<text>", rs);
-    if (!path) return pk_guard_ruleset_build(pk_guard_default_rules, strlen(pk_guard_default_rules), "<embedded>", rs);
+    if (!path)
+        return pk_guard_ruleset_build(pk_guard_default_rules, strlen(pk_guard_default_rules), "<embedded>",
+                                      rs);
     char *buf;
     size_t n;
     pk_err *e = pk_guard_read_file(path, &buf, &n);
@@ -113,7 +116,10 @@ pk_err *pk_guard_new(const pk_guard_config *cfg, pk_guard **out)
     return guard_create(cfg->rules_path, NULL, 0, cfg->flag_threshold, cfg->block_threshold, out);
 }
 
-pk_err *pk_guard_load(const char *rules_path, pk_guard **out) { return guard_create(rules_path, NULL, 0, 0, 0, out); }
+pk_err *pk_guard_load(const char *rules_path, pk_guard **out)
+{
+    return guard_create(rules_path, NULL, 0, 0, 0, out);
+}
 
 pk_err *pk_guard_load_text(const char *text, size_t len, const char *origin, pk_guard **out)
 {
@@ -203,7 +209,8 @@ uint64_t pk_guard_generation(pk_guard *g)
     return v;
 }
 
-bool pk_guard_rule_info(pk_guard *g, size_t i, char id[PK_GUARD_ID_MAX], pk_guard_category *cat, double *weight)
+bool pk_guard_rule_info(pk_guard *g, size_t i, char id[PK_GUARD_ID_MAX], pk_guard_category *cat,
+                        double *weight)
 {
     pk_guard_ruleset *rs = acquire(g);
     bool ok = i < rs->nrules;
@@ -238,7 +245,10 @@ static void tls_destroy(void *p)
     free(t);
 }
 
-static void tls_init(void) { pthread_key_create(&tls_key, tls_destroy); }
+static void tls_init(void)
+{
+    pthread_key_create(&tls_key, tls_destroy);
+}
 
 static tls_state *tls_get(void)
 {
@@ -265,8 +275,10 @@ static bool ensure_scratch(tls_state *t, const pk_guard_ruleset *rs)
 /* Large one-off inputs should not pin their buffers to the thread forever. */
 static void trim(pk_buf *b)
 {
-    if (b->cap > (1u << 20)) pk_buf_free(b);
-    else pk_buf_reset(b);
+    if (b->cap > (1u << 20))
+        pk_buf_free(b);
+    else
+        pk_buf_reset(b);
 }
 
 /* ---- matching and scoring --------------------------------------------------------------------- */
@@ -288,7 +300,8 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
 static void scan_view(const pk_guard_ruleset *rs, tls_state *t, int view, const pk_buf *b, hits *h)
 {
     if (!rs->db[view] || b->len == 0) return;
-    hs_scan(rs->db[view], b->data, (unsigned)(b->len > UINT32_MAX ? UINT32_MAX : b->len), 0, t->scratch, on_match, h);
+    hs_scan(rs->db[view], b->data, (unsigned)(b->len > UINT32_MAX ? UINT32_MAX : b->len), 0, t->scratch,
+            on_match, h);
 }
 
 /* Normalises text into both views and scans them. */
@@ -358,7 +371,8 @@ static void score(const pk_guard_ruleset *rs, const scan_out *o, pk_guard_result
         }
     }
     if (o->st.zero_width) add(&a, PK_GC_OBFUSCATION, rs->sig_zero_width), add_id(r, "signal.zero_width");
-    if (o->st.mixed_script) add(&a, PK_GC_OBFUSCATION, rs->sig_mixed_script), add_id(r, "signal.mixed_script");
+    if (o->st.mixed_script)
+        add(&a, PK_GC_OBFUSCATION, rs->sig_mixed_script), add_id(r, "signal.mixed_script");
     if (new_in_decoded) add(&a, PK_GC_OBFUSCATION, rs->sig_decoded), add_id(r, "signal.decoded");
     double notscore = 1.0;
     for (int c = 0; c < PK_GC_COUNT; c++) {

@@ -37,7 +37,7 @@
 #include <stdint.h>
 
 #define PK_GUARD_FLAG_DEFAULT 0.50
-#define PK_GUARD_BLOCK_DEFAULT 0.75
+#define PK_GUARD_BLOCK_DEFAULT 0.70
 #define PK_GUARD_MAX_DECODED (64 * 1024) /* bytes of decoded segments scanned per input */
 #define PK_GUARD_MAX_HITS 16             /* rule ids reported per result */
 #define PK_GUARD_ID_MAX 48               /* rule id length limit, including the NUL */
@@ -82,9 +82,9 @@ typedef struct pk_guard_result {
     uint32_t categories; /* bit (1u << pk_guard_category) per category that fired */
     size_t nrules;       /* ids in rule_ids (fired rules beyond PK_GUARD_MAX_HITS are not listed) */
     char rule_ids[PK_GUARD_MAX_HITS][PK_GUARD_ID_MAX];
-    size_t zero_width;   /* invisible characters removed during normalisation */
-    bool decoded;        /* an encoded segment was decoded and scanned */
-    bool decoded_hit;    /* ... and a rule fired inside it */
+    size_t zero_width; /* invisible characters removed during normalisation */
+    bool decoded;      /* an encoded segment was decoded and scanned */
+    bool decoded_hit;  /* ... and a rule fired inside it */
 } pk_guard_result;
 
 typedef struct pk_guard pk_guard;
@@ -145,7 +145,8 @@ uint64_t pk_guard_generation(pk_guard *g); /* increments on every successful rel
  * the number written. */
 size_t pk_guard_fired_rules(pk_guard *g, const char *text, size_t len, size_t *idx, size_t cap);
 /* Id, category and weight of rule i of the current rules; false when out of range. */
-bool pk_guard_rule_info(pk_guard *g, size_t i, char id[PK_GUARD_ID_MAX], pk_guard_category *cat, double *weight);
+bool pk_guard_rule_info(pk_guard *g, size_t i, char id[PK_GUARD_ID_MAX], pk_guard_category *cat,
+                        double *weight);
 
 /* The CLI: `pake guard eval|scan|fit|check-rules ...` (argv[0] == "guard"). Returns the exit code. */
 int pk_guard_cli(int argc, char **argv);

@@ -45,6 +45,9 @@ typedef struct dataset {
     size_t n, cap;
     char **sources;
     size_t nsources;
+    char **repos; /* "owner/name" of each source (its first two path components) */
+    int *repo_of; /* source index -> repo index */
+    size_t nrepos;
 } dataset;
 
 static void dataset_free(dataset *d)
@@ -53,7 +56,9 @@ static void dataset_free(dataset *d)
         free(d->v[i].text);
     for (size_t i = 0; i < d->nsources; i++)
         free(d->sources[i]);
-    free(d->v), free(d->sources);
+    for (size_t i = 0; i < d->nrepos; i++)
+        free(d->repos[i]);
+    free(d->v), free(d->sources), free(d->repos), free(d->repo_of);
 }
 
 static int source_index(dataset *d, const char *s)
@@ -62,6 +67,19 @@ static int source_index(dataset *d, const char *s)
         if (strcmp(d->sources[i], s) == 0) return (int)i;
     d->sources = realloc(d->sources, sizeof(char *) * (d->nsources + 1));
     d->sources[d->nsources] = pk_strndup(s, strlen(s));
+    const char *slash = strchr(s, '/');
+    slash = slash ? strchr(slash + 1, '/') : NULL;
+    size_t rl = slash ? (size_t)(slash - s) : strlen(s);
+    int r = -1;
+    for (size_t i = 0; i < d->nrepos; i++)
+        if (strlen(d->repos[i]) == rl && memcmp(d->repos[i], s, rl) == 0) r = (int)i;
+    if (r < 0) {
+        d->repos = realloc(d->repos, sizeof(char *) * (d->nrepos + 1));
+        d->repos[d->nrepos] = pk_strndup(s, rl);
+        r = (int)d->nrepos++;
+    }
+    d->repo_of = realloc(d->repo_of, sizeof(int) * (d->nsources + 1));
+    d->repo_of[d->nsources] = r;
     return (int)d->nsources++;
 }
 
@@ -93,7 +111,8 @@ static int load_dataset(const char *path, dataset *d)
         const cJSON *l = cJSON_GetObjectItemCaseSensitive(j, "label");
         const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "source");
         if (cJSON_IsString(t) && cJSON_IsString(l)) {
-            if (d->n == d->cap) d->cap = d->cap ? d->cap * 2 : 256, d->v = realloc(d->v, sizeof(sample) * d->cap);
+            if (d->n == d->cap)
+                d->cap = d->cap ? d->cap * 2 : 256, d->v = realloc(d->v, sizeof(sample) * d->cap);
             sample *x = &d->v[d->n++];
             x->len = strlen(t->valuestring);
             x->text = pk_strndup(t->valuestring, x->len);
@@ -115,21 +134,27 @@ typedef struct confusion {
     long tp, fp, tn, fn;
 } confusion;
 
-static double ratio(long a, long b) { return b ? (double)a / (double)b : -1.0; }
+static double ratio(long a, long b)
+{
+    return b ? (double)a / (double)b : -1.0;
+}
 
 static void metrics(const confusion *c, double *recall, double *fpr, double *precision, double *f1)
 {
     *recall = ratio(c->tp, c->tp + c->fn);
     *fpr = ratio(c->fp, c->fp + c->tn);
     *precision = ratio(c->tp, c->tp + c->fp);
-    *f1 = (*recall > 0 && *precision > 0) ? 2 * *recall * *precision / (*recall + *precision) : (*recall < 0 ? -1 : 0);
+    *f1 = (*recall > 0 && *precision > 0) ? 2 * *recall * *precision / (*recall + *precision)
+                                          : (*recall < 0 ? -1 : 0);
 }
 
 static void jw_metric(pk_jw *w, const char *k, double v)
 {
     pk_jw_key(w, k);
-    if (v < 0) pk_jw_null(w);
-    else pk_jw_num(w, v);
+    if (v < 0)
+        pk_jw_null(w);
+    else
+        pk_jw_num(w, v);
 }
 
 static void confusion_json(pk_jw *w, const confusion *c)
@@ -147,8 +172,10 @@ static void confusion_json(pk_jw *w, const confusion *c)
 
 static void fmt_pct(char *out, size_t n, double v)
 {
-    if (v < 0) snprintf(out, n, "%7s", "-");
-    else snprintf(out, n, "%6.1f%%", v * 100);
+    if (v < 0)
+        snprintf(out, n, "%7s", "-");
+    else
+        snprintf(out, n, "%6.1f%%", v * 100);
 }
 
 static void confusion_line(FILE *o, const char *name, const confusion *c)
@@ -156,21 +183,26 @@ static void confusion_line(FILE *o, const char *name, const confusion *c)
     double r, f, p, f1;
     metrics(c, &r, &f, &p, &f1);
     char rs[16], fs[16], ps[16], f1s[16];
-    fmt_pct(rs, sizeof rs, r), fmt_pct(fs, sizeof fs, f), fmt_pct(ps, sizeof ps, p), fmt_pct(f1s, sizeof f1s, f1);
+    fmt_pct(rs, sizeof rs, r), fmt_pct(fs, sizeof fs, f), fmt_pct(ps, sizeof ps, p),
+        fmt_pct(f1s, sizeof f1s, f1);
     fprintf(o, "%5ld %5ld %5ld %5ld  %s %s %s %s  %s\n", c->tp, c->fp, c->tn, c->fn, rs, fs, ps, f1s, name);
 }
 
 typedef struct eval_out {
     confusion overall;
     confusion *per_source;
+    confusion *per_repo; /* indexed like d->repos */
     double mb_per_s;
+    FILE *misses; /* when set: one line per wrong decision */
 } eval_out;
 
 /* Evaluates samples whose index i satisfies (i % mod == rem) (mod 1: all). */
 static void evaluate(pk_guard *g, const dataset *d, size_t mod, size_t rem, eval_out *o)
 {
     memset(&o->overall, 0, sizeof o->overall);
+    o->mb_per_s = 0;
     o->per_source = calloc(d->nsources ? d->nsources : 1, sizeof(confusion));
+    o->per_repo = calloc(d->nrepos ? d->nrepos : 1, sizeof(confusion));
     size_t bytes = 0;
     int64_t ns = 0;
     for (size_t i = 0; i < d->n; i++) {
@@ -182,10 +214,18 @@ static void evaluate(pk_guard *g, const dataset *d, size_t mod, size_t rem, eval
         ns += cpu_ns() - t0;
         bytes += x->len;
         bool pred = r.decision == PK_GUARD_BLOCK;
-        confusion *cs[2] = {&o->overall, &o->per_source[x->source]};
-        for (int k = 0; k < 2; k++) {
-            if (x->injection) pred ? cs[k]->tp++ : cs[k]->fn++;
-            else pred ? cs[k]->fp++ : cs[k]->tn++;
+        if (o->misses && pred != x->injection) {
+            fprintf(o->misses, "%s score=%.2f [", x->injection ? "MISS" : "FALSE", r.score);
+            for (size_t k = 0; k < r.nrules; k++)
+                fprintf(o->misses, "%s%s", k ? " " : "", r.rule_ids[k]);
+            fprintf(o->misses, "] %s: %.300s\n", d->sources[x->source], x->text);
+        }
+        confusion *cs[3] = {&o->overall, &o->per_source[x->source], &o->per_repo[d->repo_of[x->source]]};
+        for (int k = 0; k < 3; k++) {
+            if (x->injection)
+                pred ? cs[k]->tp++ : cs[k]->fn++;
+            else
+                pred ? cs[k]->fp++ : cs[k]->tn++;
         }
     }
     o->mb_per_s = ns > 0 ? (double)bytes / 1e6 / ((double)ns / 1e9) : 0;
@@ -207,6 +247,13 @@ static void print_eval(FILE *out, const dataset *d, const eval_out *o, bool json
             confusion_json(&w, &o->per_source[s]);
         }
         pk_jw_obj_close(&w);
+        pk_jw_key(&w, "per_repo");
+        pk_jw_obj_open(&w);
+        for (size_t r = 0; r < d->nrepos; r++) {
+            pk_jw_key(&w, d->repos[r]);
+            confusion_json(&w, &o->per_repo[r]);
+        }
+        pk_jw_obj_close(&w);
         pk_jw_key(&w, "mb_per_s");
         pk_jw_num(&w, o->mb_per_s);
         pk_jw_obj_close(&w);
@@ -216,9 +263,15 @@ static void print_eval(FILE *out, const dataset *d, const eval_out *o, bool json
     }
     fprintf(out, "   tp    fp    tn    fn   recall     fpr  precis.      f1  source\n");
     confusion_line(out, "OVERALL", &o->overall);
+    for (size_t r = 0; r < d->nrepos; r++) {
+        char name[512];
+        snprintf(name, sizeof name, "%s (all files)", d->repos[r]);
+        confusion_line(out, name, &o->per_repo[r]);
+    }
     for (size_t s = 0; s < d->nsources; s++)
         confusion_line(out, d->sources[s], &o->per_source[s]);
-    fprintf(out, "scan throughput: %.1f MB/s (one thread, normalisation + decoding + matching)\n", o->mb_per_s);
+    fprintf(out, "scan throughput: %.1f MB/s (one thread, normalisation + decoding + matching)\n",
+            o->mb_per_s);
 }
 
 /* ---- commands --------------------------------------------------------------------------------- */
@@ -274,10 +327,12 @@ static const char *const valued_opts[] = {"--rules", "--block", "--prior", "--sp
 static int cmd_eval(int argc, char **argv)
 {
     if (has_flag(argc, argv, "--help")) {
-        puts("usage: pake guard eval FILE.jsonl [--json] [--rules FILE] [--block THRESHOLD]\n"
-             "Lines: {\"text\",\"label\":\"injection\"|\"benign\",\"source\"}. An input counts as detected when\n"
+        puts("usage: pake guard eval FILE.jsonl [--json] [--rules FILE] [--block THRESHOLD] [--misses]\n"
+             "Lines: {\"text\",\"label\":\"injection\"|\"benign\",\"source\"}. An input counts as detected "
+             "when\n"
              "its decision under the search-query policy is block. Prints the confusion matrix, recall,\n"
-             "false-positive rate, precision and F1 overall and per source, and scan MB/s.");
+             "false-positive rate, precision and F1 overall and per source, and scan MB/s (CPU time).\n"
+             "--misses lists every wrong decision (rule ids, first 300 bytes) on stderr.");
         return 0;
     }
     const char *path = positional(argc, argv, valued_opts);
@@ -286,10 +341,10 @@ static int cmd_eval(int argc, char **argv)
     if (!g) return 1;
     dataset d;
     if (load_dataset(path, &d) != 0) return pk_guard_free(g), 1;
-    eval_out o;
+    eval_out o = {.misses = has_flag(argc, argv, "--misses") ? stderr : NULL};
     evaluate(g, &d, 1, 0, &o);
     print_eval(stdout, &d, &o, has_flag(argc, argv, "--json"));
-    free(o.per_source);
+    free(o.per_source), free(o.per_repo);
     dataset_free(&d);
     pk_guard_free(g);
     return 0;
@@ -335,7 +390,8 @@ static int cmd_scan(int argc, char **argv)
 static int cmd_check(int argc, char **argv)
 {
     if (has_flag(argc, argv, "--help") || argc < 2) {
-        puts("usage: pake guard check-rules FILE\nValidates a rule file (syntax, categories, weights, unique ids,\n"
+        puts("usage: pake guard check-rules FILE\nValidates a rule file (syntax, categories, weights, unique "
+             "ids,\n"
              "patterns compile). Exit 0 when valid, 1 with file:line: message otherwise.");
         return argc < 2 ? 2 : 0;
     }
@@ -405,7 +461,7 @@ static void count_fires(pk_guard *g, const dataset *d, size_t mod, size_t rem, s
     free(idx);
 }
 
-static void fit_weights(pk_guard *g, const fit_counts *c, size_t nrules, double prior, double *w)
+static void fit_weights(pk_guard *g, const fit_counts *c, size_t nrules, double prior, bool raise, double *w)
 {
     for (size_t i = 0; i < nrules; i++) {
         char id[PK_GUARD_ID_MAX];
@@ -413,6 +469,7 @@ static void fit_weights(pk_guard *g, const fit_counts *c, size_t nrules, double 
         double w0;
         pk_guard_rule_info(g, i, id, &cat, &w0);
         double v = ((double)c->tp[i] + prior * w0) / ((double)(c->tp[i] + c->fp[i]) + prior);
+        if (!raise && v > w0) v = w0; /* the dev set's benign side is not representative: only demote */
         w[i] = v < 0.02 ? 0.02 : v > 0.99 ? 0.99 : v;
     }
 }
@@ -420,9 +477,12 @@ static void fit_weights(pk_guard *g, const fit_counts *c, size_t nrules, double 
 static int cmd_fit(int argc, char **argv)
 {
     if (has_flag(argc, argv, "--help")) {
-        puts("usage: pake guard fit FILE.jsonl [--rules FILE] [--prior K] [--split all|even|odd] [--verbose]\n"
+        puts("usage: pake guard fit FILE.jsonl [--rules FILE] [--prior K] [--split all|even|odd] [--raise] "
+             "[--verbose]\n"
              "Re-estimates each rule's weight as P(injection | rule fired), smoothed towards the current\n"
-             "weight with K pseudo-observations (default 4): w = (tp + K*w0) / (tp + fp + K).\n"
+             "weight with K pseudo-observations (default 4): w = (tp + K*w0) / (tp + fp + K). By default a\n"
+             "weight can only go down (w <= w0): benign dev data is too narrow to justify trusting a rule\n"
+             "more than its author did; --raise lifts that limit.\n"
              "Prints the rule file with the new weights on stdout. On stderr: per-rule counts (--verbose)\n"
              "and a two-fold held-out check (fit on even lines -> evaluate on odd lines, and the reverse).");
         return 0;
@@ -433,8 +493,10 @@ static int cmd_fit(int argc, char **argv)
     double prior = prior_s ? atof(prior_s) : 4.0;
     const char *split = opt_value(argc, argv, "--split");
     size_t mod = 1, rem = 0;
-    if (split && strcmp(split, "even") == 0) mod = 2, rem = 0;
-    else if (split && strcmp(split, "odd") == 0) mod = 2, rem = 1;
+    if (split && strcmp(split, "even") == 0)
+        mod = 2, rem = 0;
+    else if (split && strcmp(split, "odd") == 0)
+        mod = 2, rem = 1;
     const char *rules_path = opt_value(argc, argv, "--rules");
     char *text = NULL;
     size_t tlen;
@@ -454,20 +516,21 @@ static int cmd_fit(int argc, char **argv)
     for (size_t fold = 0; fold < 2; fold++) {
         fit_counts c;
         count_fires(g, &d, 2, fold, nrules, &c);
-        fit_weights(g, &c, nrules, prior, w);
+        fit_weights(g, &c, nrules, prior, has_flag(argc, argv, "--raise"), w);
         pk_buf rt = PK_BUF_INIT;
         rewrite_rules(text, w, nrules, &rt);
         pk_guard *h;
         pk_err *e = pk_guard_load_text(rt.data, rt.len, "<fitted>", &h);
         if (!e) {
-            eval_out fitted, held;
+            eval_out fitted = {0}, held = {0};
             evaluate(h, &d, 2, fold, &fitted);
             evaluate(h, &d, 2, 1 - fold, &held);
             fprintf(stderr, "fit on %s lines -> evaluated on the same lines:\n", fold ? "odd" : "even");
             print_eval(stderr, &d, &fitted, false);
-            fprintf(stderr, "fit on %s lines -> held-out %s lines:\n", fold ? "odd" : "even", fold ? "even" : "odd");
+            fprintf(stderr, "fit on %s lines -> held-out %s lines:\n", fold ? "odd" : "even",
+                    fold ? "even" : "odd");
             print_eval(stderr, &d, &held, false);
-            free(fitted.per_source), free(held.per_source);
+            free(fitted.per_source), free(held.per_source), free(fitted.per_repo), free(held.per_repo);
             pk_guard_free(h);
         } else {
             fprintf(stderr, "pake guard fit: %s\n", e->message);
@@ -479,7 +542,7 @@ static int cmd_fit(int argc, char **argv)
 
     fit_counts c;
     count_fires(g, &d, mod, rem, nrules, &c);
-    fit_weights(g, &c, nrules, prior, w);
+    fit_weights(g, &c, nrules, prior, has_flag(argc, argv, "--raise"), w);
     if (has_flag(argc, argv, "--verbose")) {
         fprintf(stderr, "%-28s %6s %6s %6s %6s\n", "rule", "tp", "fp", "w0", "w");
         for (size_t i = 0; i < nrules; i++) {
@@ -581,7 +644,8 @@ static void usage(FILE *o)
 
 int pk_guard_cli(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }

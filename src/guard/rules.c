@@ -89,7 +89,8 @@ static bool valid_id(const char *f, size_t n)
     if (n == 0 || n >= PK_GUARD_ID_MAX) return false;
     for (size_t i = 0; i < n; i++) {
         char c = f[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-')) return false;
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+            return false;
     }
     return true;
 }
@@ -114,10 +115,14 @@ static pk_err *parse_directive(pk_guard_ruleset *rs, const char *p, const char *
         return NULL;
     }
     if (fn == 7 && memcmp(f, "@signal", 7) == 0) {
-        if (an == 10 && memcmp(a, "zero_width", 10) == 0) rs->sig_zero_width = w;
-        else if (an == 12 && memcmp(a, "mixed_script", 12) == 0) rs->sig_mixed_script = w;
-        else if (an == 7 && memcmp(a, "decoded", 7) == 0) rs->sig_decoded = w;
-        else return rules_err(origin, line, "unknown signal (zero_width, mixed_script, decoded)", "");
+        if (an == 10 && memcmp(a, "zero_width", 10) == 0)
+            rs->sig_zero_width = w;
+        else if (an == 12 && memcmp(a, "mixed_script", 12) == 0)
+            rs->sig_mixed_script = w;
+        else if (an == 7 && memcmp(a, "decoded", 7) == 0)
+            rs->sig_decoded = w;
+        else
+            return rules_err(origin, line, "unknown signal (zero_width, mixed_script, decoded)", "");
         return NULL;
     }
     return rules_err(origin, line, "unknown directive (expected @cap or @signal)", "");
@@ -147,9 +152,12 @@ static pk_err *parse_rule(pk_guard_ruleset *rs, const char *p, const char *end, 
     double w;
     if (!parse_weight(wt, wtn, &w)) return rules_err(origin, line, "weight must be a number in (0, 1]", "");
     int v;
-    if (viewn == 1 && view[0] == 'w') v = PK_VIEW_WORDS;
-    else if (viewn == 1 && view[0] == 'r') v = PK_VIEW_RAW;
-    else return rules_err(origin, line, "view must be 'w' (words) or 'r' (raw)", "");
+    if (viewn == 1 && view[0] == 'w')
+        v = PK_VIEW_WORDS;
+    else if (viewn == 1 && view[0] == 'r')
+        v = PK_VIEW_RAW;
+    else
+        return rules_err(origin, line, "view must be 'w' (words) or 'r' (raw)", "");
     for (size_t i = 0; i < rs->nrules; i++) {
         if (strlen(rs->rules[i].id) == idn && memcmp(rs->rules[i].id, id, idn) == 0) {
             char msg[128];
@@ -186,7 +194,8 @@ static pk_err *compile_view(pk_guard_ruleset *rs, int view, const char *origin)
         hs_compile_error_t *ce = NULL;
         if (hs_compile_multi(exprs, flags, ids, n, HS_MODE_BLOCK, NULL, &rs->db[view], &ce) != HS_SUCCESS) {
             int line = 0;
-            if (ce && ce->expression >= 0 && (unsigned)ce->expression < n) line = rs->rules[ids[ce->expression]].line;
+            if (ce && ce->expression >= 0 && (unsigned)ce->expression < n)
+                line = rs->rules[ids[ce->expression]].line;
             e = rules_err(origin, line, "invalid pattern: %s", ce ? ce->message : "compile failed");
             hs_free_compile_error(ce);
         }
