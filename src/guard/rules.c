@@ -1,0 +1,259 @@
+/*
+ * Rule files: parsing, validation and compilation into Vectorscan databases.
+ *
+ * Format (docs/guard.md has the full description):
+ *   pake-guard-rules v1                      first non-empty line, the format version
+ *   # comment
+ *   @cap CATEGORY VALUE                      cap on a category's combined probability
+ *   @signal zero_width|mixed_script|decoded VALUE   weights of the non-pattern signals
+ *   ID CATEGORY WEIGHT VIEW PATTERN          one rule; VIEW is w (words view) or r (raw view);
+ *                                            PATTERN is the rest of the line (a Vectorscan regex)
+ * Anything wrong is an error naming the line: a guard never starts with fewer rules than its file
+ * says. Patterns are compiled caseless and single-match (we only need "did it fire"), one database
+ * per view, so each normalised view is scanned exactly once.
+ */
+#include "guard/rules.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static atomic_ullong serial_counter = 1;
+
+static pk_err *rules_err(const char *origin, int line, const char *fmt, const char *arg)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, fmt, arg);
+    if (line > 0) return pk_err_new("guard_rules_invalid", 500, "%s:%d: %s", origin, line, msg);
+    return pk_err_new("guard_rules_invalid", 500, "%s: %s", origin, msg);
+}
+
+pk_err *pk_guard_read_file(const char *path, char **text, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return pk_err_new("guard_rules_invalid", 500, "%s: cannot open: %s", path, strerror(errno));
+    pk_buf b = PK_BUF_INIT;
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        pk_buf_append(&b, chunk, n);
+    bool bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        pk_buf_free(&b);
+        return pk_err_new("guard_rules_invalid", 500, "%s: read error", path);
+    }
+    pk_buf_reserve(&b, 0);
+    *text = pk_buf_steal(&b, len);
+    return NULL;
+}
+
+void pk_guard_ruleset_release(pk_guard_ruleset *rs)
+{
+    if (!rs || atomic_fetch_sub(&rs->refs, 1) != 1) return;
+    for (size_t i = 0; i < rs->nrules; i++)
+        free(rs->rules[i].pattern);
+    free(rs->rules);
+    for (int v = 0; v < PK_VIEW_COUNT; v++)
+        hs_free_database(rs->db[v]);
+    free(rs);
+}
+
+/* Splits the next whitespace-separated field off *p (within [*p, end)). */
+static bool next_field(const char **p, const char *end, const char **f, size_t *n)
+{
+    const char *s = *p;
+    while (s < end && (*s == ' ' || *s == '\t'))
+        s++;
+    const char *e = s;
+    while (e < end && *e != ' ' && *e != '\t')
+        e++;
+    *f = s, *n = (size_t)(e - s), *p = e;
+    return e > s;
+}
+
+static bool parse_weight(const char *f, size_t n, double *out)
+{
+    char tmp[32];
+    if (n == 0 || n >= sizeof tmp) return false;
+    memcpy(tmp, f, n), tmp[n] = '\0';
+    char *end;
+    double v = strtod(tmp, &end);
+    if (*end || !(v > 0.0 && v <= 1.0)) return false;
+    *out = v;
+    return true;
+}
+
+static bool valid_id(const char *f, size_t n)
+{
+    if (n == 0 || n >= PK_GUARD_ID_MAX) return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = f[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static pk_err *parse_directive(pk_guard_ruleset *rs, const char *p, const char *end, const char *origin,
+                               int line)
+{
+    const char *f, *a, *v;
+    size_t fn, an, vn;
+    next_field(&p, end, &f, &fn);
+    if (!next_field(&p, end, &a, &an) || !next_field(&p, end, &v, &vn))
+        return rules_err(origin, line, "directive needs two arguments", "");
+    const char *rest;
+    size_t rn;
+    if (next_field(&p, end, &rest, &rn)) return rules_err(origin, line, "trailing text after directive", "");
+    double w;
+    if (!parse_weight(v, vn, &w)) return rules_err(origin, line, "value must be a number in (0, 1]", "");
+    if (fn == 4 && memcmp(f, "@cap", 4) == 0) {
+        int c = pk_guard_category_from_name(a, an);
+        if (c < 0) return rules_err(origin, line, "unknown category in @cap", "");
+        rs->cap[c] = w;
+        return NULL;
+    }
+    if (fn == 7 && memcmp(f, "@signal", 7) == 0) {
+        if (an == 10 && memcmp(a, "zero_width", 10) == 0)
+            rs->sig_zero_width = w;
+        else if (an == 12 && memcmp(a, "mixed_script", 12) == 0)
+            rs->sig_mixed_script = w;
+        else if (an == 7 && memcmp(a, "decoded", 7) == 0)
+            rs->sig_decoded = w;
+        else
+            return rules_err(origin, line, "unknown signal (zero_width, mixed_script, decoded)", "");
+        return NULL;
+    }
+    return rules_err(origin, line, "unknown directive (expected @cap or @signal)", "");
+}
+
+static pk_err *parse_rule(pk_guard_ruleset *rs, const char *p, const char *end, const char *origin, int line)
+{
+    const char *id, *cat, *wt, *view;
+    size_t idn, catn, wtn, viewn;
+    next_field(&p, end, &id, &idn);
+    if (!next_field(&p, end, &cat, &catn) || !next_field(&p, end, &wt, &wtn) ||
+        !next_field(&p, end, &view, &viewn))
+        return rules_err(origin, line, "expected: ID CATEGORY WEIGHT VIEW PATTERN", "");
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    const char *pat = p, *pe = end;
+    while (pe > pat && (pe[-1] == ' ' || pe[-1] == '\t' || pe[-1] == '\r'))
+        pe--;
+    if (pe == pat) return rules_err(origin, line, "missing pattern", "");
+    if (!valid_id(id, idn)) return rules_err(origin, line, "bad rule id (use [a-z0-9._-], < 48 chars)", "");
+    int c = pk_guard_category_from_name(cat, catn);
+    if (c < 0) {
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)(catn < 60 ? catn : 60), cat);
+        return rules_err(origin, line, "unknown category '%s'", name);
+    }
+    double w;
+    if (!parse_weight(wt, wtn, &w)) return rules_err(origin, line, "weight must be a number in (0, 1]", "");
+    int v;
+    if (viewn == 1 && view[0] == 'w')
+        v = PK_VIEW_WORDS;
+    else if (viewn == 1 && view[0] == 'r')
+        v = PK_VIEW_RAW;
+    else
+        return rules_err(origin, line, "view must be 'w' (words) or 'r' (raw)", "");
+    for (size_t i = 0; i < rs->nrules; i++) {
+        if (strlen(rs->rules[i].id) == idn && memcmp(rs->rules[i].id, id, idn) == 0) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "duplicate rule id (first on line %d)", rs->rules[i].line);
+            return rules_err(origin, line, "%s", msg);
+        }
+    }
+    if (rs->nrules >= PK_GUARD_MAX_RULES) return rules_err(origin, line, "too many rules", "");
+    pk_guard_rule *r = &rs->rules[rs->nrules++];
+    memcpy(r->id, id, idn), r->id[idn] = '\0';
+    r->cat = (pk_guard_category)c;
+    r->weight = w;
+    r->view = v;
+    r->pattern = pk_strndup(pat, (size_t)(pe - pat));
+    r->line = line;
+    return NULL;
+}
+
+static pk_err *compile_view(pk_guard_ruleset *rs, int view, const char *origin)
+{
+    const char **exprs = malloc(sizeof(char *) * (rs->nrules + 1));
+    unsigned *flags = malloc(sizeof(unsigned) * (rs->nrules + 1));
+    unsigned *ids = malloc(sizeof(unsigned) * (rs->nrules + 1));
+    unsigned n = 0;
+    for (size_t i = 0; i < rs->nrules; i++) {
+        if (rs->rules[i].view != view) continue;
+        exprs[n] = rs->rules[i].pattern;
+        flags[n] = HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH;
+        ids[n] = (unsigned)i;
+        n++;
+    }
+    pk_err *e = NULL;
+    if (n > 0) {
+        hs_compile_error_t *ce = NULL;
+        if (hs_compile_multi(exprs, flags, ids, n, HS_MODE_BLOCK, NULL, &rs->db[view], &ce) != HS_SUCCESS) {
+            int line = 0;
+            if (ce && ce->expression >= 0 && (unsigned)ce->expression < n)
+                line = rs->rules[ids[ce->expression]].line;
+            e = rules_err(origin, line, "invalid pattern: %s", ce ? ce->message : "compile failed");
+            hs_free_compile_error(ce);
+        }
+    }
+    free(exprs), free(flags), free(ids);
+    return e;
+}
+
+pk_err *pk_guard_ruleset_build(const char *text, size_t len, const char *origin, pk_guard_ruleset **out)
+{
+    pk_guard_ruleset *rs = calloc(1, sizeof *rs);
+    if (!rs) abort();
+    atomic_init(&rs->refs, 1);
+    rs->serial = atomic_fetch_add(&serial_counter, 1);
+    rs->rules = calloc(PK_GUARD_MAX_RULES, sizeof *rs->rules);
+    if (!rs->rules) abort();
+    for (int c = 0; c < PK_GC_COUNT; c++)
+        rs->cap[c] = 1.0;
+    rs->sig_zero_width = 0.10, rs->sig_mixed_script = 0.25, rs->sig_decoded = 0.30;
+
+    pk_err *e = NULL;
+    bool header = false;
+    int line = 0;
+    const char *p = text, *end = text + len;
+    while (p < end && !e) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        line++;
+        const char *s = p;
+        while (s < le && (*s == ' ' || *s == '\t' || *s == '\r'))
+            s++;
+        const char *te = le;
+        while (te > s && (te[-1] == ' ' || te[-1] == '\t' || te[-1] == '\r'))
+            te--;
+        if (memchr(s, '\0', (size_t)(te - s))) {
+            e = rules_err(origin, line, "NUL byte in rule file", "");
+        } else if (s == te || *s == '#') {
+            /* blank or comment */
+        } else if (!header) {
+            size_t ml = strlen(PK_GUARD_RULES_MAGIC);
+            if ((size_t)(te - s) != ml || memcmp(s, PK_GUARD_RULES_MAGIC, ml) != 0)
+                e = rules_err(origin, line, "first line must be '%s'", PK_GUARD_RULES_MAGIC);
+            header = true;
+        } else if (*s == '@') {
+            e = parse_directive(rs, s, te, origin, line);
+        } else {
+            e = parse_rule(rs, s, te, origin, line);
+        }
+        p = nl ? nl + 1 : end;
+    }
+    if (!e && !header) e = rules_err(origin, 0, "empty rule file (no '%s' header)", PK_GUARD_RULES_MAGIC);
+    if (!e && rs->nrules == 0) e = rules_err(origin, 0, "rule file has no rules", "");
+    for (int v = 0; v < PK_VIEW_COUNT && !e; v++)
+        e = compile_view(rs, v, origin);
+    if (e) {
+        pk_guard_ruleset_release(rs);
+        return e;
+    }
+    *out = rs;
+    return NULL;
+}

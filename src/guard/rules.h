@@ -1,0 +1,42 @@
+/*
+ * guard/rules (internal to the guard module): the parsed and compiled form of a rule file.
+ *
+ * A ruleset is immutable once built and reference counted: pk_guard holds one reference, every scan
+ * holds one for its duration, and the last release frees it (how reload swaps rules under readers).
+ */
+#ifndef PAKE_GUARD_RULES_H
+#define PAKE_GUARD_RULES_H
+#include "guard/guard.h"
+#include <hs/hs.h>
+#include <stdatomic.h>
+
+#define PK_GUARD_MAX_RULES 1024
+#define PK_GUARD_RULES_MAGIC "pake-guard-rules v1"
+
+enum { PK_VIEW_WORDS = 0, PK_VIEW_RAW = 1, PK_VIEW_COUNT };
+
+typedef struct pk_guard_rule {
+    char id[PK_GUARD_ID_MAX];
+    pk_guard_category cat;
+    double weight;
+    int view;      /* PK_VIEW_* */
+    char *pattern; /* owned */
+    int line;
+} pk_guard_rule;
+
+typedef struct pk_guard_ruleset {
+    atomic_long refs;
+    uint64_t serial; /* process-unique, identifies the compiled databases for scratch caching */
+    pk_guard_rule *rules;
+    size_t nrules;
+    double cap[PK_GC_COUNT];
+    double sig_zero_width, sig_mixed_script, sig_decoded;
+    hs_database_t *db[PK_VIEW_COUNT]; /* NULL when a view has no rules */
+} pk_guard_ruleset;
+
+/* Parses and compiles rule text. `origin` (a path or "<embedded>") prefixes error messages. */
+pk_err *pk_guard_ruleset_build(const char *text, size_t len, const char *origin, pk_guard_ruleset **out);
+void pk_guard_ruleset_release(pk_guard_ruleset *rs);
+/* Reads a whole file into a malloc'd NUL-terminated string. */
+pk_err *pk_guard_read_file(const char *path, char **text, size_t *len);
+#endif
