@@ -5,6 +5,7 @@
  */
 #include "cli/cli.h"
 #include "core/log.h"
+#include "guard/guard.h"
 #include "server/config.h"
 #include "server/server.h"
 #include "server/services.h"
@@ -19,6 +20,7 @@ static void usage(FILE *out)
           "  serve     run the HTTP server (REST v1, health, metrics)\n"
           "  migrate   apply pending schema migrations to the store and exit\n"
           "  routes    print the route table as JSON\n"
+          "  guard     security guard tools: eval, scan, fit, check-rules\n"
           "  version   print the version\n"
           "  help      this text\n\n"
           "Run 'pake <command> --help' for the options of a command.\n",
@@ -139,6 +141,7 @@ int pk_cli_main(int argc, char **argv)
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "migrate")) return cmd_migrate(argc - 1, argv + 1);
     if (!strcmp(cmd, "routes")) return cmd_routes();
+    if (!strcmp(cmd, "guard")) return pk_guard_cli(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         puts("pake " PAKE_VERSION);
         return 0;
