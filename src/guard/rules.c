@@ -13,6 +13,10 @@
  * per view, so each normalised view is scanned exactly once.
  */
 #include "guard/rules.h"
+#include "core/id.h"
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,6 +180,99 @@ static pk_err *parse_rule(pk_guard_ruleset *rs, const char *p, const char *end, 
     return NULL;
 }
 
+/*
+ * Compiled-database cache. Compiling the rule set takes seconds of CPU (Vectorscan builds automata for
+ * ~100 caseless patterns), which every start, reload and test would pay. The serialised database is
+ * kept in a cache directory keyed by SHA-256 over the Vectorscan version, the view and every pattern
+ * with its flags and id, so a changed rule file or library can never load a stale database. The
+ * directory must belong to this user and not be writable by others (a database is code-like input);
+ * otherwise, or on any error, the cache is skipped and the rules are compiled. Location:
+ * PAKE_GUARD_CACHE_DIR, else $XDG_CACHE_HOME/pake, else $HOME/.cache/pake, else /tmp/pake-cache-<uid>;
+ * PAKE_GUARD_CACHE_DIR=off disables it.
+ */
+static bool cache_dir(char *out, size_t n)
+{
+    const char *env = getenv("PAKE_GUARD_CACHE_DIR");
+    if (env && !strcmp(env, "off")) return false;
+    if (env && *env)
+        snprintf(out, n, "%s", env);
+    else if (getenv("XDG_CACHE_HOME") && *getenv("XDG_CACHE_HOME"))
+        snprintf(out, n, "%s/pake", getenv("XDG_CACHE_HOME"));
+    else if (getenv("HOME") && *getenv("HOME"))
+        snprintf(out, n, "%s/.cache/pake", getenv("HOME"));
+    else
+        snprintf(out, n, "/tmp/pake-cache-%u", (unsigned)geteuid());
+    /* create parents best-effort, then insist on ownership and permissions of the final directory */
+    char tmp[512];
+    snprintf(tmp, sizeof tmp, "%s", out);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(tmp, 0700);
+            *p = '/';
+        }
+    mkdir(tmp, 0700);
+    struct stat st;
+    if (stat(out, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022))
+        return false;
+    return true;
+}
+
+static void cache_key(const char **exprs, const unsigned *flags, const unsigned *ids, unsigned n, int view,
+                      char hex[65])
+{
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+    const char *ver = hs_version();
+    EVP_DigestUpdate(c, ver, strlen(ver) + 1);
+    EVP_DigestUpdate(c, &view, sizeof view);
+    for (unsigned i = 0; i < n; i++) {
+        EVP_DigestUpdate(c, exprs[i], strlen(exprs[i]) + 1);
+        EVP_DigestUpdate(c, &flags[i], sizeof flags[i]);
+        EVP_DigestUpdate(c, &ids[i], sizeof ids[i]);
+    }
+    unsigned char md[32];
+    unsigned mdlen = 0;
+    EVP_DigestFinal_ex(c, md, &mdlen);
+    EVP_MD_CTX_free(c);
+    pk_hex(md, 32, hex);
+}
+
+static hs_database_t *cache_load(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    hs_database_t *db = NULL;
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long len = ftell(f);
+        if (len > 0 && len < (64L << 20) && fseek(f, 0, SEEK_SET) == 0) {
+            char *buf = malloc((size_t)len);
+            if (buf && fread(buf, 1, (size_t)len, f) == (size_t)len &&
+                hs_deserialize_database(buf, (size_t)len, &db) != HS_SUCCESS)
+                db = NULL;
+            free(buf);
+        }
+    }
+    fclose(f);
+    return db;
+}
+
+static void cache_store(const char *path, const hs_database_t *db)
+{
+    char *bytes = NULL;
+    size_t len = 0;
+    if (hs_serialize_database(db, &bytes, &len) != HS_SUCCESS) return;
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (f) {
+        bool ok = fwrite(bytes, 1, len, f) == len;
+        ok = fclose(f) == 0 && ok;
+        if (!ok || rename(tmp, path) != 0) unlink(tmp);
+    }
+    free(bytes);
+}
+
 static pk_err *compile_view(pk_guard_ruleset *rs, int view, const char *origin)
 {
     const char **exprs = malloc(sizeof(char *) * (rs->nrules + 1));
@@ -190,9 +287,18 @@ static pk_err *compile_view(pk_guard_ruleset *rs, int view, const char *origin)
         n++;
     }
     pk_err *e = NULL;
-    if (n > 0) {
+    char dir[512], path[600] = "";
+    if (n > 0 && cache_dir(dir, sizeof dir)) {
+        char key[65];
+        cache_key(exprs, flags, ids, n, view, key);
+        snprintf(path, sizeof path, "%s/guard-%s.hsdb", dir, key);
+        rs->db[view] = cache_load(path);
+    }
+    if (n > 0 && !rs->db[view]) {
         hs_compile_error_t *ce = NULL;
-        if (hs_compile_multi(exprs, flags, ids, n, HS_MODE_BLOCK, NULL, &rs->db[view], &ce) != HS_SUCCESS) {
+        if (hs_compile_multi(exprs, flags, ids, n, HS_MODE_BLOCK, NULL, &rs->db[view], &ce) == HS_SUCCESS) {
+            if (path[0]) cache_store(path, rs->db[view]);
+        } else {
             int line = 0;
             if (ce && ce->expression >= 0 && (unsigned)ce->expression < n)
                 line = rs->rules[ids[ce->expression]].line;

@@ -39,10 +39,14 @@ static pk_err *apply_policy(pk_guard *g, const char *spec)
             break;
         }
         pk_guard_policy p = pk_guard_get_policy(g, (pk_guard_surface)surface);
-        if (!strcmp(eq + 1, "block")) p.can_block = true;
-        else if (!strcmp(eq + 1, "flag")) p.can_block = false;
-        else if (!strcmp(eq + 1, "off")) p.can_block = false, p.flag_threshold = 2.0, p.block_threshold = 2.0;
-        else e = pk_err_new("bad_config", 2, "--guard-policy: '%s' must be block, flag or off", eq + 1);
+        if (!strcmp(eq + 1, "block"))
+            p.can_block = true;
+        else if (!strcmp(eq + 1, "flag"))
+            p.can_block = false;
+        else if (!strcmp(eq + 1, "off"))
+            p.can_block = false, p.flag_threshold = 2.0, p.block_threshold = 2.0;
+        else
+            e = pk_err_new("bad_config", 2, "--guard-policy: '%s' must be block, flag or off", eq + 1);
         if (!e) pk_guard_set_policy(g, (pk_guard_surface)surface, p);
     }
     free(copy);
@@ -74,7 +78,8 @@ void pk_services_reload(pk_server *s)
     if (!g_guard) return;
     pk_err *e = pk_guard_reload(g_guard);
     if (e) {
-        pk_log_write(PK_LOG_ERROR, NULL, NULL, "guard rules not reloaded (the running rules stay): %s", e->message);
+        pk_log_write(PK_LOG_ERROR, NULL, NULL, "guard rules not reloaded (the running rules stay): %s",
+                     e->message);
         pk_err_free(e);
         return;
     }
@@ -97,7 +102,8 @@ static double score_in(const pk_buf *b)
     return p ? strtod(p + 8, NULL) : -1;
 }
 
-pk_err *pk_services_guard(pk_req *r, int surface, const char *field, const char *text, size_t len, pk_buf *flag_json)
+pk_err *pk_services_guard(pk_req *r, int surface, const char *field, const char *text, size_t len,
+                          pk_buf *flag_json)
 {
     if (!g_guard || len == 0) return NULL;
     int64_t t0 = pk_mono_ns();
@@ -134,7 +140,8 @@ pk_err *pk_services_guard(pk_req *r, int surface, const char *field, const char 
         e->retryable = false;
         pk_log_ctx ctx = {r->request_id, r->trace_id, r->span_id};
         char f[128];
-        snprintf(f, sizeof f, "\"surface\":\"%s\",\"field\":\"%.40s\",\"score\":%.3f", sname, field, res.score);
+        snprintf(f, sizeof f, "\"surface\":\"%s\",\"field\":\"%.40s\",\"score\":%.3f", sname, field,
+                 res.score);
         pk_log_write(PK_LOG_WARN, &ctx, f, "input blocked by the security guard");
         return e;
     }

@@ -256,13 +256,15 @@ static void fields_json(unsigned set, pk_buf *out)
 /* One audit row. `outcome` is "ok", "flagged" (the guard flagged the text; `guard` holds its verdict)
  * or the code of a refusal that reached the store. */
 static pk_err *audit_row(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *c, const char *note_id,
-                         const char *action, int64_t version, unsigned set, const char *outcome, const char *guard)
+                         const char *action, int64_t version, unsigned set, const char *outcome,
+                         const char *guard)
 {
     sqlite3_stmt *st;
-    pk_err *e = pk_sqlite_prepare(k,
-                                  "INSERT INTO audit_log(note_id, action, version, fields, at, request_id, principal,"
-                                  " outcome, guard) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                                  &st);
+    pk_err *e =
+        pk_sqlite_prepare(k,
+                          "INSERT INTO audit_log(note_id, action, version, fields, at, request_id, principal,"
+                          " outcome, guard) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                          &st);
     if (e) return e;
     pk_buf f = PK_BUF_INIT;
     fields_json(set, &f);
@@ -280,8 +282,8 @@ static pk_err *audit_row(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *c, con
     return e;
 }
 
-static pk_err *audit(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *c, const char *note_id, const char *action,
-                     int64_t version, unsigned set)
+static pk_err *audit(sq_store *s, pk_sqlite_conn *k, const pk_op_ctx *c, const char *note_id,
+                     const char *action, int64_t version, unsigned set)
 {
     return audit_row(s, k, c, note_id, action, version, set, "ok", NULL);
 }
