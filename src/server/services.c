@@ -62,6 +62,11 @@ struct pk_services {
     int64_t cache_ttl_ns, cache_negative_ttl_ns;
     double fault_fail_rate;
     int fault_delay_ms;
+    struct {
+        pk_note_observer fn;
+        void *ud;
+    } note_observers[4];
+    int nnote_observers;
 };
 
 /* ---- metrics --------------------------------------------------------------------------------- */
@@ -520,9 +525,20 @@ void pk_services_cache_note_missing(pk_server *s, const char *id, uint64_t ticke
 void pk_services_note_changed(pk_server *s, const char *id)
 {
     struct pk_services *v = s->svc;
-    if (!v->cache) return;
-    if (id && *id) pk_cache_invalidate(v->cache, id, 36);
-    pk_cache_bump_generation(v->cache, CACHE_GROUP_QUERIES);
+    if (v->cache) {
+        if (id && *id) pk_cache_invalidate(v->cache, id, 36);
+        pk_cache_bump_generation(v->cache, CACHE_GROUP_QUERIES);
+    }
+    for (int i = 0; i < v->nnote_observers; i++)
+        v->note_observers[i].fn(v->note_observers[i].ud, id);
+}
+
+void pk_services_on_note_changed(pk_server *s, pk_note_observer fn, void *ud)
+{
+    struct pk_services *v = s->svc;
+    if (v->nnote_observers == (int)(sizeof v->note_observers / sizeof v->note_observers[0])) return;
+    v->note_observers[v->nnote_observers].fn = fn;
+    v->note_observers[v->nnote_observers++].ud = ud;
 }
 
 /* Query results (lists, searches): the key embeds the current generation, so one bump on any write
