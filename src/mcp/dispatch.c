@@ -1014,7 +1014,9 @@ static void m_cancelled(pk_mcp_session *s, const cJSON *params)
 static bool valid_id(const cJSON *id)
 {
     if (cJSON_IsString(id)) return true;
-    return cJSON_IsNumber(id) && id->valuedouble == (double)(int64_t)id->valuedouble;
+    /* integers only, within the exactly representable range (the cast is undefined outside it) */
+    return cJSON_IsNumber(id) && id->valuedouble >= -9007199254740991.0 && id->valuedouble <= 9007199254740991.0 &&
+           id->valuedouble == (double)(int64_t)id->valuedouble;
 }
 
 pk_mcp_outcome pk_mcp_handle(pk_mcp_session *s, const cJSON *msg, pk_req *r, pk_buf *out, pk_mcp_call **call)

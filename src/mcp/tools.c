@@ -269,7 +269,7 @@ static pk_err *if_version_arg(const cJSON *args, int64_t *out)
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(args, "if_version");
     *out = 0;
     if (!v || cJSON_IsNull(v)) return NULL;
-    if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > 9e15 ||
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 1 && v->valuedouble <= 9e15) ||
         v->valuedouble != (double)(int64_t)v->valuedouble) {
         pk_err *e = pk_err_invalid("the arguments are invalid");
         pk_err_add_field(e, "if_version", "must be a positive integer (the note's current version)");
