@@ -140,9 +140,23 @@ static void note_id_of(const pk_buf *b, char id[37])
 
 /* ---- search_notes ----------------------------------------------------------------------------- */
 
+typedef struct search_args {
+    pk_query_args *qa;
+    pk_buf key; /* L1 query-cache key (empty when the cache is off) */
+} search_args;
+
+static void search_args_free(void *p)
+{
+    search_args *a = p;
+    pk_query_args_free_void(a->qa);
+    pk_buf_free(&a->key);
+    free(a);
+}
+
 static void search_work(pk_mcp_call *c, pk_job *j)
 {
-    pk_query_args *qa = c->data;
+    search_args *sa = c->data;
+    pk_query_args *qa = sa->qa;
     pk_page pg = {0};
     PK_STORE_CALL(j, pk_store_note_search(j->srv->store, &j->op, &qa->q, &pg));
     pk_buf s = PK_BUF_INIT;
@@ -157,6 +171,8 @@ static void search_work(pk_mcp_call *c, pk_job *j)
         } else
             pk_buf_puts(&s, "null");
         pk_buf_putc(&s, '}');
+        /* the key embeds the write generation of prepare time: a write since then makes it unreachable */
+        if (sa->key.len) pk_services_cache_query_put(j->srv, &sa->key, "", s.data, s.len);
     }
     pk_page_free(&pg);
     reply_tool(c, j, s.data, s.len);
@@ -174,9 +190,31 @@ static pk_err *search_prepare(pk_mcp_call *c, const cJSON *args, pk_req *r, pk_b
         pk_query_args_free_void(qa);
         return e;
     }
-    c->data = qa;
-    c->free_data = pk_query_args_free_void;
+    search_args *sa = calloc(1, sizeof *sa);
+    sa->qa = qa;
+    c->data = sa;
+    c->free_data = search_args_free;
     c->work = search_work;
+    /* the same L1 query cache as GET /v1/search: a repeated search is answered without a worker */
+    if (r && r->srv && r->srv->svc) {
+        pk_buf canon = PK_BUF_INIT;
+        pk_jw w;
+        pk_jw_init(&w, &canon);
+        pk_jw_cjson(&w, args);
+        pk_services_cached_note hit;
+        if (pk_services_cache_query_key_for(r->srv, "mcp.search_notes", canon.data, canon.len, &sa->key) &&
+            pk_services_cache_query_get(r->srv, &sa->key, &hit)) {
+            size_t ml = strlen(hit.data);
+            const char *data = hit.data + ml + 1;
+            size_t dl = hit.len - ml - 1;
+            char *text = pk_strndup(data, dl);
+            pk_mcp_tool_result(result, text, data, dl);
+            free(text);
+            pk_services_cache_note_release(&hit);
+            c->work = NULL;
+        }
+        pk_buf_free(&canon);
+    }
     return NULL;
 }
 
