@@ -11,8 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char NOTE[] = "{\"id\":\"01900000-0000-7000-8000-000000000001\",\"title\":\"t\",\"content\":\"c\","
-                           "\"type\":\"note\",\"status\":\"active\",\"tags\":[],\"version\":1}";
+static const char NOTE[] =
+    "{\"id\":\"01900000-0000-7000-8000-000000000001\",\"title\":\"t\",\"content\":\"c\","
+    "\"type\":\"note\",\"status\":\"active\",\"tags\":[],\"version\":1}";
 
 static pk_err *nf(void)
 {
@@ -65,8 +66,8 @@ static pk_err *st_history(pk_store *s, const pk_op_ctx *c, const char *id, pk_bu
     pk_buf_puts(out, "{\"note_id\":\"x\",\"events\":[],\"confidence_history\":[]}");
     return NULL;
 }
-static pk_err *st_link(pk_store *s, const pk_op_ctx *c, const char *a, const char *b, const char *t, double st,
-                       const char *md, pk_buf *out)
+static pk_err *st_link(pk_store *s, const pk_op_ctx *c, const char *a, const char *b, const char *t,
+                       double st, const char *md, pk_buf *out)
 {
     pk_buf_puts(out, "{\"id\":\"l\",\"source_id\":\"a\",\"target_id\":\"b\",\"type\":\"related\"}");
     return NULL;
@@ -76,9 +77,9 @@ static pk_err *st_links(pk_store *s, const pk_op_ctx *c, const char *id, pk_buf 
     pk_buf_puts(out, "[]");
     return NULL;
 }
-static const pk_store_ops STUB = {st_close, st_migrate, st_ping,   st_create, st_get,  st_update, st_delete,
-                                  st_page,  st_page,    st_history, st_link,  st_links, NULL,     NULL,
-                                  NULL};
+static const pk_store_ops STUB = {st_close,  st_migrate, st_ping, st_create, st_get,
+                                  st_update, st_delete,  st_page, st_page,   st_history,
+                                  st_link,   st_links,   NULL,    NULL,      NULL};
 
 static void tx_send(pk_mcp_session *s, pk_mcp_call *c, const char *json, size_t n, bool final)
 {

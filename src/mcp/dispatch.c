@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 static const char *const VERSIONS[] = {"2025-11-25", "2025-06-18", "2025-03-26"};
-const char *const pk_mcp_log_levels[] = {"debug",    "info",  "notice", "warning", "error",
+const char *const pk_mcp_log_levels[] = {"debug",    "info",  "notice",    "warning", "error",
                                          "critical", "alert", "emergency", NULL};
 #define LIST_PAGE 50
 #define MAX_SESSIONS_DEFAULT 1000
@@ -59,8 +59,8 @@ void pk_mcp_init(pk_server *srv, bool fixtures)
     if (srv && srv->svc && !g_hub.m_requests) {
         pk_metrics *m = pk_services_metrics(srv);
         const char *l[] = {"method", "tool", "outcome"};
-        g_hub.m_requests =
-            pk_metrics_counter(m, "pake_mcp_requests_total", "MCP requests answered, by method and tool.", 3, l);
+        g_hub.m_requests = pk_metrics_counter(m, "pake_mcp_requests_total",
+                                              "MCP requests answered, by method and tool.", 3, l);
         g_hub.m_duration = pk_metrics_histogram(m, "pake_mcp_request_duration_seconds",
                                                 "MCP request duration, by method and tool.", 2, l,
                                                 pk_metrics_latency_buckets, pk_metrics_latency_buckets_len);
@@ -234,7 +234,8 @@ void pk_mcp_write_result(pk_buf *out, const char *id_json, const char *result_js
     pk_buf_putc(out, '}');
 }
 
-void pk_mcp_write_error(pk_buf *out, const char *id_json, int code, const char *message, const char *data_json)
+void pk_mcp_write_error(pk_buf *out, const char *id_json, int code, const char *message,
+                        const char *data_json)
 {
     pk_buf_puts(out, "{\"jsonrpc\":\"2.0\",\"id\":");
     pk_buf_puts(out, id_json ? id_json : "null");
@@ -377,9 +378,11 @@ void pk_mcp_call_progress(pk_mcp_call *c, double progress, double total, const c
 {
     if (!c->progress || pk_mcp_call_cancelled(c)) return;
     pk_buf b = PK_BUF_INIT;
-    pk_buf_printf(&b, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":%s,"
-                      "\"progress\":%.17g,\"total\":%.17g",
-                  c->progress, progress, total);
+    pk_buf_printf(
+        &b,
+        "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":%s,"
+        "\"progress\":%.17g,\"total\":%.17g",
+        c->progress, progress, total);
     if (message) {
         pk_buf_puts(&b, ",\"message\":\"");
         pk_json_escape(&b, message, strlen(message));
@@ -397,22 +400,24 @@ static int level_index(const char *l)
     return -1;
 }
 
-void pk_mcp_log(pk_mcp_session *s, pk_mcp_call *c, const char *level, const char *logger, const char *data_json)
+void pk_mcp_log(pk_mcp_session *s, pk_mcp_call *c, const char *level, const char *logger,
+                const char *data_json)
 {
     pthread_mutex_lock(&s->mu);
     int min = s->log_level;
     pthread_mutex_unlock(&s->mu);
     if (level_index(level) < min) return;
     pk_buf b = PK_BUF_INIT;
-    pk_buf_printf(&b, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"%s\"",
-                  level);
+    pk_buf_printf(
+        &b, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"%s\"", level);
     if (logger) pk_buf_printf(&b, ",\"logger\":\"%s\"", logger);
     pk_buf_printf(&b, ",\"data\":%s}}", data_json);
     s->tx->send(s, c, b.data, b.len, false);
     pk_buf_free(&b);
 }
 
-bool pk_mcp_call_ask(pk_mcp_call *c, const char *method, const char *params_json, int timeout_ms, pk_buf *result)
+bool pk_mcp_call_ask(pk_mcp_call *c, const char *method, const char *params_json, int timeout_ms,
+                     pk_buf *result)
 {
     pk_mcp_session *s = c->s;
     mcp_outbound *o = calloc(1, sizeof *o);
@@ -446,7 +451,8 @@ bool pk_mcp_call_ask(pk_mcp_call *c, const char *method, const char *params_json
         if (rc != 0) {
             struct timespec now;
             clock_gettime(CLOCK_REALTIME, &now);
-            if (now.tv_sec < until.tv_sec || (now.tv_sec == until.tv_sec && now.tv_nsec < until.tv_nsec)) rc = 0;
+            if (now.tv_sec < until.tv_sec || (now.tv_sec == until.tv_sec && now.tv_nsec < until.tv_nsec))
+                rc = 0;
         }
     }
     bool ok = o->done && o->ok;
@@ -513,9 +519,11 @@ static void notify_session(pk_mcp_session *s, const changed_ctx *x)
     pthread_mutex_unlock(&s->mu);
     pk_buf b = PK_BUF_INIT;
     if (sub) {
-        pk_buf_printf(&b, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/resources/updated\",\"params\":{\"uri\":"
-                          "\"%s\"}}",
-                      x->uri);
+        pk_buf_printf(
+            &b,
+            "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/resources/updated\",\"params\":{\"uri\":"
+            "\"%s\"}}",
+            x->uri);
         s->tx->send(s, NULL, b.data, b.len, false);
     }
     if (x->list) {
@@ -600,7 +608,8 @@ static pk_mcp_outcome m_initialize(ctx *x)
     const cJSON *pv = x->params ? cJSON_GetObjectItemCaseSensitive(x->params, "protocolVersion") : NULL;
     const cJSON *caps = x->params ? cJSON_GetObjectItemCaseSensitive(x->params, "capabilities") : NULL;
     if (!cJSON_IsString(pv) || (caps && !cJSON_IsObject(caps)))
-        return rpc_error(x, -32602, "initialize needs params.protocolVersion (string) and capabilities (object)");
+        return rpc_error(x, -32602,
+                         "initialize needs params.protocolVersion (string) and capabilities (object)");
     pk_mcp_session *s = x->s;
     pthread_mutex_lock(&s->mu);
     snprintf(s->version, sizeof s->version, "%s",
@@ -612,15 +621,16 @@ static pk_mcp_outcome m_initialize(ctx *x)
     memcpy(version, s->version, sizeof version);
     pthread_mutex_unlock(&s->mu);
     pk_buf b = PK_BUF_INIT;
-    pk_buf_printf(&b,
-                  "{\"protocolVersion\":\"%s\",\"capabilities\":{\"tools\":{\"listChanged\":false},"
-                  "\"resources\":{\"subscribe\":true,\"listChanged\":true},\"prompts\":{\"listChanged\":false},"
-                  "\"logging\":{},\"completions\":{}},"
-                  "\"serverInfo\":{\"name\":\"pake\",\"title\":\"PAKE knowledge engine\",\"version\":\"%s\"},"
-                  "\"instructions\":\"PAKE is a knowledge base of notes. Use search_notes to find notes, "
-                  "get_note_by_id or the pake://notes/{id} resources to read them, notes_from_schema to "
-                  "create one, update_note, link_notes and delete_note to change them.\"}",
-                  version, PAKE_VERSION);
+    pk_buf_printf(
+        &b,
+        "{\"protocolVersion\":\"%s\",\"capabilities\":{\"tools\":{\"listChanged\":false},"
+        "\"resources\":{\"subscribe\":true,\"listChanged\":true},\"prompts\":{\"listChanged\":false},"
+        "\"logging\":{},\"completions\":{}},"
+        "\"serverInfo\":{\"name\":\"pake\",\"title\":\"PAKE knowledge engine\",\"version\":\"%s\"},"
+        "\"instructions\":\"PAKE is a knowledge base of notes. Use search_notes to find notes, "
+        "get_note_by_id or the pake://notes/{id} resources to read them, notes_from_schema to "
+        "create one, update_note, link_notes and delete_note to change them.\"}",
+        version, PAKE_VERSION);
     rpc_result(x, b.data, b.len);
     pk_buf_free(&b);
     return PK_MCP_ANSWERED;
@@ -727,10 +737,12 @@ static pk_mcp_outcome m_templates_list(ctx *x)
     size_t off;
     if (!page_start(x->params, "templates", &off)) return rpc_error(x, -32602, "invalid cursor");
     static const char *const T[] = {
-        "{\"uriTemplate\":\"pake://notes/{id}\",\"name\":\"note\",\"title\":\"PAKE note\",\"description\":\"A note "
+        "{\"uriTemplate\":\"pake://notes/{id}\",\"name\":\"note\",\"title\":\"PAKE "
+        "note\",\"description\":\"A note "
         "of the knowledge base as Markdown with YAML front matter (id: the note's UUID).\",\"mimeType\":"
         "\"text/markdown\"}",
-        "{\"uriTemplate\":\"test://template/{id}/data\",\"name\":\"template-data\",\"description\":\"Conformance "
+        "{\"uriTemplate\":\"test://template/{id}/"
+        "data\",\"name\":\"template-data\",\"description\":\"Conformance "
         "fixture: data for an id.\",\"mimeType\":\"application/json\"}"};
     size_t n = g_hub.fixtures ? 2 : 1, i = off;
     pk_buf b = PK_BUF_INIT;
@@ -860,8 +872,10 @@ static pk_mcp_outcome m_set_level(ctx *x)
 {
     const cJSON *l = x->params ? cJSON_GetObjectItemCaseSensitive(x->params, "level") : NULL;
     int i = cJSON_IsString(l) ? level_index(l->valuestring) : -1;
-    if (i < 0) return rpc_error(x, -32602, "params.level must be one of debug, info, notice, warning, error, "
-                                           "critical, alert, emergency");
+    if (i < 0)
+        return rpc_error(x, -32602,
+                         "params.level must be one of debug, info, notice, warning, error, "
+                         "critical, alert, emergency");
     pthread_mutex_lock(&x->s->mu);
     x->s->log_level = i;
     pthread_mutex_unlock(&x->s->mu);
@@ -878,7 +892,8 @@ static pk_mcp_outcome m_complete(ctx *x)
     const cJSON *av = arg ? cJSON_GetObjectItemCaseSensitive(arg, "value") : NULL;
     if (!cJSON_IsString(rt) || !cJSON_IsString(an) || !cJSON_IsString(av))
         return rpc_error(x, -32602, "completion/complete needs ref.type, argument.name and argument.value");
-    static const char *const TOPICS[] = {"architecture", "decisions", "incidents", "research", "security", NULL};
+    static const char *const TOPICS[] = {"architecture", "decisions", "incidents",
+                                         "research",     "security",  NULL};
     static const char *const FIX[] = {"paris", "park", "party", NULL};
     const char *const *cands = NULL;
     if (!strcmp(rt->valuestring, "ref/prompt")) {
@@ -1015,8 +1030,8 @@ static bool valid_id(const cJSON *id)
 {
     if (cJSON_IsString(id)) return true;
     /* integers only, within the exactly representable range (the cast is undefined outside it) */
-    return cJSON_IsNumber(id) && id->valuedouble >= -9007199254740991.0 && id->valuedouble <= 9007199254740991.0 &&
-           id->valuedouble == (double)(int64_t)id->valuedouble;
+    return cJSON_IsNumber(id) && id->valuedouble >= -9007199254740991.0 &&
+           id->valuedouble <= 9007199254740991.0 && id->valuedouble == (double)(int64_t)id->valuedouble;
 }
 
 pk_mcp_outcome pk_mcp_handle(pk_mcp_session *s, const cJSON *msg, pk_req *r, pk_buf *out, pk_mcp_call **call)
@@ -1033,7 +1048,8 @@ pk_mcp_outcome pk_mcp_handle(pk_mcp_session *s, const cJSON *msg, pk_req *r, pk_
     const cJSON *params = cJSON_GetObjectItemCaseSensitive(msg, "params");
     bool has_id = id != NULL;
     char *id_json = has_id && valid_id(id) ? json_text(id) : NULL;
-    ctx x = {s, id, id_json, params, r, out, call, method && cJSON_IsString(method) ? method->valuestring : ""};
+    ctx x = {s, id,  id_json, params,
+             r, out, call,    method && cJSON_IsString(method) ? method->valuestring : ""};
     pk_mcp_outcome oc = PK_MCP_HANDLED;
     if (!cJSON_IsString(jv) || strcmp(jv->valuestring, "2.0")) {
         oc = rpc_error(&x, -32600, "jsonrpc must be \"2.0\"");
@@ -1049,8 +1065,9 @@ pk_mcp_outcome pk_mcp_handle(pk_mcp_session *s, const cJSON *msg, pk_req *r, pk_
         goto done;
     }
     if (!cJSON_IsString(method) || (has_id && !id_json) || (params && !cJSON_IsObject(params))) {
-        oc = rpc_error(&x, -32600, "invalid request: method must be a string, id a string or integer, params "
-                                   "an object");
+        oc = rpc_error(&x, -32600,
+                       "invalid request: method must be a string, id a string or integer, params "
+                       "an object");
         goto done;
     }
     const char *m = method->valuestring;

@@ -12,7 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PNG_1PX "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+#define PNG_1PX                                                                                              \
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
 #define WAV_TINY "UklGRigAAABXQVZFZm10IBAAAAABAAEAQB8AAEAfAAABAAgAZGF0YQQAAACAgICA"
 #define NO_ARGS "{\"type\":\"object\",\"properties\":{}}"
 
@@ -24,27 +25,32 @@ static pk_err *fixed(pk_buf *result, const char *json)
 
 static pk_err *simple_text(pk_mcp_call *c, const cJSON *a, pk_req *r, pk_buf *res)
 {
-    return fixed(res, "{\"content\":[{\"type\":\"text\",\"text\":\"This is a simple text response for testing.\"}]}");
+    return fixed(
+        res, "{\"content\":[{\"type\":\"text\",\"text\":\"This is a simple text response for testing.\"}]}");
 }
 static pk_err *image(pk_mcp_call *c, const cJSON *a, pk_req *r, pk_buf *res)
 {
-    return fixed(res, "{\"content\":[{\"type\":\"image\",\"data\":\"" PNG_1PX "\",\"mimeType\":\"image/png\"}]}");
+    return fixed(res,
+                 "{\"content\":[{\"type\":\"image\",\"data\":\"" PNG_1PX "\",\"mimeType\":\"image/png\"}]}");
 }
 static pk_err *audio(pk_mcp_call *c, const cJSON *a, pk_req *r, pk_buf *res)
 {
-    return fixed(res, "{\"content\":[{\"type\":\"audio\",\"data\":\"" WAV_TINY "\",\"mimeType\":\"audio/wav\"}]}");
+    return fixed(res,
+                 "{\"content\":[{\"type\":\"audio\",\"data\":\"" WAV_TINY "\",\"mimeType\":\"audio/wav\"}]}");
 }
 static pk_err *embedded(pk_mcp_call *c, const cJSON *a, pk_req *r, pk_buf *res)
 {
-    return fixed(res, "{\"content\":[{\"type\":\"resource\",\"resource\":{\"uri\":\"test://embedded-resource\","
-                      "\"mimeType\":\"text/plain\",\"text\":\"This is an embedded resource content.\"}}]}");
+    return fixed(res,
+                 "{\"content\":[{\"type\":\"resource\",\"resource\":{\"uri\":\"test://embedded-resource\","
+                 "\"mimeType\":\"text/plain\",\"text\":\"This is an embedded resource content.\"}}]}");
 }
 static pk_err *mixed(pk_mcp_call *c, const cJSON *a, pk_req *r, pk_buf *res)
 {
-    return fixed(res, "{\"content\":[{\"type\":\"text\",\"text\":\"Multiple content types test:\"},{\"type\":"
-                      "\"image\",\"data\":\"" PNG_1PX "\",\"mimeType\":\"image/png\"},{\"type\":\"resource\","
-                      "\"resource\":{\"uri\":\"test://mixed-content-resource\",\"mimeType\":\"application/json\","
-                      "\"text\":\"{\\\"test\\\":\\\"data\\\",\\\"value\\\":123}\"}}]}");
+    return fixed(res,
+                 "{\"content\":[{\"type\":\"text\",\"text\":\"Multiple content types test:\"},{\"type\":"
+                 "\"image\",\"data\":\"" PNG_1PX "\",\"mimeType\":\"image/png\"},{\"type\":\"resource\","
+                 "\"resource\":{\"uri\":\"test://mixed-content-resource\",\"mimeType\":\"application/json\","
+                 "\"text\":\"{\\\"test\\\":\\\"data\\\",\\\"value\\\":123}\"}}]}");
 }
 static pk_err *error_tool(pk_mcp_call *c, const cJSON *a, pk_req *r, pk_buf *res)
 {
@@ -58,8 +64,9 @@ static pk_err *schema_tool(pk_mcp_call *c, const cJSON *a, pk_req *r, pk_buf *re
 static pk_err *cancelled_count(pk_mcp_call *c, const cJSON *a, pk_req *r, pk_buf *res)
 {
     long n = atomic_load(&pk_mcp_hub_get()->fixture_cancelled);
-    pk_buf_printf(res, "{\"content\":[{\"type\":\"text\",\"text\":\"%ld\"}],\"structuredContent\":{\"cancelled\":%ld}}",
-                  n, n);
+    pk_buf_printf(
+        res, "{\"content\":[{\"type\":\"text\",\"text\":\"%ld\"}],\"structuredContent\":{\"cancelled\":%ld}}",
+        n, n);
     return NULL;
 }
 
@@ -70,7 +77,8 @@ static void logging_work(pk_mcp_call *c, pk_job *j)
     pk_mcp_log(c->s, c, "info", "conformance", "\"Tool processing data\"");
     pk_mcp_call_sleep(c, 50);
     pk_mcp_log(c->s, c, "info", "conformance", "\"Tool execution completed\"");
-    const char *r = "{\"content\":[{\"type\":\"text\",\"text\":\"Tool with logging executed successfully\"}]}";
+    const char *r =
+        "{\"content\":[{\"type\":\"text\",\"text\":\"Tool with logging executed successfully\"}]}";
     pk_mcp_call_reply(c, r, strlen(r));
 }
 
@@ -81,7 +89,8 @@ static void progress_work(pk_mcp_call *c, pk_job *j)
     pk_mcp_call_progress(c, 50, 100, "half way");
     pk_mcp_call_sleep(c, 50);
     pk_mcp_call_progress(c, 100, 100, "done");
-    const char *r = "{\"content\":[{\"type\":\"text\",\"text\":\"Tool with progress executed successfully\"}]}";
+    const char *r =
+        "{\"content\":[{\"type\":\"text\",\"text\":\"Tool with progress executed successfully\"}]}";
     pk_mcp_call_reply(c, r, strlen(r));
 }
 
@@ -201,9 +210,10 @@ static pk_err *elicit_tool(pk_mcp_call *c, const cJSON *a, pk_req *r, pk_buf *re
     pk_buf b = PK_BUF_INIT;
     pk_buf_puts(&b, "{\"message\":\"");
     pk_json_escape(&b, m->valuestring, strlen(m->valuestring));
-    pk_buf_puts(&b, "\",\"requestedSchema\":{\"type\":\"object\",\"properties\":{\"username\":{\"type\":\"string\","
-                    "\"description\":\"User's response\"},\"email\":{\"type\":\"string\",\"description\":\"User's "
-                    "email address\"}},\"required\":[\"username\",\"email\"]}}");
+    pk_buf_puts(
+        &b, "\",\"requestedSchema\":{\"type\":\"object\",\"properties\":{\"username\":{\"type\":\"string\","
+            "\"description\":\"User's response\"},\"email\":{\"type\":\"string\",\"description\":\"User's "
+            "email address\"}},\"required\":[\"username\",\"email\"]}}");
     return with_params(c, &b, elicit_work);
 }
 
@@ -212,13 +222,14 @@ static pk_err *elicit_defaults_tool(pk_mcp_call *c, const cJSON *a, pk_req *r, p
     pk_err *e = need_cap(c, false);
     if (e) return e;
     pk_buf b = PK_BUF_INIT;
-    pk_buf_puts(&b, "{\"message\":\"Please review and update the form fields with defaults\",\"requestedSchema\":{"
-                    "\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"description\":\"User "
-                    "name\",\"default\":\"John Doe\"},\"age\":{\"type\":\"integer\",\"description\":\"User age\","
-                    "\"default\":30},\"score\":{\"type\":\"number\",\"description\":\"User score\",\"default\":95.5},"
-                    "\"status\":{\"type\":\"string\",\"description\":\"User status\",\"enum\":[\"active\","
-                    "\"inactive\",\"pending\"],\"default\":\"active\"},\"verified\":{\"type\":\"boolean\","
-                    "\"description\":\"Verification status\",\"default\":true}},\"required\":[]}}");
+    pk_buf_puts(
+        &b, "{\"message\":\"Please review and update the form fields with defaults\",\"requestedSchema\":{"
+            "\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"description\":\"User "
+            "name\",\"default\":\"John Doe\"},\"age\":{\"type\":\"integer\",\"description\":\"User age\","
+            "\"default\":30},\"score\":{\"type\":\"number\",\"description\":\"User score\",\"default\":95.5},"
+            "\"status\":{\"type\":\"string\",\"description\":\"User status\",\"enum\":[\"active\","
+            "\"inactive\",\"pending\"],\"default\":\"active\"},\"verified\":{\"type\":\"boolean\","
+            "\"description\":\"Verification status\",\"default\":true}},\"required\":[]}}");
     return with_params(c, &b, elicit_done_work);
 }
 
@@ -227,21 +238,22 @@ static pk_err *elicit_enums_tool(pk_mcp_call *c, const cJSON *a, pk_req *r, pk_b
     pk_err *e = need_cap(c, false);
     if (e) return e;
     pk_buf b = PK_BUF_INIT;
-    pk_buf_puts(&b, "{\"message\":\"Please select options from the enum fields\",\"requestedSchema\":{\"type\":"
-                    "\"object\",\"properties\":{"
-                    "\"untitledSingle\":{\"type\":\"string\",\"description\":\"Select one option\",\"enum\":["
-                    "\"option1\",\"option2\",\"option3\"]},"
-                    "\"titledSingle\":{\"type\":\"string\",\"description\":\"Select one option with titles\","
-                    "\"oneOf\":[{\"const\":\"value1\",\"title\":\"First Option\"},{\"const\":\"value2\",\"title\":"
-                    "\"Second Option\"},{\"const\":\"value3\",\"title\":\"Third Option\"}]},"
-                    "\"legacyEnum\":{\"type\":\"string\",\"description\":\"Select one option (legacy)\",\"enum\":["
-                    "\"opt1\",\"opt2\",\"opt3\"],\"enumNames\":[\"Option One\",\"Option Two\",\"Option Three\"]},"
-                    "\"untitledMulti\":{\"type\":\"array\",\"description\":\"Select multiple options\",\"minItems\":"
-                    "1,\"items\":{\"type\":\"string\",\"enum\":[\"option1\",\"option2\",\"option3\"]}},"
-                    "\"titledMulti\":{\"type\":\"array\",\"description\":\"Select multiple options with titles\","
-                    "\"minItems\":1,\"items\":{\"anyOf\":[{\"const\":\"value1\",\"title\":\"First Choice\"},{"
-                    "\"const\":\"value2\",\"title\":\"Second Choice\"},{\"const\":\"value3\",\"title\":\"Third "
-                    "Choice\"}]}}},\"required\":[]}}");
+    pk_buf_puts(
+        &b, "{\"message\":\"Please select options from the enum fields\",\"requestedSchema\":{\"type\":"
+            "\"object\",\"properties\":{"
+            "\"untitledSingle\":{\"type\":\"string\",\"description\":\"Select one option\",\"enum\":["
+            "\"option1\",\"option2\",\"option3\"]},"
+            "\"titledSingle\":{\"type\":\"string\",\"description\":\"Select one option with titles\","
+            "\"oneOf\":[{\"const\":\"value1\",\"title\":\"First Option\"},{\"const\":\"value2\",\"title\":"
+            "\"Second Option\"},{\"const\":\"value3\",\"title\":\"Third Option\"}]},"
+            "\"legacyEnum\":{\"type\":\"string\",\"description\":\"Select one option (legacy)\",\"enum\":["
+            "\"opt1\",\"opt2\",\"opt3\"],\"enumNames\":[\"Option One\",\"Option Two\",\"Option Three\"]},"
+            "\"untitledMulti\":{\"type\":\"array\",\"description\":\"Select multiple options\",\"minItems\":"
+            "1,\"items\":{\"type\":\"string\",\"enum\":[\"option1\",\"option2\",\"option3\"]}},"
+            "\"titledMulti\":{\"type\":\"array\",\"description\":\"Select multiple options with titles\","
+            "\"minItems\":1,\"items\":{\"anyOf\":[{\"const\":\"value1\",\"title\":\"First Choice\"},{"
+            "\"const\":\"value2\",\"title\":\"Second Choice\"},{\"const\":\"value3\",\"title\":\"Third "
+            "Choice\"}]}}},\"required\":[]}}");
     return with_params(c, &b, elicit_done_work);
 }
 
@@ -265,30 +277,33 @@ const mcp_tool pk_mcp_fixture_tools[] = {
      simple_text},
     {"test_image_content", NULL, "Returns an image (conformance fixture).", NO_ARGS, NULL, NULL, image},
     {"test_audio_content", NULL, "Returns audio (conformance fixture).", NO_ARGS, NULL, NULL, audio},
-    {"test_embedded_resource", NULL, "Returns an embedded resource (conformance fixture).", NO_ARGS, NULL, NULL,
-     embedded},
-    {"test_multiple_content_types", NULL, "Returns text, image and resource (conformance fixture).", NO_ARGS, NULL,
-     NULL, mixed},
-    {"test_tool_with_logging", NULL, "Sends three log messages while it runs (conformance fixture).", NO_ARGS, NULL,
-     NULL, logging_tool},
-    {"test_tool_with_progress", NULL, "Reports progress 0, 50, 100 (conformance fixture).", NO_ARGS, NULL, NULL,
-     progress_tool},
+    {"test_embedded_resource", NULL, "Returns an embedded resource (conformance fixture).", NO_ARGS, NULL,
+     NULL, embedded},
+    {"test_multiple_content_types", NULL, "Returns text, image and resource (conformance fixture).", NO_ARGS,
+     NULL, NULL, mixed},
+    {"test_tool_with_logging", NULL, "Sends three log messages while it runs (conformance fixture).", NO_ARGS,
+     NULL, NULL, logging_tool},
+    {"test_tool_with_progress", NULL, "Reports progress 0, 50, 100 (conformance fixture).", NO_ARGS, NULL,
+     NULL, progress_tool},
     {"test_error_handling", NULL, "Always fails with isError (conformance fixture).", NO_ARGS, NULL, NULL,
      error_tool},
     {"test_sampling", NULL, "Asks the client's LLM (sampling/createMessage) (conformance fixture).",
-     "{\"type\":\"object\",\"properties\":{\"prompt\":{\"type\":\"string\",\"description\":\"The prompt to send to "
+     "{\"type\":\"object\",\"properties\":{\"prompt\":{\"type\":\"string\",\"description\":\"The prompt to "
+     "send to "
      "the LLM\"}},\"required\":[\"prompt\"]}",
      NULL, NULL, sampling_tool},
     {"test_elicitation", NULL, "Asks the user for input (elicitation/create) (conformance fixture).",
-     "{\"type\":\"object\",\"properties\":{\"message\":{\"type\":\"string\",\"description\":\"The message to show "
+     "{\"type\":\"object\",\"properties\":{\"message\":{\"type\":\"string\",\"description\":\"The message to "
+     "show "
      "the user\"}},\"required\":[\"message\"]}",
      NULL, NULL, elicit_tool},
-    {"test_elicitation_sep1034_defaults", NULL, "Elicitation with default values (conformance fixture).", NO_ARGS,
-     NULL, NULL, elicit_defaults_tool},
-    {"test_elicitation_sep1330_enums", NULL, "Elicitation with enum schemas (conformance fixture).", NO_ARGS, NULL,
-     NULL, elicit_enums_tool},
+    {"test_elicitation_sep1034_defaults", NULL, "Elicitation with default values (conformance fixture).",
+     NO_ARGS, NULL, NULL, elicit_defaults_tool},
+    {"test_elicitation_sep1330_enums", NULL, "Elicitation with enum schemas (conformance fixture).", NO_ARGS,
+     NULL, NULL, elicit_enums_tool},
     {"json_schema_2020_12_tool", NULL, "Tool with JSON Schema 2020-12 features",
-     "{\"$schema\":\"https://json-schema.org/draft/2020-12/schema\",\"type\":\"object\",\"$defs\":{\"address\":{"
+     "{\"$schema\":\"https://json-schema.org/draft/2020-12/"
+     "schema\",\"type\":\"object\",\"$defs\":{\"address\":{"
      "\"type\":\"object\",\"properties\":{\"street\":{\"type\":\"string\"},\"city\":{\"type\":\"string\"}}}},"
      "\"properties\":{\"name\":{\"type\":\"string\"},\"address\":{\"$ref\":\"#/$defs/address\"}},"
      "\"additionalProperties\":false}",
@@ -296,10 +311,12 @@ const mcp_tool pk_mcp_fixture_tools[] = {
     {"test_reconnection", NULL, "Closes its SSE stream mid-call to test resumption (conformance fixture).",
      NO_ARGS, NULL, NULL, reconnection_tool},
     {"test_slow_operation", NULL, "Runs for `seconds` (default 10) reporting progress; stops when cancelled.",
-     "{\"type\":\"object\",\"properties\":{\"seconds\":{\"type\":\"number\",\"minimum\":0,\"maximum\":60}}}", NULL,
-     NULL, slow_tool},
-    {"test_cancelled_count", NULL, "How many test_slow_operation calls were stopped by cancellation.", NO_ARGS,
-     "{\"type\":\"object\",\"properties\":{\"cancelled\":{\"type\":\"integer\"}},\"required\":[\"cancelled\"]}",
+     "{\"type\":\"object\",\"properties\":{\"seconds\":{\"type\":\"number\",\"minimum\":0,\"maximum\":60}}}",
+     NULL, NULL, slow_tool},
+    {"test_cancelled_count", NULL, "How many test_slow_operation calls were stopped by cancellation.",
+     NO_ARGS,
+     "{\"type\":\"object\",\"properties\":{\"cancelled\":{\"type\":\"integer\"}},\"required\":[\"cancelled\"]"
+     "}",
      NULL, cancelled_count},
 };
 const size_t pk_mcp_fixture_tools_count = sizeof pk_mcp_fixture_tools / sizeof pk_mcp_fixture_tools[0];
@@ -308,8 +325,9 @@ const size_t pk_mcp_fixture_tools_count = sizeof pk_mcp_fixture_tools / sizeof p
 
 static pk_err *p_simple(pk_mcp_call *c, const cJSON *a, pk_req *r, pk_buf *res)
 {
-    return fixed(res, "{\"messages\":[{\"role\":\"user\",\"content\":{\"type\":\"text\",\"text\":\"This is a simple "
-                      "prompt for testing.\"}}]}");
+    return fixed(
+        res, "{\"messages\":[{\"role\":\"user\",\"content\":{\"type\":\"text\",\"text\":\"This is a simple "
+             "prompt for testing.\"}}]}");
 }
 
 static const char *arg(const cJSON *a, const char *name)
@@ -335,19 +353,23 @@ static pk_err *p_embedded(pk_mcp_call *c, const cJSON *a, pk_req *r, pk_buf *res
 {
     const char *u = arg(a, "resourceUri");
     if (!u) return pk_err_invalid("argument resourceUri is required");
-    pk_buf_puts(res, "{\"messages\":[{\"role\":\"user\",\"content\":{\"type\":\"resource\",\"resource\":{\"uri\":\"");
+    pk_buf_puts(
+        res, "{\"messages\":[{\"role\":\"user\",\"content\":{\"type\":\"resource\",\"resource\":{\"uri\":\"");
     pk_json_escape(res, u, strlen(u));
-    pk_buf_puts(res, "\",\"mimeType\":\"text/plain\",\"text\":\"Embedded resource content for testing.\"}}},{\"role\":"
-                     "\"user\",\"content\":{\"type\":\"text\",\"text\":\"Please process the embedded resource "
-                     "above.\"}}]}");
+    pk_buf_puts(
+        res,
+        "\",\"mimeType\":\"text/plain\",\"text\":\"Embedded resource content for testing.\"}}},{\"role\":"
+        "\"user\",\"content\":{\"type\":\"text\",\"text\":\"Please process the embedded resource "
+        "above.\"}}]}");
     return NULL;
 }
 
 static pk_err *p_image(pk_mcp_call *c, const cJSON *a, pk_req *r, pk_buf *res)
 {
-    return fixed(res, "{\"messages\":[{\"role\":\"user\",\"content\":{\"type\":\"image\",\"data\":\"" PNG_1PX
-                      "\",\"mimeType\":\"image/png\"}},{\"role\":\"user\",\"content\":{\"type\":\"text\",\"text\":"
-                      "\"Please analyze the image above.\"}}]}");
+    return fixed(res,
+                 "{\"messages\":[{\"role\":\"user\",\"content\":{\"type\":\"image\",\"data\":\"" PNG_1PX
+                 "\",\"mimeType\":\"image/png\"}},{\"role\":\"user\",\"content\":{\"type\":\"text\",\"text\":"
+                 "\"Please analyze the image above.\"}}]}");
 }
 
 const mcp_prompt pk_mcp_fixture_prompts[] = {
@@ -357,7 +379,8 @@ const mcp_prompt pk_mcp_fixture_prompts[] = {
      "\"description\":\"Second test argument\",\"required\":true}]",
      p_args},
     {"test_prompt_with_embedded_resource", NULL, "A prompt embedding a resource (conformance fixture).",
-     "[{\"name\":\"resourceUri\",\"description\":\"URI of the resource to embed\",\"required\":true}]", p_embedded},
+     "[{\"name\":\"resourceUri\",\"description\":\"URI of the resource to embed\",\"required\":true}]",
+     p_embedded},
     {"test_prompt_with_image", NULL, "A prompt with an image (conformance fixture).", "[]", p_image},
 };
 const size_t pk_mcp_fixture_prompts_count = sizeof pk_mcp_fixture_prompts / sizeof pk_mcp_fixture_prompts[0];
@@ -367,18 +390,20 @@ const size_t pk_mcp_fixture_prompts_count = sizeof pk_mcp_fixture_prompts / size
 const mcp_resource pk_mcp_fixture_resources[] = {
     {"test://static-text", "static-text", "A static text resource (conformance fixture).", "text/plain",
      "This is the content of the static text resource.", NULL},
-    {"test://static-binary", "static-binary", "A static binary resource (conformance fixture).", "image/png", NULL,
-     PNG_1PX},
+    {"test://static-binary", "static-binary", "A static binary resource (conformance fixture).", "image/png",
+     NULL, PNG_1PX},
     {"test://watched-resource", "watched-resource", "A resource to subscribe to (conformance fixture).",
      "text/plain", "Watched resource content.", NULL},
 };
-const size_t pk_mcp_fixture_resources_count = sizeof pk_mcp_fixture_resources / sizeof pk_mcp_fixture_resources[0];
+const size_t pk_mcp_fixture_resources_count =
+    sizeof pk_mcp_fixture_resources / sizeof pk_mcp_fixture_resources[0];
 
 bool pk_mcp_fixture_template_read(const char *uri, pk_buf *contents)
 {
     static const char P[] = "test://template/", S[] = "/data";
     size_t n = strlen(uri);
-    if (strncmp(uri, P, sizeof P - 1) || n <= sizeof P - 1 + sizeof S - 1 || strcmp(uri + n - (sizeof S - 1), S))
+    if (strncmp(uri, P, sizeof P - 1) || n <= sizeof P - 1 + sizeof S - 1 ||
+        strcmp(uri + n - (sizeof S - 1), S))
         return false;
     const char *id = uri + sizeof P - 1;
     size_t idn = n - (sizeof P - 1) - (sizeof S - 1);

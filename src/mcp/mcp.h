@@ -60,7 +60,7 @@ struct pk_mcp_call {
     int64_t deadline_ns;
     char principal[80];   /* who asked (audit log of store writes) */
     char request_id[132]; /* the HTTP request's id, or one made up for stdio */
-    pk_mcp_call *next; /* session's in-flight list (under s->mu) */
+    pk_mcp_call *next;    /* session's in-flight list (under s->mu) */
 };
 
 struct pk_mcp_transport {
@@ -151,10 +151,12 @@ bool pk_mcp_call_cancelled(pk_mcp_call *c);
 /* Sends notifications/progress for the call when the client gave a progress token. */
 void pk_mcp_call_progress(pk_mcp_call *c, double progress, double total, const char *message);
 /* Sends notifications/message when `level` passes the session's level (c may be NULL). */
-void pk_mcp_log(pk_mcp_session *s, pk_mcp_call *c, const char *level, const char *logger, const char *data_json);
+void pk_mcp_log(pk_mcp_session *s, pk_mcp_call *c, const char *level, const char *logger,
+                const char *data_json);
 /* Worker side: sends a request to the client and waits for its answer (result JSON into *result;
  * error -> false with a message in *result). Gives up after timeout_ms, on cancellation or shutdown. */
-bool pk_mcp_call_ask(pk_mcp_call *c, const char *method, const char *params_json, int timeout_ms, pk_buf *result);
+bool pk_mcp_call_ask(pk_mcp_call *c, const char *method, const char *params_json, int timeout_ms,
+                     pk_buf *result);
 /* Sleeps up to ms in small steps; false when the call was cancelled meanwhile. */
 bool pk_mcp_call_sleep(pk_mcp_call *c, int ms);
 
@@ -163,7 +165,8 @@ bool pk_mcp_call_sleep(pk_mcp_call *c, int ms);
 void pk_mcp_note_changed(const char *id, bool created_or_deleted);
 
 /* JSON-RPC helpers. */
-void pk_mcp_write_error(pk_buf *out, const char *id_json, int code, const char *message, const char *data_json);
+void pk_mcp_write_error(pk_buf *out, const char *id_json, int code, const char *message,
+                        const char *data_json);
 void pk_mcp_write_result(pk_buf *out, const char *id_json, const char *result_json, size_t n);
 bool pk_mcp_version_supported(const char *v);
 extern const char *const pk_mcp_log_levels[]; /* "debug" .. "emergency", NULL-terminated */

@@ -548,7 +548,8 @@ static void post_batch(pk_req *r, pk_mcp_session *s, const cJSON *arr)
     pthread_mutex_unlock(&s->mu);
     if (!allowed || !arr->child) {
         rpc_http_error(r, 400, -32600,
-                       allowed ? "an empty batch is invalid" : "JSON-RPC batches are not supported in this revision");
+                       allowed ? "an empty batch is invalid"
+                               : "JSON-RPC batches are not supported in this revision");
         return;
     }
     pk_buf out = PK_BUF_INIT;
@@ -620,8 +621,8 @@ void pk_mcp_http_post(pk_req *r)
     }
     h2o_req_t *req = r->h2o;
     cJSON *body = NULL;
-    pk_err *e = pk_json_parse(req->entity.base ? req->entity.base : "", req->entity.base ? req->entity.len : 0,
-                              r->srv->cfg.json_max_depth, &body);
+    pk_err *e = pk_json_parse(req->entity.base ? req->entity.base : "",
+                              req->entity.base ? req->entity.len : 0, r->srv->cfg.json_max_depth, &body);
     if (e) {
         rpc_http_error(r, 400, -32700, "Parse error: the body is not valid JSON");
         pk_err_free(e);

@@ -35,7 +35,8 @@ void pk_mcp_job_init(pk_job *j, pk_server *srv, pk_mcp_call *c)
 pk_err *pk_mcp_guard_strings(pk_req *r, int surface, const char *field, const cJSON *v)
 {
     if (!r) return NULL;
-    if (cJSON_IsString(v)) return pk_services_guard(r, surface, field, v->valuestring, strlen(v->valuestring), NULL);
+    if (cJSON_IsString(v))
+        return pk_services_guard(r, surface, field, v->valuestring, strlen(v->valuestring), NULL);
     for (const cJSON *c = (cJSON_IsObject(v) || cJSON_IsArray(v)) ? v->child : NULL; c; c = c->next) {
         pk_err *e = pk_mcp_guard_strings(r, surface, c->string ? c->string : field, c);
         if (e) return e;
@@ -181,7 +182,8 @@ static void search_work(pk_mcp_call *c, pk_job *j)
 
 static pk_err *search_prepare(pk_mcp_call *c, const cJSON *args, pk_req *r, pk_buf *result)
 {
-    static const char *const K[] = {"query", "type", "status", "tags", "min_confidence", "limit", "cursor", NULL};
+    static const char *const K[] = {"query",          "type",  "status", "tags",
+                                    "min_confidence", "limit", "cursor", NULL};
     pk_err *e = only_known(args, K);
     if (e) return e;
     pk_query_args *qa = malloc(sizeof *qa);
@@ -390,8 +392,8 @@ static void link_args_free(void *p)
 static void link_work(pk_mcp_call *c, pk_job *j)
 {
     link_args *l = c->data;
-    PK_STORE_CALL(j, pk_store_link_create(j->srv->store, &j->op, l->src, l->dst, l->type, l->strength, l->metadata,
-                                          &j->body));
+    PK_STORE_CALL(j, pk_store_link_create(j->srv->store, &j->op, l->src, l->dst, l->type, l->strength,
+                                          l->metadata, &j->body));
     if (!j->err) changed(j->srv, l->src);
     reply_tool(c, j, j->body.data, j->body.len);
 }
@@ -463,27 +465,27 @@ static pk_err *history_prepare(pk_mcp_call *c, const cJSON *args, pk_req *r, pk_
 /* ---- the tool table --------------------------------------------------------------------------- */
 
 #define NOTE_SCHEMA                                                                                          \
-    "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"},\"title\":{\"type\":\"string\"},"      \
-    "\"content\":{\"type\":\"string\"},\"type\":{\"type\":\"string\"},\"status\":{\"type\":\"string\"},"      \
-    "\"verification_status\":{\"type\":\"string\"},\"source_uri\":{\"type\":[\"string\",\"null\"]},"          \
-    "\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},\"metadata\":{\"type\":\"object\"},"       \
-    "\"confidence_score\":{\"type\":\"number\"},\"ai_summary\":{\"type\":[\"string\",\"null\"]},"             \
-    "\"human_notes\":{\"type\":[\"string\",\"null\"]},\"guard\":{\"type\":[\"object\",\"null\"]},"            \
-    "\"created_at\":{\"type\":\"string\"},\"updated_at\":{\"type\":\"string\"},\"version\":{\"type\":"        \
+    "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"},\"title\":{\"type\":\"string\"},"     \
+    "\"content\":{\"type\":\"string\"},\"type\":{\"type\":\"string\"},\"status\":{\"type\":\"string\"},"     \
+    "\"verification_status\":{\"type\":\"string\"},\"source_uri\":{\"type\":[\"string\",\"null\"]},"         \
+    "\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},\"metadata\":{\"type\":\"object\"},"      \
+    "\"confidence_score\":{\"type\":\"number\"},\"ai_summary\":{\"type\":[\"string\",\"null\"]},"            \
+    "\"human_notes\":{\"type\":[\"string\",\"null\"]},\"guard\":{\"type\":[\"object\",\"null\"]},"           \
+    "\"created_at\":{\"type\":\"string\"},\"updated_at\":{\"type\":\"string\"},\"version\":{\"type\":"       \
     "\"integer\"}},\"required\":[\"id\",\"title\",\"version\"]}"
 
 #define NOTE_FIELDS                                                                                          \
-    "\"title\":{\"type\":\"string\",\"description\":\"Title (required on create)\"},"                         \
-    "\"content\":{\"type\":\"string\",\"description\":\"Markdown body\"},"                                    \
-    "\"type\":{\"type\":\"string\",\"description\":\"Note type, e.g. note, insight, decision\"},"             \
-    "\"status\":{\"type\":\"string\",\"enum\":[\"draft\",\"active\",\"archived\"]},"                          \
-    "\"verification_status\":{\"type\":\"string\",\"enum\":[\"pending\",\"verified\",\"disputed\","           \
+    "\"title\":{\"type\":\"string\",\"description\":\"Title (required on create)\"},"                        \
+    "\"content\":{\"type\":\"string\",\"description\":\"Markdown body\"},"                                   \
+    "\"type\":{\"type\":\"string\",\"description\":\"Note type, e.g. note, insight, decision\"},"            \
+    "\"status\":{\"type\":\"string\",\"enum\":[\"draft\",\"active\",\"archived\"]},"                         \
+    "\"verification_status\":{\"type\":\"string\",\"enum\":[\"pending\",\"verified\",\"disputed\","          \
     "\"rejected\"]},"                                                                                        \
-    "\"source_uri\":{\"type\":[\"string\",\"null\"]},"                                                        \
-    "\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},"                                          \
+    "\"source_uri\":{\"type\":[\"string\",\"null\"]},"                                                       \
+    "\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},"                                         \
     "\"metadata\":{\"type\":\"object\"},"                                                                    \
-    "\"confidence_score\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1},"                                 \
-    "\"ai_summary\":{\"type\":[\"string\",\"null\"]},"                                                        \
+    "\"confidence_score\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1},"                                \
+    "\"ai_summary\":{\"type\":[\"string\",\"null\"]},"                                                       \
     "\"human_notes\":{\"type\":[\"string\",\"null\"]}"
 
 const mcp_tool pk_mcp_tools[] = {
@@ -492,8 +494,10 @@ const mcp_tool pk_mcp_tools[] = {
      "Returns matching notes with a snippet; pass next_cursor back as cursor for the next page.",
      "{\"type\":\"object\",\"properties\":{\"query\":{\"type\":\"string\",\"description\":\"Words to search "
      "for\"},\"type\":{\"type\":\"string\"},\"status\":{\"type\":\"string\",\"enum\":[\"draft\",\"active\","
-     "\"archived\"]},\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},\"description\":\"Notes must "
-     "carry all these tags\"},\"min_confidence\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1},\"limit\":{"
+     "\"archived\"]},\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},\"description\":\"Notes "
+     "must "
+     "carry all these "
+     "tags\"},\"min_confidence\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1},\"limit\":{"
      "\"type\":\"integer\",\"minimum\":1,\"maximum\":100,\"default\":20},\"cursor\":{\"type\":[\"string\","
      "\"null\"]}},\"required\":[\"query\"],\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"count\":{\"type\":\"integer\"},\"notes\":{\"type\":\"array\","
@@ -512,7 +516,8 @@ const mcp_tool pk_mcp_tools[] = {
     {"notes_from_schema", "Create a note",
      "Creates a note from structured fields (title required; content is Markdown). Returns the stored note "
      "with its id and version.",
-     "{\"type\":\"object\",\"properties\":{" NOTE_FIELDS "},\"required\":[\"title\"],\"additionalProperties\":"
+     "{\"type\":\"object\",\"properties\":{" NOTE_FIELDS
+     "},\"required\":[\"title\"],\"additionalProperties\":"
      "false}",
      NOTE_SCHEMA,
      "{\"title\":\"Create a note\",\"readOnlyHint\":false,\"destructiveHint\":false,\"idempotentHint\":false,"
@@ -546,11 +551,13 @@ const mcp_tool pk_mcp_tools[] = {
      "\"target_id\":{\"type\":\"string\"},\"type\":{\"type\":\"string\"},\"strength\":{\"type\":\"number\"},"
      "\"metadata\":{\"type\":\"object\"},\"created_at\":{\"type\":\"string\"}},\"required\":[\"id\","
      "\"source_id\",\"target_id\",\"type\"]}",
-     "{\"title\":\"Link two notes\",\"readOnlyHint\":false,\"destructiveHint\":false,\"idempotentHint\":false,"
+     "{\"title\":\"Link two "
+     "notes\",\"readOnlyHint\":false,\"destructiveHint\":false,\"idempotentHint\":false,"
      "\"openWorldHint\":false}",
      link_prepare},
     {"get_note_history", "Note history",
-     "The audit trail of a note (create, updates, delete with the fields changed) and its confidence history.",
+     "The audit trail of a note (create, updates, delete with the fields changed) and its confidence "
+     "history.",
      "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"}},\"required\":[\"id\"],"
      "\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"note_id\":{\"type\":\"string\"},\"events\":{\"type\":\"array\"},"
@@ -592,9 +599,18 @@ static void yaml_str(pk_buf *out, const char *key, const cJSON *v)
 
 void pk_mcp_note_markdown(const cJSON *note, pk_buf *out)
 {
-    static const char *const KEYS[] = {"id",     "title",      "type",       "status",     "verification_status",
-                                       "tags",   "confidence_score", "source_uri", "created_at", "updated_at",
-                                       "version", NULL};
+    static const char *const KEYS[] = {"id",
+                                       "title",
+                                       "type",
+                                       "status",
+                                       "verification_status",
+                                       "tags",
+                                       "confidence_score",
+                                       "source_uri",
+                                       "created_at",
+                                       "updated_at",
+                                       "version",
+                                       NULL};
     pk_buf_puts(out, "---\n");
     for (int i = 0; KEYS[i]; i++)
         yaml_str(out, KEYS[i], cJSON_GetObjectItemCaseSensitive(note, KEYS[i]));
@@ -680,7 +696,8 @@ void pk_mcp_notes_list_work(pk_mcp_call *c, pk_job *j)
 {
     const cJSON *cur = c->params ? cJSON_GetObjectItemCaseSensitive(c->params, "cursor") : NULL;
     const char *store_cursor = cJSON_IsString(cur) ? cur->valuestring + 2 : NULL;
-    pk_note_query q = {.flagged = -1, .limit = 50, .cursor = store_cursor && *store_cursor ? store_cursor : NULL};
+    pk_note_query q = {
+        .flagged = -1, .limit = 50, .cursor = store_cursor && *store_cursor ? store_cursor : NULL};
     pk_page pg = {0};
     PK_STORE_CALL(j, pk_store_note_list(j->srv->store, &j->op, &q, &pg));
     if (j->err) {
@@ -711,7 +728,8 @@ void pk_mcp_notes_list_work(pk_mcp_call *c, pk_job *j)
             pk_jw_str(&w, f->mime);
             pk_jw_obj_close(&w);
         }
-    cJSON *items = cJSON_ParseWithLength(pg.items.data ? pg.items.data : "[]", pg.items.data ? pg.items.len : 2);
+    cJSON *items =
+        cJSON_ParseWithLength(pg.items.data ? pg.items.data : "[]", pg.items.data ? pg.items.len : 2);
     for (const cJSON *n = items ? items->child : NULL; n; n = n->next)
         resource_entry(&w, n);
     cJSON_Delete(items);
@@ -737,19 +755,21 @@ static void summarize_work(pk_mcp_call *c, pk_job *j)
     int64_t version = 0;
     PK_STORE_CALL(j, pk_store_note_get(j->srv->store, &j->op, id, &j->body, &version));
     if (j->err) {
-        pk_mcp_call_error(c, -32602, pk_err_is(j->err, "not_found") ? "no note with this id" : j->err->message,
-                          NULL);
+        pk_mcp_call_error(c, -32602,
+                          pk_err_is(j->err, "not_found") ? "no note with this id" : j->err->message, NULL);
         return;
     }
     char uri[64];
     snprintf(uri, sizeof uri, "pake://notes/%s", id);
     pk_buf out = PK_BUF_INIT;
-    pk_buf_puts(&out, "{\"description\":\"Summarize one PAKE note\",\"messages\":[{\"role\":\"user\",\"content\":"
-                      "{\"type\":\"resource\",\"resource\":");
+    pk_buf_puts(&out,
+                "{\"description\":\"Summarize one PAKE note\",\"messages\":[{\"role\":\"user\",\"content\":"
+                "{\"type\":\"resource\",\"resource\":");
     write_contents(&out, uri, &j->body);
-    pk_buf_puts(&out, "}},{\"role\":\"user\",\"content\":{\"type\":\"text\",\"text\":\"Summarize the note above in "
-                      "three to five sentences. Keep its claims, say how confident the note is (its "
-                      "confidence_score and verification_status) and list open questions.\"}}]}");
+    pk_buf_puts(&out,
+                "}},{\"role\":\"user\",\"content\":{\"type\":\"text\",\"text\":\"Summarize the note above in "
+                "three to five sentences. Keep its claims, say how confident the note is (its "
+                "confidence_score and verification_status) and list open questions.\"}}]}");
     pk_mcp_call_reply(c, out.data, out.len);
     pk_buf_free(&out);
 }
@@ -778,11 +798,13 @@ static void brief_work(pk_mcp_call *c, pk_job *j)
         return;
     }
     pk_buf text = PK_BUF_INIT;
-    pk_buf_printf(&text, "Write a research brief on \"%s\" from the knowledge base notes below. Cite notes by "
-                         "their URI, separate verified facts from pending or disputed ones, and end with the "
-                         "gaps worth researching next.\n\n",
+    pk_buf_printf(&text,
+                  "Write a research brief on \"%s\" from the knowledge base notes below. Cite notes by "
+                  "their URI, separate verified facts from pending or disputed ones, and end with the "
+                  "gaps worth researching next.\n\n",
                   qa->text);
-    cJSON *items = cJSON_ParseWithLength(pg.items.data ? pg.items.data : "[]", pg.items.data ? pg.items.len : 2);
+    cJSON *items =
+        cJSON_ParseWithLength(pg.items.data ? pg.items.data : "[]", pg.items.data ? pg.items.len : 2);
     int n = 0;
     for (const cJSON *it = items ? items->child : NULL; it; it = it->next, n++) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
@@ -792,7 +814,8 @@ static void brief_work(pk_mcp_call *c, pk_job *j)
         const cJSON *vs = cJSON_GetObjectItemCaseSensitive(it, "verification_status");
         pk_buf_printf(&text, "- pake://notes/%s \"%s\" (confidence %.2f, %s): %s\n",
                       cJSON_IsString(id) ? id->valuestring : "?", cJSON_IsString(t) ? t->valuestring : "",
-                      cJSON_IsNumber(cs) ? cs->valuedouble : 0.0, cJSON_IsString(vs) ? vs->valuestring : "pending",
+                      cJSON_IsNumber(cs) ? cs->valuedouble : 0.0,
+                      cJSON_IsString(vs) ? vs->valuestring : "pending",
                       cJSON_IsString(sn) ? sn->valuestring : "");
     }
     if (n == 0) pk_buf_puts(&text, "(no notes match this topic yet: say so and propose what to collect)\n");

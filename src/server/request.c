@@ -319,7 +319,8 @@ void pk_respond_stream_start(pk_req *r, int status, const char *content_type, h2
     req->res.status = status;
     req->res.reason = status == 200 ? "OK" : pk_err_title(status);
     add_common_headers(r);
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type, strlen(content_type));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
+                   strlen(content_type));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
     finish(r, status);
     h2o_start_response(req, gen);

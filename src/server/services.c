@@ -559,8 +559,8 @@ bool pk_services_cache_query_key(pk_server *s, pk_req *r, pk_buf *key)
 bool pk_services_cache_query_key_for(pk_server *s, const char *op, const char *args, size_t n, pk_buf *key)
 {
     if (!s->svc->cache) return false;
-    pk_buf_printf(key, "q%llu|%s|", (unsigned long long)pk_cache_generation(s->svc->cache, CACHE_GROUP_QUERIES),
-                  op);
+    pk_buf_printf(key, "q%llu|%s|",
+                  (unsigned long long)pk_cache_generation(s->svc->cache, CACHE_GROUP_QUERIES), op);
     pk_buf_append(key, args, n);
     return true;
 }
