@@ -3,6 +3,7 @@
  * middleware chain, the OpenAPI document test and `pake routes` all read this one table.
  */
 #include "api/api.h"
+#include "mcp/mcp.h"
 
 const pk_route pk_routes[] = {
     /* notes */
@@ -31,6 +32,10 @@ const pk_route pk_routes[] = {
      pk_api_compat_get_note_by_id, "compatGetNoteById", "/v1/notes/{id}"},
     {"POST", "/notes_from_schema", PK_RC_WRITE, PK_ROUTE_JSON_BODY | PK_ROUTE_DEPRECATED,
      pk_api_compat_notes_from_schema, "compatNotesFromSchema", "/v1/notes"},
+    /* Model Context Protocol, Streamable HTTP (src/mcp/mcp_http.c) */
+    {"POST", "/mcp", PK_RC_MCP, 0, pk_mcp_http_post, "mcpPost", NULL},
+    {"GET", "/mcp", PK_RC_MCP, 0, pk_mcp_http_get, "mcpStream", NULL},
+    {"DELETE", "/mcp", PK_RC_MCP, 0, pk_mcp_http_delete, "mcpEndSession", NULL},
     /* operations */
     {"GET", "/health/live", PK_RC_OPS, PK_ROUTE_NO_LOG, pk_api_health_live, "healthLive", NULL},
     {"GET", "/health/ready", PK_RC_OPS, PK_ROUTE_NO_LOG, pk_api_health_ready, "healthReady", NULL},

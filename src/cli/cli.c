@@ -8,7 +8,9 @@
 #include "guard/guard.h"
 #include "server/config.h"
 #include "server/server.h"
+#include "mcp/mcp.h"
 #include "server/services.h"
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,7 +19,8 @@ static void usage(FILE *out)
     fputs("pake " PAKE_VERSION " - knowledge engine server\n\n"
           "Usage: pake <command> [options]\n\n"
           "Commands:\n"
-          "  serve     run the HTTP server (REST v1, health, metrics)\n"
+          "  serve     run the HTTP server (REST v1, MCP at /mcp, health, metrics)\n"
+          "  mcp       serve MCP over stdio (newline-delimited JSON-RPC; same store options as serve)\n"
           "  migrate   apply pending schema migrations to the store and exit\n"
           "  routes    print the route table as JSON\n"
           "  guard     security guard tools: eval, scan, fit, check-rules\n"
@@ -68,6 +71,7 @@ static int cmd_serve(int argc, char **argv)
     if (config_or_exit(&srv.cfg, argc, argv, "serve", &rc)) return rc;
     pk_err *e = open_store(&srv.cfg, false, &srv.store);
     if (!e) e = pk_services_init(&srv);
+    if (!e) pk_mcp_init(&srv, srv.cfg.mcp_conformance_fixtures);
     if (!e) e = pk_server_init(&srv);
     if (e) {
         pk_log_write(PK_LOG_ERROR, NULL, NULL, "cannot start: %s", e->message);
@@ -77,6 +81,27 @@ static int cmd_serve(int argc, char **argv)
     }
     rc = pk_server_run(&srv);
     pk_server_dispose(&srv);
+    pk_services_dispose(&srv);
+    pk_store_close(srv.store);
+    pk_config_free(&srv.cfg);
+    return rc;
+}
+
+/* `pake mcp`: MCP over stdio. stdout carries only MCP messages; logs go to stderr (as always). */
+static int cmd_mcp(int argc, char **argv)
+{
+    static pk_server srv;
+    int rc = 0;
+    if (config_or_exit(&srv.cfg, argc, argv, "mcp", &rc)) return rc;
+    pk_err *e = open_store(&srv.cfg, false, &srv.store);
+    if (!e) e = pk_services_init(&srv);
+    if (e) {
+        fprintf(stderr, "pake mcp: %s\n", e->message);
+        pk_err_free(e);
+        return 1;
+    }
+    pk_mcp_init(&srv, srv.cfg.mcp_conformance_fixtures);
+    rc = pk_mcp_stdio_run(&srv, STDIN_FILENO, STDOUT_FILENO);
     pk_services_dispose(&srv);
     pk_store_close(srv.store);
     pk_config_free(&srv.cfg);
@@ -139,6 +164,7 @@ int pk_cli_main(int argc, char **argv)
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
+    if (!strcmp(cmd, "mcp")) return cmd_mcp(argc - 1, argv + 1);
     if (!strcmp(cmd, "migrate")) return cmd_migrate(argc - 1, argv + 1);
     if (!strcmp(cmd, "routes")) return cmd_routes();
     if (!strcmp(cmd, "guard")) return pk_guard_cli(argc - 1, argv + 1);

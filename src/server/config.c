@@ -105,6 +105,11 @@ static const opt OPTS[] = {
     {"bulkhead-store", "PAKE_BULKHEAD_STORE", T_INT, O(bulkhead_store), "64", "max concurrent store calls"},
     {"bulkhead-wait-ms", "PAKE_BULKHEAD_WAIT_MS", T_INT, O(bulkhead_wait_ms), "100",
      "max wait for a store slot"},
+    {"mcp-allowed-origins", "PAKE_MCP_ALLOWED_ORIGINS", T_STR, O(mcp_allowed_origins),
+     "localhost,127.0.0.1,[::1]",
+     "hosts that Origin and Host may name at /mcp (comma separated, optional :port; * = any)"},
+    {"mcp-conformance-fixtures", "PAKE_MCP_CONFORMANCE_FIXTURES", T_BOOL, O(mcp_conformance_fixtures),
+     "false", "test only: also serve the MCP conformance suite's fixture tools, resources and prompts"},
 #ifdef PAKE_FAULT_INJECTION
     {"fault-store-fail-rate", "PAKE_FAULT_STORE_FAIL_RATE", T_STR, O(fault_store_fail_rate), "",
      "test builds: fraction of store calls that fail"},

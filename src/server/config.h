@@ -45,8 +45,10 @@ typedef struct pk_config {
     int breaker_min_calls, breaker_window, breaker_wait_ms, breaker_half_open_calls, breaker_slow_ms;
     double breaker_failure_rate, breaker_slow_rate;
     int bulkhead_store, bulkhead_wait_ms;
-    char *fault_store_fail_rate; /* test builds only */
-    char *fault_store_delay_ms;  /* test builds only */
+    char *mcp_allowed_origins;     /* hosts Origin/Host may name at /mcp (comma separated, "*" = any) */
+    bool mcp_conformance_fixtures; /* test only: the conformance suite's fixture tools */
+    char *fault_store_fail_rate;   /* test builds only */
+    char *fault_store_delay_ms;    /* test builds only */
 } pk_config;
 
 /* Fills defaults, then env, then argv (argv[0] is the command name). Returns an error for unknown

@@ -309,6 +309,23 @@ void pk_respond_error(pk_req *r, pk_err *e)
     pk_err_free(e);
 }
 
+/* Starts a streamed answer (Server-Sent Events): the status line and headers go out now, with the same
+ * correlation, rate-limit and timing headers as any answer, and the request counts as answered (access
+ * log, metrics); the caller then writes the body with h2o_send through `gen` on this loop thread. */
+void pk_respond_stream_start(pk_req *r, int status, const char *content_type, h2o_generator_t *gen)
+{
+    if (r->responded) return;
+    h2o_req_t *req = r->h2o;
+    req->res.status = status;
+    req->res.reason = status == 200 ? "OK" : pk_err_title(status);
+    add_common_headers(r);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
+                   strlen(content_type));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
+    finish(r, status);
+    h2o_start_response(req, gen);
+}
+
 /* ---- offload --------------------------------------------------------------------------------- */
 
 static void job_free(pk_job *j)

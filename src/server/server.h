@@ -105,6 +105,9 @@ void pk_respond_data(pk_req *r, int status, const char *data_json, size_t len, c
 void pk_respond_raw(pk_req *r, int status, const char *content_type, const char *body, size_t len);
 void pk_respond_error(pk_req *r, pk_err *e); /* takes ownership of e */
 void pk_respond_empty(pk_req *r, int status);
+/* A streamed answer (SSE): sends status and headers, counts the request as answered; the body follows
+ * with h2o_send through `gen` on the loop thread (see request.c). */
+void pk_respond_stream_start(pk_req *r, int status, const char *content_type, h2o_generator_t *gen);
 
 /* Offloading blocking work. `work` runs on a pool thread and may only use the job (never the
  * pk_req); `done` runs afterwards on the request's loop thread, only if the request is still alive

@@ -62,6 +62,11 @@ struct pk_services {
     int64_t cache_ttl_ns, cache_negative_ttl_ns;
     double fault_fail_rate;
     int fault_delay_ms;
+    struct {
+        pk_note_observer fn;
+        void *ud;
+    } note_observers[4];
+    int nnote_observers;
 };
 
 /* ---- metrics --------------------------------------------------------------------------------- */
@@ -520,9 +525,20 @@ void pk_services_cache_note_missing(pk_server *s, const char *id, uint64_t ticke
 void pk_services_note_changed(pk_server *s, const char *id)
 {
     struct pk_services *v = s->svc;
-    if (!v->cache) return;
-    if (id && *id) pk_cache_invalidate(v->cache, id, 36);
-    pk_cache_bump_generation(v->cache, CACHE_GROUP_QUERIES);
+    if (v->cache) {
+        if (id && *id) pk_cache_invalidate(v->cache, id, 36);
+        pk_cache_bump_generation(v->cache, CACHE_GROUP_QUERIES);
+    }
+    for (int i = 0; i < v->nnote_observers; i++)
+        v->note_observers[i].fn(v->note_observers[i].ud, id);
+}
+
+void pk_services_on_note_changed(pk_server *s, pk_note_observer fn, void *ud)
+{
+    struct pk_services *v = s->svc;
+    if (v->nnote_observers == (int)(sizeof v->note_observers / sizeof v->note_observers[0])) return;
+    v->note_observers[v->nnote_observers].fn = fn;
+    v->note_observers[v->nnote_observers++].ud = ud;
 }
 
 /* Query results (lists, searches): the key embeds the current generation, so one bump on any write
@@ -537,6 +553,15 @@ bool pk_services_cache_query_key(pk_server *s, pk_req *r, pk_buf *key)
     if (req->query_at != SIZE_MAX)
         pk_buf_append(key, req->path.base + req->query_at, req->path.len - req->query_at);
     if (req->entity.base) pk_buf_append(key, req->entity.base, req->entity.len);
+    return true;
+}
+
+bool pk_services_cache_query_key_for(pk_server *s, const char *op, const char *args, size_t n, pk_buf *key)
+{
+    if (!s->svc->cache) return false;
+    pk_buf_printf(key, "q%llu|%s|",
+                  (unsigned long long)pk_cache_generation(s->svc->cache, CACHE_GROUP_QUERIES), op);
+    pk_buf_append(key, args, n);
     return true;
 }
 

@@ -46,11 +46,20 @@ void pk_services_cache_note(pk_server *s, const char *id, int64_t version, const
 void pk_services_cache_note_missing(pk_server *s, const char *id, uint64_t ticket);
 /* Query pages (lists, searches). The key embeds the write generation. Value: "meta\0data". */
 bool pk_services_cache_query_key(pk_server *s, pk_req *r, pk_buf *key);
+/* The same for a query that does not come from a URL (MCP tools): `op` names the operation, `args`
+ * its canonical arguments. False when the cache is off. */
+bool pk_services_cache_query_key_for(pk_server *s, const char *op, const char *args, size_t n, pk_buf *key);
 bool pk_services_cache_query_get(pk_server *s, const pk_buf *key, pk_services_cached_note *out);
 void pk_services_cache_query_put(pk_server *s, const pk_buf *key, const char *meta, const char *data,
                                  size_t len);
-/* After a write to a note (or its links): drops it and every cached list/search. */
+/* After a write to a note (or its links): drops it and every cached list/search, then tells the
+ * note-change observers. Any thread. */
 void pk_services_note_changed(pk_server *s, const char *id);
+/* Note-change observers (the MCP server's resource subscriptions): called by pk_services_note_changed
+ * on the writer's thread, after the cache invalidation; they must not block. Register them before
+ * serving (not thread-safe against concurrent changes); at most 4. */
+typedef void (*pk_note_observer)(void *ud, const char *id);
+void pk_services_on_note_changed(pk_server *s, pk_note_observer fn, void *ud);
 /* Ops endpoints. */
 void pk_services_health_checks(pk_server *s, pk_jw *w); /* extra members of "checks" */
 void pk_services_render_metrics(pk_server *s, pk_buf *out);

@@ -127,7 +127,7 @@ class Chain(unittest.TestCase):
         finally:
             s.stop()
         flags = []
-        for cls in ("read", "write", "search", "admin"):
+        for cls in ("read", "write", "search", "mcp", "admin"):
             flags += ["--rate-" + cls, "0.001", "--burst-" + cls, "1"]
         s = Server(*flags)
         try:
