@@ -9,6 +9,9 @@ PKGS=(
   python3 curl prometheus nginx-light wrk
 )
 if [ "${1:-}" = "--list" ]; then printf '%s\n' "${PKGS[@]}"; exit 0; fi
+# Node.js + npm run the official MCP clients (conformance suite, TypeScript SDK); the image may bring
+# its own Node (then Debian's is not needed).
+command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
