@@ -327,6 +327,16 @@ static char **split_list(const char *s, size_t *n)
     return out;
 }
 
+static void append_list(char ***list, size_t *n, const char *v)
+{
+    size_t m = 0;
+    char **more = split_list(v, &m);
+    *list = realloc(*list, (*n + m + 1) * sizeof **list);
+    memcpy(*list + *n, more, m * sizeof *more);
+    *n += m;
+    free(more);
+}
+
 static const char *const QUERY_PARAMS[] = {"q",
                                            "type",
                                            "status",
@@ -365,11 +375,11 @@ static void set_filter(pk_err **ve, pk_query_args *a, const char *k, const char 
             return fail(ve, k, "must be one of pending, verified, rejected");
         free((char *)q->verification_status);
         q->verification_status = strdup(v);
-    } else if (!strcmp(k, "tags")) {
-        a->tags_all = split_list(v, &q->ntags_all);
+    } else if (!strcmp(k, "tags")) { /* repeated parameters add up: tags=a&tags=b == tags=a,b */
+        append_list(&a->tags_all, &q->ntags_all, v);
         q->tags_all = (const char *const *)a->tags_all;
     } else if (!strcmp(k, "tags_any")) {
-        a->tags_any = split_list(v, &q->ntags_any);
+        append_list(&a->tags_any, &q->ntags_any, v);
         q->tags_any = (const char *const *)a->tags_any;
     } else if (!strcmp(k, "min_confidence")) {
         double d = strtod(v, &end);
@@ -459,41 +469,26 @@ pk_err *pk_api_parse_query(pk_req *r, bool search, pk_query_args *a)
     memset(a, 0, sizeof *a);
     a->q.flagged = -1;
     pk_err *ve = NULL;
-    h2o_req_t *req = r->h2o;
-    if (req->query_at != SIZE_MAX) {
-        const char *q = req->path.base + req->query_at + 1;
-        size_t qlen = req->path.len - req->query_at - 1, i = 0;
-        while (i < qlen) {
-            size_t end = i;
-            while (end < qlen && q[end] != '&')
-                end++;
-            const char *eq = memchr(q + i, '=', end - i);
-            size_t klen = eq ? (size_t)(eq - (q + i)) : end - i;
-            char key[32];
-            if (klen == 0) {
-                i = end + 1;
-                continue;
-            }
-            snprintf(key, sizeof key, "%.*s", (int)(klen < 31 ? klen : 31), q + i);
-            bool known = klen < 31 &&
-                         in_list(key, QUERY_PARAMS, sizeof QUERY_PARAMS / sizeof *QUERY_PARAMS) &&
-                         (search || strcmp(key, "q"));
-            if (!known) {
-                char fname[64];
-                snprintf(fname, sizeof fname, "%.*s", (int)(klen < 60 ? klen : 60), q + i);
-                /* only ASCII-printable names are echoed back */
-                for (char *p = fname; *p; p++)
-                    if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) *p = '?';
-                fail(&ve, fname, "is not a known query parameter");
-            } else {
-                bool bad = false;
-                const char *v = pk_req_query(r, key, &bad);
-                if (bad)
-                    fail(&ve, key, "is not valid percent-encoded UTF-8");
-                else if (v)
-                    set_filter(&ve, a, key, v, search);
-            }
-            i = end + 1;
+    size_t cur = 0;
+    h2o_iovec_t k;
+    const char *v;
+    bool bad = false;
+    for (; pk_req_query_pair(r, &cur, &k, &v, &bad); bad = false) {
+        char key[32];
+        snprintf(key, sizeof key, "%.*s", (int)(k.len < 31 ? k.len : 31), k.base);
+        bool known = k.len < 31 && in_list(key, QUERY_PARAMS, sizeof QUERY_PARAMS / sizeof *QUERY_PARAMS) &&
+                     (search || strcmp(key, "q"));
+        if (!known) {
+            char fname[64];
+            snprintf(fname, sizeof fname, "%.*s", (int)(k.len < 60 ? k.len : 60), k.base);
+            /* only ASCII-printable names are echoed back */
+            for (char *p = fname; *p; p++)
+                if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) *p = '?';
+            fail(&ve, fname, "is not a known query parameter");
+        } else if (bad) {
+            fail(&ve, key, "is not valid percent-encoded UTF-8");
+        } else {
+            set_filter(&ve, a, key, v, search);
         }
     }
     return finish_query(r, ve, search, a);

@@ -125,28 +125,40 @@ static const char *decode_component(pk_req *r, const char *s, size_t n, bool *ba
     return out;
 }
 
-const char *pk_req_query_next(pk_req *r, const char *name, size_t *cursor, bool *bad)
+bool pk_req_query_pair(pk_req *r, size_t *cursor, h2o_iovec_t *key, const char **value, bool *bad)
 {
     h2o_req_t *req = r->h2o;
-    if (req->query_at == SIZE_MAX) return NULL;
+    if (req->query_at == SIZE_MAX) return false;
     const char *q = req->path.base + req->query_at + 1;
     size_t qlen = req->path.len - req->query_at - 1;
-    size_t nl = strlen(name);
-    size_t i = *cursor;
-    while (i < qlen) {
-        size_t end = i;
+    while (*cursor < qlen) {
+        size_t i = *cursor, end = i;
         while (end < qlen && q[end] != '&')
             end++;
-        const char *eq = memchr(q + i, '=', end - i);
-        size_t klen = eq ? (size_t)(eq - (q + i)) : end - i;
         *cursor = end + 1;
-        if (klen == nl && !memcmp(q + i, name, nl)) {
-            const char *v = eq ? eq + 1 : q + end;
-            return decode_component(r, v, (size_t)(q + end - v), bad);
-        }
-        i = end + 1;
+        if (end == i) continue; /* "a=1&&b=2" */
+        const char *eq = memchr(q + i, '=', end - i);
+        *key = h2o_iovec_init(q + i, eq ? (size_t)(eq - (q + i)) : end - i);
+        const char *v = eq ? eq + 1 : q + end;
+        *value = decode_component(r, v, (size_t)(q + end - v), bad);
+        return true;
     }
-    *cursor = qlen + 1;
+    return false;
+}
+
+const char *pk_req_query_next(pk_req *r, const char *name, size_t *cursor, bool *bad)
+{
+    size_t nl = strlen(name);
+    h2o_iovec_t k;
+    const char *v;
+    bool b = false;
+    while (pk_req_query_pair(r, cursor, &k, &v, &b)) {
+        if (k.len == nl && !memcmp(k.base, name, nl)) {
+            *bad = b;
+            return v;
+        }
+        b = false;
+    }
     return NULL;
 }
 

@@ -93,6 +93,10 @@ h2o_iovec_t pk_req_param(pk_req *r, const char *name);
 /* Query parameter lookup: first value, percent-decoded into the request pool; NULL when absent.
  * Invalid percent-encoding or UTF-8 sets *bad. */
 const char *pk_req_query(pk_req *r, const char *name, bool *bad);
+/* Every parameter in order: pass *cursor = 0 first; false at the end. The key is raw (not decoded);
+ * the value is percent-decoded into the request pool (NULL and *bad set when it is not valid
+ * percent-encoded UTF-8). */
+bool pk_req_query_pair(pk_req *r, size_t *cursor, h2o_iovec_t *key, const char **value, bool *bad);
 /* Next value of a repeated query parameter: pass *cursor = 0 first; NULL at the end. */
 const char *pk_req_query_next(pk_req *r, const char *name, size_t *cursor, bool *bad);
 const char *pk_req_header(pk_req *r, const char *lower_name, size_t *len);

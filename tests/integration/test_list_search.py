@@ -114,6 +114,9 @@ class ListSearch(ServerTestCase):
         self.check_filter({"tags": "bulk,mod3-1"}, lambda n: "mod3-1" in n["tags"])
         self.check_filter({"tags": "mod3-1,mod4-2"}, lambda n: "mod3-1" in n["tags"] and "mod4-2" in n["tags"])
         self.check_filter({"tags_any": "mod3-1,mod4-2"}, lambda n: "mod3-1" in n["tags"] or "mod4-2" in n["tags"])
+        # a repeated parameter adds up (tags=a&tags=b is tags=a,b)
+        items = self.page_all("/v1/notes?" + q(type="bulk") + "&tags=mod3-1&tags=mod4-2", 100)
+        self.assertSameSet(items, [n for n in self.bulk if "mod3-1" in n["tags"] and "mod4-2" in n["tags"]])
         self.check_filter({"min_confidence": "0.7"}, lambda n: n["confidence_score"] >= 0.7)
         self.check_filter({"status": "active", "verification_status": "rejected", "min_confidence": "0.3"},
                           lambda n: n["status"] == "active" and n["verification_status"] == "rejected"
