@@ -157,6 +157,19 @@ static pk_err *handshake(pk_redis *r, redisContext *c)
         }
         freeReplyObject(rep);
     }
+    /* PING proves the session is usable (a server with requirepass answers NOAUTH to a client that
+     * gave no password) */
+    rep = redisCommand(c, "PING");
+    if (!rep) return pk_err_new("redis_unavailable", 503, "redis PING: %s", c->errstr);
+    if (rep->type == REDIS_REPLY_ERROR) {
+        pk_err *e = rep->len >= 6 && !strncmp(rep->str, "NOAUTH", 6)
+                        ? pk_err_new("redis_auth", 503, "redis requires a password (AUTH): %.*s",
+                                     (int)rep->len, rep->str)
+                        : reply_err(rep);
+        freeReplyObject(rep);
+        return e;
+    }
+    freeReplyObject(rep);
     if (r->url.db) {
         rep = redisCommand(c, "SELECT %d", r->url.db);
         if (!rep) return pk_err_new("redis_unavailable", 503, "redis SELECT: %s", c->errstr);

@@ -716,9 +716,10 @@ pk_err *pk_redis_svc_init(pk_server *s, const pk_redis_svc_env *env, pk_redis_sv
     redisContext *probe = NULL;
     e = pk_redis_connect(rs->redis, c->redis_connect_timeout_ms, &probe);
     if (e && (pk_err_is(e, "redis_auth") || pk_err_is(e, "redis_error"))) {
+        e = pk_err_wrap(e, "bad_config", 2, "--redis-url %s:%d: %s", u->host, u->port, e->message);
         pk_redis_free(rs->redis);
         free(rs);
-        return pk_err_wrap(e, "bad_config", 2, "--redis-url %s:%d", u->host, u->port);
+        return e;
     }
     if (e) {
         pk_log_warn("redis: %s; starting degraded (local rate limits, no L1 hits until it is reachable)",
