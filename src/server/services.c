@@ -464,7 +464,7 @@ static pk_err *ratelimit_shared(pk_req *r, const pk_rate_class *cls)
     rl_job *q = calloc(1, sizeof *q);
     q->cls = cls;
     r->deadline_ns = r->start_ns + (int64_t)pk_services_deadline_ms(r->srv, r->route->cls) * 1000000;
-    if (!pk_offload(r, rl_work, rl_done, q, free)) return NULL; /* answered 503 already */
+    pk_offload(r, rl_work, rl_done, q, free); /* on a full queue it answered 503 itself */
     return PK_CHAIN_SUSPENDED;
 }
 
