@@ -222,7 +222,15 @@ static void work_get(pk_job *j)
 {
     note_job *d = j->data;
     int64_t version = 0;
+    pk_l2_ticket l2; /* L2 (Redis) between L1 and the store; a no-op without --redis-url */
+    if (pk_services_l2_get_note(j, d->id, &j->body, &version, &l2)) {
+        d->version = version;
+        set_etag(j, version);
+        j->cache_state = "l2";
+        return;
+    }
     PK_STORE_CALL(j, pk_store_note_get(j->srv->store, &j->op, d->id, &j->body, &version));
+    if (!j->err) pk_services_l2_put_note(j, d->id, &j->body, version, &l2);
     d->version = version;
     if (!j->err) set_etag(j, version);
 }

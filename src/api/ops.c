@@ -30,7 +30,7 @@ static void work_ready(pk_job *j)
     pk_buf *b = &j->body;
     char now[PK_RFC3339_LEN];
     pk_rfc3339(pk_wall_ns(), now);
-    const char *overall = (e || draining) ? "fail" : "pass";
+    const char *overall = (e || draining) ? "fail" : pk_services_degraded(j->srv) ? "warn" : "pass";
     pk_jw w;
     pk_jw_init(&w, b);
     pk_jw_obj_open(&w);

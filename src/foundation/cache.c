@@ -685,6 +685,26 @@ bool pk_cache_invalidate(pk_cache *c, const void *key, size_t klen)
     return found;
 }
 
+void pk_cache_clear(pk_cache *c)
+{
+    for (unsigned i = 0; i < c->nshards; i++) {
+        shard *s = &c->shards[i];
+        pthread_mutex_lock(&s->mu);
+        for (int k = 0; k < EPOCH_SLOTS; k++)
+            s->epochs[k]++;
+        while (s->flights)
+            flight_unlink(s, s->flights);
+        for (size_t b = 0; b < s->nbuckets; b++)
+            while (s->buckets[b]) {
+                entry_remove(s, s->buckets[b]);
+                STAT_ADD(s, invalidations, 1);
+            }
+        pthread_mutex_unlock(&s->mu);
+    }
+    for (unsigned g = 0; g < PK_CACHE_GROUPS; g++)
+        atomic_fetch_add(&c->gens[g], 1);
+}
+
 /* The loader's TTL wins; a negative result gets the negative TTL, anything else the caller's TTL. */
 static int64_t load_ttl(const pk_cache *c, int64_t ttl_ns, const pk_cache_loaded *ld)
 {

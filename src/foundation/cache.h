@@ -163,6 +163,10 @@ uint64_t pk_cache_load_ticket(pk_cache *c, const void *key, size_t klen);
 /* Removes the key; returns true if an entry was present. Exact: see the top of this header. */
 bool pk_cache_invalidate(pk_cache *c, const void *key, size_t klen);
 
+/* Invalidates everything: as pk_cache_invalidate on every key (entries removed, in-flight loads
+ * detached, tickets taken before refused) plus a bump of every generation group. For a process that
+ * may have missed invalidations (e.g. a lost pub/sub subscription). Holds one shard lock at a time. */
+void pk_cache_clear(pk_cache *c);
 /* Generation-based group invalidation: callers embed pk_cache_generation(c, group) in the keys of
  * derived results (lists, searches); a write calls pk_cache_bump_generation, which returns the new
  * generation, so every older key becomes unreachable at once (old entries age out). `group` <

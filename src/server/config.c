@@ -110,6 +110,26 @@ static const opt OPTS[] = {
      "hosts that Origin and Host may name at /mcp (comma separated, optional :port; * = any)"},
     {"mcp-conformance-fixtures", "PAKE_MCP_CONFORMANCE_FIXTURES", T_BOOL, O(mcp_conformance_fixtures),
      "false", "test only: also serve the MCP conformance suite's fixture tools, resources and prompts"},
+    {"redis-url", "PAKE_REDIS_URL", T_STR, O(redis_url), "",
+     "redis://[user:password@]host:port/db: L2 cache, cross-instance invalidation, shared rate limits"},
+    {"redis-prefix", "PAKE_REDIS_PREFIX", T_STR, O(redis_prefix),
+     "pake:", "prefix of every Redis key and channel (one per deployment)"},
+    {"redis-pool-size", "PAKE_REDIS_POOL_SIZE", T_INT, O(redis_pool_size), "8",
+     "Redis connections per process"},
+    {"redis-timeout-ms", "PAKE_REDIS_TIMEOUT_MS", T_INT, O(redis_timeout_ms), "250",
+     "Redis command timeout (also bounded by the request deadline)"},
+    {"redis-connect-timeout-ms", "PAKE_REDIS_CONNECT_TIMEOUT_MS", T_INT, O(redis_connect_timeout_ms), "500",
+     "Redis connect timeout"},
+    {"redis-l2-ttl-ms", "PAKE_REDIS_L2_TTL_MS", T_INT, O(redis_l2_ttl_ms), "300000",
+     "L2 (Redis) note time to live"},
+    {"redis-lease-ms", "PAKE_REDIS_LEASE_MS", T_INT, O(redis_lease_ms), "500",
+     "L1 lease: L1 hits need a subscription confirmed within this; writers wait at most this for acks"},
+    {"redis-ping-ms", "PAKE_REDIS_PING_MS", T_INT, O(redis_ping_ms), "100",
+     "subscriber PING period (renews the L1 lease)"},
+    {"redis-breaker-wait-ms", "PAKE_REDIS_BREAKER_WAIT_MS", T_INT, O(redis_breaker_wait_ms), "1000",
+     "time the open redis breaker waits before half-open probes"},
+    {"redis-ratelimit", "PAKE_REDIS_RATELIMIT", T_BOOL, O(redis_ratelimit), "true",
+     "with --redis-url: rate limits shared by all instances (GCRA in Redis)"},
 #ifdef PAKE_FAULT_INJECTION
     {"fault-store-fail-rate", "PAKE_FAULT_STORE_FAIL_RATE", T_STR, O(fault_store_fail_rate), "",
      "test builds: fraction of store calls that fail"},
@@ -249,6 +269,8 @@ pk_err *pk_config_parse(pk_config *c, int argc, char **argv, bool *help)
     if ((*c->tls_cert != 0) != (*c->tls_key != 0))
         return pk_err_new("bad_config", 2, "--tls-cert and --tls-key go together");
     if (c->deadline_ms < 1) return pk_err_new("bad_config", 2, "--deadline-ms must be positive");
+    if (*c->redis_url && (c->redis_lease_ms < 2 * c->redis_ping_ms || c->redis_ping_ms < 1))
+        return pk_err_new("bad_config", 2, "--redis-lease-ms must be at least twice --redis-ping-ms");
     return NULL;
 }
 

@@ -47,8 +47,14 @@ typedef struct pk_config {
     int bulkhead_store, bulkhead_wait_ms;
     char *mcp_allowed_origins;     /* hosts Origin/Host may name at /mcp (comma separated, "*" = any) */
     bool mcp_conformance_fixtures; /* test only: the conformance suite's fixture tools */
-    char *fault_store_fail_rate;   /* test builds only */
-    char *fault_store_delay_ms;    /* test builds only */
+    /* Redis (distributed mode; empty url = off) */
+    char *redis_url;
+    char *redis_prefix;
+    int redis_pool_size, redis_timeout_ms, redis_connect_timeout_ms, redis_l2_ttl_ms, redis_lease_ms,
+        redis_ping_ms, redis_breaker_wait_ms;
+    bool redis_ratelimit;
+    char *fault_store_fail_rate; /* test builds only */
+    char *fault_store_delay_ms;  /* test builds only */
 } pk_config;
 
 /* Fills defaults, then env, then argv (argv[0] is the command name). Returns an error for unknown

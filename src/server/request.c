@@ -515,9 +515,13 @@ static pk_err *stage_deadline(pk_req *r)
     return NULL;
 }
 
+const char pk_chain_suspended_ = 0;
+
 typedef pk_err *(*stage_fn)(pk_req *r);
 /* The chain every route passes, in order. */
 static const stage_fn CHAIN[] = {stage_auth, pk_services_ratelimit, stage_limits, stage_deadline};
+
+static void run_chain(pk_req *r, size_t from);
 
 static void on_req_dispose(void *p)
 {
@@ -566,14 +570,30 @@ void pk_request_dispatch(pk_loop *l, h2o_req_t *req)
         }
         return;
     }
-    for (size_t i = 0; i < sizeof CHAIN / sizeof CHAIN[0]; i++) {
+    run_chain(r, 0);
+}
+
+/* Runs the chain from stage `from`, then the handler. A stage that offloads its decision (the Redis
+ * rate limiter) returns PK_CHAIN_SUSPENDED; its job's `done` calls pk_request_resume on the loop. */
+static void run_chain(pk_req *r, size_t from)
+{
+    for (size_t i = from; i < sizeof CHAIN / sizeof CHAIN[0]; i++) {
         pk_err *e = CHAIN[i](r);
+        if (e == PK_CHAIN_SUSPENDED) {
+            r->chain_next = (unsigned char)(i + 1);
+            return;
+        }
         if (e) {
             pk_respond_error(r, e);
             return;
         }
     }
     r->route->handler(r);
+}
+
+void pk_request_resume(pk_req *r)
+{
+    run_chain(r, r->chain_next);
 }
 
 /* ---- h2o's own errors as problem+json -------------------------------------------------------- */

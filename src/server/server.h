@@ -86,7 +86,14 @@ struct pk_req {
     const char *successor;   /* deprecated routes: the successor URI when it depends on the request */
     char ratelimit_policy[192];
     char ratelimit[192];
+    unsigned char chain_next; /* middleware stage to resume at (pk_request_resume) */
 };
+
+/* A middleware stage returns this (not an error) after offloading its decision; the offloaded job's
+ * `done` then calls pk_request_resume(r) to run the rest of the chain and the handler. */
+#define PK_CHAIN_SUSPENDED ((pk_err *)&pk_chain_suspended_)
+extern const char pk_chain_suspended_;
+void pk_request_resume(pk_req *r);
 
 /* Request helpers (loop thread only). */
 h2o_iovec_t pk_req_param(pk_req *r, const char *name);

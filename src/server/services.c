@@ -10,6 +10,11 @@
  *    never past the deadline. Test builds can inject failures and delays (PAKE_FAULT_STORE_*).
  *  - L1 cache: notes by id (served on the loop on a hit), search and list pages keyed by a generation
  *    that every write bumps; writes invalidate exactly (see foundation/cache.h).
+ *  - Redis (--redis-url, redis_service.c): L2 under L1, cross-instance invalidation, shared rate limits.
+ *    The shared limiter is a blocking call, so with Redis the rate-limit stage offloads its decision
+ *    and resumes the chain from the job's `done` (PK_CHAIN_SUSPENDED); while the "redis" breaker is
+ *    open it decides locally on the loop as without Redis. L1 hits need the instance's invalidation
+ *    lease (pk_redis_svc_l1_trusted).
  */
 #include "server/services.h"
 #include "api/api.h"
@@ -67,6 +72,11 @@ struct pk_services {
         void *ud;
     } note_observers[4];
     int nnote_observers;
+    /* Redis (distributed mode): NULL / unused without --redis-url */
+    pk_redis_svc *redis;
+    pk_limiter *redis_limiter;
+    breaker_stat redis_breaker_stats[5];
+    pk_metric_family *rl_backend;
 };
 
 /* ---- metrics --------------------------------------------------------------------------------- */
@@ -308,6 +318,32 @@ pk_err *pk_services_init(pk_server *s)
     }
     v->cache_ttl_ns = (int64_t)c->cache_ttl_ms * 1000000;
     v->cache_negative_ttl_ns = (int64_t)c->cache_negative_ttl_ms * 1000000;
+    if (c->redis_url && *c->redis_url) {
+        pk_breaker_config rb;
+        pk_breaker_config_init(&rb, "redis");
+        rb.minimum_calls = 5;
+        rb.window_size = 20;
+        rb.failure_rate_threshold = 50;
+        rb.slow_call_duration_ns = 1000000000LL;
+        rb.wait_in_open_ns =
+            (int64_t)(c->redis_breaker_wait_ms > 0 ? c->redis_breaker_wait_ms : 1000) * 1000000;
+        rb.permitted_calls_in_half_open = 2;
+        rb.on_transition = on_breaker_transition;
+        rb.on_transition_ud = v;
+        pk_breaker *redis_breaker = NULL;
+        e = pk_breaker_new(&rb, pk_clock_real(), &redis_breaker);
+        if (e) return pk_err_wrap(e, "bad_config", 2, "redis circuit breaker");
+        pk_breaker_registry_add(v->breakers, redis_breaker);
+        register_breaker_metrics(v, redis_breaker, v->redis_breaker_stats);
+        pk_redis_svc_env env = {.cache = v->cache, .breaker = redis_breaker, .metrics = v->metrics};
+        e = pk_redis_svc_init(s, &env, &v->redis);
+        if (e) return e;
+        v->redis_limiter = pk_redis_svc_limiter(v->redis);
+        const char *bk[] = {"backend"};
+        v->rl_backend =
+            pk_metrics_counter(v->metrics, "pake_ratelimit_backend_total",
+                               "Rate-limit decisions by backend (redis, local, local_fallback).", 1, bk);
+    }
 #ifdef PAKE_FAULT_INJECTION
     if (c->fault_store_fail_rate && *c->fault_store_fail_rate)
         v->fault_fail_rate = atof(c->fault_store_fail_rate);
@@ -322,6 +358,7 @@ void pk_services_dispose(pk_server *s)
     struct pk_services *v = s->svc;
     if (!v) return;
     pk_services_guard_dispose(s);
+    pk_redis_svc_dispose(v->redis); /* before the cache and the breakers it uses */
     if (v->cache) pk_cache_free(v->cache);
     pk_retry_budget_free(v->store_budget);
     pk_bulkhead_free(v->store_bulkhead);
@@ -383,6 +420,54 @@ void pk_services_note_blocked(pk_req *r)
     }
 }
 
+static pk_err *ratelimit_apply(pk_req *r, const pk_rate_class *cls, const pk_rate_decision *dp);
+
+/* The shared limiter: the decision is a Redis call, made on an offload thread; the chain resumes in
+ * rl_done. A failed call falls back to the local limiter for that request. */
+typedef struct rl_job {
+    const pk_rate_class *cls;
+    pk_rate_decision d;
+    bool fallback, failed;
+} rl_job;
+
+static void rl_work(pk_job *j)
+{
+    struct pk_services *v = j->srv->svc;
+    rl_job *q = j->data;
+    pk_err *e =
+        pk_limiter_decide(v->redis_limiter, j->principal, strlen(j->principal), q->cls, pk_mono_ns(), &q->d);
+    if (!e) return;
+    pk_err_free(e);
+    q->fallback = true;
+    e = pk_limiter_decide(v->limiter, j->principal, strlen(j->principal), q->cls, pk_mono_ns(), &q->d);
+    if (e) {
+        pk_err_free(e);
+        q->failed = true;
+    }
+}
+
+static void rl_done(pk_req *r, pk_job *j)
+{
+    struct pk_services *v = r->srv->svc;
+    rl_job *q = j->data;
+    const char *bl[] = {q->fallback ? "local_fallback" : "redis"};
+    pk_metric_counter_add(v->rl_backend, bl, 1, 1);
+    pk_err *e = q->failed ? NULL : ratelimit_apply(r, q->cls, &q->d);
+    if (e)
+        pk_respond_error(r, e);
+    else
+        pk_request_resume(r);
+}
+
+static pk_err *ratelimit_shared(pk_req *r, const pk_rate_class *cls)
+{
+    rl_job *q = calloc(1, sizeof *q);
+    q->cls = cls;
+    r->deadline_ns = r->start_ns + (int64_t)pk_services_deadline_ms(r->srv, r->route->cls) * 1000000;
+    pk_offload(r, rl_work, rl_done, q, free); /* on a full queue it answered 503 itself */
+    return PK_CHAIN_SUSPENDED;
+}
+
 pk_err *pk_services_ratelimit(pk_req *r)
 {
     struct pk_services *v = r->srv->svc;
@@ -398,6 +483,8 @@ pk_err *pk_services_ratelimit(pk_req *r)
         return e;
     }
     const pk_rate_class *cls = &v->classes[r->route->cls];
+    if (v->redis_limiter && r->route->cls != PK_RC_OPS && pk_redis_svc_usable(v->redis))
+        return ratelimit_shared(r, cls);
     pk_rate_decision d;
     pk_err *e = pk_limiter_decide(v->limiter, r->principal, strlen(r->principal), cls, now, &d);
     if (e) { /* a failing limiter must not take the API down: allow, and say so in the logs */
@@ -405,6 +492,19 @@ pk_err *pk_services_ratelimit(pk_req *r)
         pk_err_free(e);
         return NULL;
     }
+    if (v->rl_backend) {
+        const char *bl[] = {"local"};
+        pk_metric_counter_add(v->rl_backend, bl, 1, 1);
+    }
+    return ratelimit_apply(r, cls, &d);
+}
+
+/* Headers, metrics and the 429 for one decision (loop thread). */
+static pk_err *ratelimit_apply(pk_req *r, const pk_rate_class *cls, const pk_rate_decision *dp)
+{
+    struct pk_services *v = r->srv->svc;
+    pk_rate_decision d = *dp;
+    pk_err *e;
     pk_rate_headers h;
     pk_rate_headers_format(cls, &d, &h);
     snprintf(r->ratelimit_policy, sizeof r->ratelimit_policy, "%s", h.policy);
@@ -484,7 +584,7 @@ bool pk_api_store_retry(pk_job *j, const pk_err *e, int attempt)
 bool pk_services_cache_lookup_note(pk_server *s, const char *id, pk_services_cached_note *out)
 {
     pk_cache *c = s->svc->cache;
-    if (!c) return false;
+    if (!c || !pk_redis_svc_l1_trusted(s->svc->redis)) return false;
     pk_cache_val *v = pk_cache_get(c, id, 36);
     if (!v) return false;
     out->data = v->data;
@@ -567,6 +667,7 @@ bool pk_services_cache_query_key_for(pk_server *s, const char *op, const char *a
 
 bool pk_services_cache_query_get(pk_server *s, const pk_buf *key, pk_services_cached_note *out)
 {
+    if (!pk_redis_svc_l1_trusted(s->svc->redis)) return false;
     pk_cache_val *v = pk_cache_get(s->svc->cache, key->data, key->len);
     if (!v) return false;
     out->data = v->data;
@@ -608,6 +709,27 @@ void pk_services_health_checks(pk_server *s, pk_jw *w)
     pk_jw_str(w, pk_breaker_state_name(bs.state));
     pk_jw_obj_close(w);
     pk_jw_arr_close(w);
+    if (v->redis) {
+        const char *why = "ok";
+        bool degraded = pk_redis_svc_degraded(v->redis, &why);
+        pk_jw_key(w, "redis:connection");
+        pk_jw_arr_open(w);
+        pk_jw_obj_open(w);
+        pk_jw_key(w, "componentType");
+        pk_jw_str(w, "datastore");
+        pk_jw_key(w, "componentId");
+        pk_jw_str(w, "redis");
+        pk_jw_key(w, "status");
+        pk_jw_str(w, degraded ? "warn" : "pass");
+        pk_jw_key(w, "observedValue");
+        pk_jw_str(w, degraded ? "degraded" : "ok");
+        if (degraded) {
+            pk_jw_key(w, "output");
+            pk_jw_str(w, why);
+        }
+        pk_jw_obj_close(w);
+        pk_jw_arr_close(w);
+    }
     if (v->cache) {
         pk_cache_counters cc;
         pk_cache_stats(v->cache, &cc);
@@ -625,6 +747,12 @@ void pk_services_health_checks(pk_server *s, pk_jw *w)
         pk_jw_obj_close(w);
         pk_jw_arr_close(w);
     }
+}
+
+bool pk_services_degraded(pk_server *s)
+{
+    const char *why;
+    return pk_redis_svc_degraded(s->svc->redis, &why);
 }
 
 void pk_services_render_metrics(pk_server *s, pk_buf *out)

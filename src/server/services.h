@@ -74,6 +74,37 @@ void pk_services_guard_metrics(pk_server *s, const char *surface, const char *de
                                double seconds);
 /* A principal's input was blocked: counts against its own abuse budget (429 once spent). */
 void pk_services_note_blocked(pk_req *r);
+/* ---- Redis (redis_service.c); every function is a no-op / false without --redis-url ---- */
+typedef struct pk_redis_svc pk_redis_svc;
+typedef struct pk_redis_svc_env {
+    struct pk_cache *cache;     /* L1 (may be NULL) */
+    struct pk_breaker *breaker; /* the "redis" breaker (owned by the registry) */
+    struct pk_metrics *metrics;
+} pk_redis_svc_env;
+/* Starts the pool, the subscriber and wraps s->store so that every write invalidates L2 and the L1 of
+ * every instance before it is acknowledged. A refused AUTH is a start-up error; an unreachable Redis is
+ * not (the process starts degraded and recovers on its own). */
+pk_err *pk_redis_svc_init(pk_server *s, const pk_redis_svc_env *env, pk_redis_svc **out);
+void pk_redis_svc_dispose(pk_redis_svc *rs);
+/* Loop thread: may L1 be trusted (no Redis, or a live invalidation lease)? */
+bool pk_redis_svc_l1_trusted(pk_redis_svc *rs);
+/* Loop thread: should the shared limiter be tried (breaker closed, half-open, or open long enough)? */
+bool pk_redis_svc_usable(pk_redis_svc *rs);
+bool pk_redis_svc_degraded(pk_redis_svc *rs, const char **why);
+/* The shared (GCRA in Redis) limiter; NULL when off. Owned by rs. Offload threads only. */
+struct pk_limiter *pk_redis_svc_limiter(pk_redis_svc *rs);
+/* L2 for GET /v1/notes/{id} (offload thread). get: true on a hit (out, *version filled); otherwise
+ * fills the ticket used by put (which stores only when no write happened since the get). */
+typedef struct pk_l2_ticket {
+    bool valid;
+    char epoch[24];
+} pk_l2_ticket;
+bool pk_services_l2_get_note(pk_job *j, const char *id, pk_buf *out, int64_t *version, pk_l2_ticket *t);
+void pk_services_l2_put_note(pk_job *j, const char *id, const pk_buf *json, int64_t version,
+                             const pk_l2_ticket *t);
+/* True when Redis is configured but not fully working (readiness reports "warn"). */
+bool pk_services_degraded(pk_server *s);
+
 /* Called once per finished request (metrics). */
 void pk_services_observe(pk_req *r, int status, int64_t duration_ns);
 #endif
