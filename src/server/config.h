@@ -47,8 +47,13 @@ typedef struct pk_config {
     int bulkhead_store, bulkhead_wait_ms;
     char *mcp_allowed_origins;     /* hosts Origin/Host may name at /mcp (comma separated, "*" = any) */
     bool mcp_conformance_fixtures; /* test only: the conformance suite's fixture tools */
-    char *fault_store_fail_rate;   /* test builds only */
-    char *fault_store_delay_ms;    /* test builds only */
+    /* PostgreSQL store (selected by a non-empty database_url; see docs/postgres.md) */
+    char *database_url, *database_replica_url;
+    int pg_pool_min, pg_pool_max, pg_acquire_timeout_ms, pg_max_lifetime_ms, pg_idle_timeout_ms;
+    int pg_validate_after_ms, pg_leak_threshold_ms, pg_connect_timeout_ms, pg_backoff_max_ms;
+    int pg_statement_timeout_ms, pg_read_your_writes_ms;
+    char *fault_store_fail_rate; /* test builds only */
+    char *fault_store_delay_ms;  /* test builds only */
 } pk_config;
 
 /* Fills defaults, then env, then argv (argv[0] is the command name). Returns an error for unknown
