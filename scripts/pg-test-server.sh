@@ -57,7 +57,8 @@ start)
 stop | destroy)
   pid=$(pid_of)
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -INT "$pid" # fast shutdown
+    # stop: fast shutdown (clients are disconnected, a checkpoint is written); destroy: immediate
+    if [ "$cmd" = stop ]; then kill -INT "$pid"; else kill -QUIT "$pid"; fi
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
   fi
