@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev clang-format
   libh2o-evloop-dev libcjson-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev
-  libvectorscan-dev libcriterion-dev libhiredis-dev libpq-dev
+  libvectorscan-dev libcriterion-dev libhiredis-dev libpq-dev postgresql-15
   python3 curl openssl prometheus nginx-light wrk redis-server redis-tools
 )
 if [ "${1:-}" = "--list" ]; then printf '%s\n' "${PKGS[@]}"; exit 0; fi

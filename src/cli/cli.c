@@ -10,6 +10,7 @@
 #include "server/server.h"
 #include "mcp/mcp.h"
 #include "server/services.h"
+#include "store/store_pg.h"
 #include <unistd.h>
 #include <stdio.h>
 #include <string.h>
@@ -57,6 +58,23 @@ static int config_or_exit(pk_config *c, int argc, char **argv, const char *cmd, 
 
 static pk_err *open_store(const pk_config *c, bool no_migrate, pk_store **out)
 {
+    if (c->database_url && *c->database_url) {
+        pk_pg_config pc = {.url = c->database_url,
+                           .replica_url = c->database_replica_url,
+                           .pool_min = c->pg_pool_min,
+                           .pool_max = c->pg_pool_max ? c->pg_pool_max : c->offload_threads + 2,
+                           .acquire_timeout_ms = c->pg_acquire_timeout_ms,
+                           .max_lifetime_ms = c->pg_max_lifetime_ms,
+                           .idle_timeout_ms = c->pg_idle_timeout_ms,
+                           .validate_after_ms = c->pg_validate_after_ms,
+                           .leak_threshold_ms = c->pg_leak_threshold_ms,
+                           .connect_timeout_ms = c->pg_connect_timeout_ms,
+                           .backoff_max_ms = c->pg_backoff_max_ms,
+                           .statement_timeout_ms = c->pg_statement_timeout_ms,
+                           .read_your_writes_ms = c->pg_read_your_writes_ms,
+                           .idem_ttl_s = c->idempotency_ttl_s};
+        return pk_store_open_pg(&pc, no_migrate, out);
+    }
     pk_sqlite_config sc = {.data_dir = c->data_dir,
                            .busy_timeout_ms = 5000,
                            .max_connections = c->offload_threads + 2,
@@ -71,6 +89,7 @@ static int cmd_serve(int argc, char **argv)
     if (config_or_exit(&srv.cfg, argc, argv, "serve", &rc)) return rc;
     pk_err *e = open_store(&srv.cfg, false, &srv.store);
     if (!e) e = pk_services_init(&srv);
+    if (!e) pk_store_pg_bind_metrics(srv.store, pk_services_metrics(&srv));
     if (!e) pk_mcp_init(&srv, srv.cfg.mcp_conformance_fixtures);
     if (!e) e = pk_server_init(&srv);
     if (e) {

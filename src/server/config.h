@@ -53,6 +53,11 @@ typedef struct pk_config {
     int redis_pool_size, redis_timeout_ms, redis_connect_timeout_ms, redis_l2_ttl_ms, redis_lease_ms,
         redis_ping_ms, redis_breaker_wait_ms;
     bool redis_ratelimit;
+    /* PostgreSQL store (selected by a non-empty database_url; see docs/postgres.md) */
+    char *database_url, *database_replica_url;
+    int pg_pool_min, pg_pool_max, pg_acquire_timeout_ms, pg_max_lifetime_ms, pg_idle_timeout_ms;
+    int pg_validate_after_ms, pg_leak_threshold_ms, pg_connect_timeout_ms, pg_backoff_max_ms;
+    int pg_statement_timeout_ms, pg_read_your_writes_ms;
     char *fault_store_fail_rate; /* test builds only */
     char *fault_store_delay_ms;  /* test builds only */
 } pk_config;

@@ -17,8 +17,6 @@
 const char *const PK_NOTE_STATUSES[] = {"draft", "active", "archived", NULL};
 const char *const PK_NOTE_VERIFICATIONS[] = {"pending", "verified", "disputed", "rejected", NULL};
 
-#define FTS_MAX_TERMS 32
-
 void pk_page_free(pk_page *p)
 {
     pk_buf_free(&p->items);
@@ -285,10 +283,9 @@ static void emit_term(pk_buf *out, const char *s, size_t n, bool prefix)
     if (prefix) pk_buf_putc(out, '*');
 }
 
-pk_err *pk_fts5_query(const char *text, pk_buf *out)
+pk_err *pk_search_terms(const char *text, pk_search_term *terms, size_t *nterms)
 {
-    pk_buf q = PK_BUF_INIT;
-    int terms = 0;
+    size_t n = 0;
     const char *p = text ? text : "";
     while (*p) {
         if (is_space(*p)) {
@@ -296,8 +293,9 @@ pk_err *pk_fts5_query(const char *text, pk_buf *out)
             continue;
         }
         const char *start, *end;
-        bool prefix = false;
+        bool prefix = false, phrase = false;
         if (*p == '"') {
+            phrase = true;
             start = ++p;
             while (*p && *p != '"')
                 p++;
@@ -314,20 +312,31 @@ pk_err *pk_fts5_query(const char *text, pk_buf *out)
             }
         }
         if (!searchable(start, (size_t)(end - start))) continue;
-        if (++terms > FTS_MAX_TERMS) {
-            pk_buf_free(&q);
+        if (n == PK_SEARCH_TERMS_MAX) {
             pk_err *e = pk_err_invalid("the search query is too long");
-            pk_err_add_field(e, "q", "has more than %d words or phrases", FTS_MAX_TERMS);
+            pk_err_add_field(e, "q", "has more than %d words or phrases", PK_SEARCH_TERMS_MAX);
             return e;
         }
-        emit_term(&q, start, (size_t)(end - start), prefix);
+        terms[n++] = (pk_search_term){start, (size_t)(end - start), phrase, prefix};
     }
-    if (terms == 0) {
-        pk_buf_free(&q);
+    if (n == 0) {
         pk_err *e = pk_err_invalid("the search query has no searchable words");
         pk_err_add_field(e, "q", "must contain at least one word");
         return e;
     }
+    *nterms = n;
+    return NULL;
+}
+
+pk_err *pk_fts5_query(const char *text, pk_buf *out)
+{
+    pk_search_term t[PK_SEARCH_TERMS_MAX];
+    size_t n = 0;
+    pk_err *e = pk_search_terms(text, t, &n);
+    if (e) return e;
+    pk_buf q = PK_BUF_INIT;
+    for (size_t i = 0; i < n; i++)
+        emit_term(&q, t[i].text, t[i].len, t[i].prefix);
     pk_buf_append(out, q.data, q.len);
     pk_buf_free(&q);
     return NULL;

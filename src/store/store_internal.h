@@ -2,7 +2,7 @@
  * store_internal: backend-neutral helpers shared by the store backends (not part of the contract).
  *  - input checking: turns a pk_note_input into canonical values (compact JSON, deduplicated tags);
  *  - cursors: opaque page tokens (base64url of "kind|seq|value"), checked against the query's sort;
- *  - search text: the user's words and quoted phrases as a safe FTS5 query.
+ *  - search text: the user's words and quoted phrases as terms, and as a safe FTS5 query.
  * Pure functions, thread-safe, no I/O.
  */
 #ifndef PAKE_STORE_STORE_INTERNAL_H
@@ -37,4 +37,16 @@ pk_err *pk_cursor_decode(const char *token, const char *kind, int64_t *seq, char
  * the user types can reach FTS5 syntax. Errors: "validation_failed" (field "q") when there is no
  * searchable word. */
 pk_err *pk_fts5_query(const char *text, pk_buf *out);
+
+/* The words and "quoted phrases" of a search text, as pk_fts5_query sees them (pointers into `text`;
+ * a trailing '*' on a bare word sets `prefix` and is not part of the term). Terms without a letter or
+ * digit are skipped. Errors: "validation_failed" (field "q") with no term or more than
+ * PK_SEARCH_TERMS_MAX. Each backend turns the terms into its own query syntax. */
+#define PK_SEARCH_TERMS_MAX 32
+typedef struct pk_search_term {
+    const char *text;
+    size_t len;
+    bool phrase, prefix;
+} pk_search_term;
+pk_err *pk_search_terms(const char *text, pk_search_term *terms, size_t *nterms);
 #endif

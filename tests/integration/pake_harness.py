@@ -14,7 +14,12 @@ Model:
   * ServerTestCase: a unittest base class that starts one server per test class (setUpClass) and
     stops it in tearDownClass; assertion helpers check the success envelope and problem documents.
   * SLOW: a time factor, 3 when the binary is an ASan/UBSan build (env PAKE_SANITIZED=1).
+  * Store: the embedded SQLite store by default. When env PAKE_TEST_DATABASE_URL (or a file named by
+    PAKE_TEST_DATABASE_URL_FILE) gives a PostgreSQL server URL, each Server gets a fresh database
+    (CREATE DATABASE through psql, dropped in cleanup()) and starts with --database-url, so the same
+    test files run against the PostgreSQL store. PG_URL is that server URL (None when unset).
 """
+import atexit
 import http.client
 import json
 import os
@@ -38,6 +43,62 @@ SANITIZER_MARKERS = ("AddressSanitizer", "runtime error", "LeakSanitizer", "Thre
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+def _pg_url():
+    url = os.environ.get("PAKE_TEST_DATABASE_URL")
+    path = os.environ.get("PAKE_TEST_DATABASE_URL_FILE")
+    if not url and path and os.path.exists(path):
+        with open(path) as f:
+            url = f.read().strip()
+    return url or None
+
+
+PG_URL = _pg_url()
+STORE_BACKEND = "postgres" if PG_URL else "sqlite"
+
+
+def pg_database_url(server_url, dbname):
+    """The URL of database `dbname` on the server of `server_url` (postgres://user@host:port/db)."""
+    return server_url.rsplit("/", 1)[0] + "/" + dbname
+
+
+def psql(url, sql, timeout=30):
+    """Runs SQL with psql against url; returns stdout (raises on failure)."""
+    r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
+                       capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError("psql failed: %s" % r.stderr.strip())
+    return r.stdout
+
+
+def pg_create_database(server_url=None):
+    """A fresh, empty database on the test server; returns its URL."""
+    server_url = server_url or PG_URL
+    name = "pake_t_%d_%s" % (os.getpid(), os.urandom(4).hex())
+    psql(server_url, "CREATE DATABASE %s" % name)
+    return pg_database_url(server_url, name)
+
+
+_dir_databases = {}
+
+
+def pg_database_for_dir(data_dir):
+    """The database that stands for a data directory a test passes in on purpose (to restart a server
+    on the same data): created on first use, the same for later servers, dropped at exit."""
+    if data_dir not in _dir_databases:
+        _dir_databases[data_dir] = pg_create_database()
+        if len(_dir_databases) == 1:
+            atexit.register(lambda: [pg_drop_database(u) for u in _dir_databases.values()])
+    return _dir_databases[data_dir]
+
+
+def pg_drop_database(url, server_url=None):
+    server_url = server_url or PG_URL
+    try:
+        psql(server_url, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % url.rsplit("/", 1)[1])
+    except (RuntimeError, OSError, subprocess.SubprocessError):
+        pass
+
+
 PROBLEM_FIELDS = ("type", "title", "status", "detail", "instance", "code", "retryable", "request_id", "trace_id")
 
 
@@ -94,6 +155,14 @@ class Server:
                 unlimited += ["--rate-" + cls, "1000000", "--burst-" + cls, "1000000"]
         self.extra_args = unlimited + list(extra_args)
         self.env = dict(env or {})
+        self.own_database = None
+        if PG_URL and "--database-url" not in extra_args and "PAKE_DATABASE_URL" not in self.env:
+            if data_dir is None:
+                self.own_database = pg_create_database()
+                url = self.own_database
+            else:
+                url = pg_database_for_dir(data_dir)
+            self.extra_args += ["--database-url", url]
         self.threads = threads
         self.ready_timeout = ready_timeout * SLOW
         self.own_dir = data_dir is None
@@ -182,6 +251,9 @@ class Server:
 
     def cleanup(self):
         self.kill()
+        if self.own_database:
+            pg_drop_database(self.own_database)
+            self.own_database = None
         if self.own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
         if self.stderr_path and os.path.exists(self.stderr_path) and not os.environ.get("PAKE_KEEP_LOGS"):

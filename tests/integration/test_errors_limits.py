@@ -10,7 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pake_harness import PROBLEM_FIELDS, SLOW, ServerTestCase, main, parse_raw_response, run_pake  # noqa: E402
+from pake_harness import PROBLEM_FIELDS, SLOW, STORE_BACKEND, ServerTestCase, main, parse_raw_response, run_pake  # noqa: E402
 
 MAX_BODY = 4096
 MAX_DEPTH = 8
@@ -310,7 +310,7 @@ class Errors(ServerTestCase):
                 self.assertIn(c["status"], ("pass", "warn", "fail"), c)
         store = h["checks"]["store:responseTime"][0]
         self.assertEqual(store["status"], "pass")
-        self.assertEqual(store["componentId"], "sqlite")
+        self.assertEqual(store["componentId"], STORE_BACKEND)
 
     def test_openapi(self):
         r = self.srv.get("/openapi.json")
