@@ -78,6 +78,7 @@ stop_pid() { # pid: TERM, wait up to 5 s, then KILL
     wait "$pid" 2>/dev/null || true
 }
 
+# shellcheck disable=SC2317 # invoked by the trap
 cleanup() {
     local rc=$?
     stop_pid "$SRV_PID"
@@ -114,6 +115,7 @@ PAKE_DATA=$TMP/pake-data
 start_pake() { # extra flags...
     local port
     port=$(free_port)
+    # shellcheck disable=SC2086 # BENCH_PAKE_FLAGS holds several flags
     "${SRV_PIN[@]}" "$PAKE_BIN" serve --listen "127.0.0.1:$port" --data-dir "$PAKE_DATA" --threads 1 \
         --no-access-log --log-level warn --rate-max-keys 1000 \
         --rate-mcp 1000000000 --burst-mcp 1000000000 --rate-read 1000000000 --burst-read 1000000000 \
@@ -143,7 +145,7 @@ start_ref() { # json: 1 = enableJsonResponse, 0 = SSE
 }
 
 ROWS=()
-declare -A RPS CPU P99
+declare -A RPS CPU
 FAILED=0
 
 # measure KEY LABEL: session, correctness check, warm-up, measured wrk run against $SRV_URL/mcp.
@@ -175,7 +177,7 @@ measure() {
     bad=$(sed -E 's/.* bad=([0-9]+).*/\1/' <<<"$line")
     cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$requests" \
         'BEGIN { if (n > 0) printf "%.1f", d / hz * 1e6 / n; else print "-" }')
-    RPS[$key]=$rps CPU[$key]=$cpu_us P99[$key]=$p99
+    RPS[$key]=$rps CPU[$key]=$cpu_us
     local nerr=$((errors + status_errors + bad))
     ((nerr == 0)) || FAILED=1
     ROWS+=("$key|$label|$(printf '%.0f' "$rps")|$(fmt_us "$p50")|$(fmt_us "$p99")|$cpu_us|$nerr")
