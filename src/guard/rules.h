@@ -7,6 +7,7 @@
 #ifndef PAKE_GUARD_RULES_H
 #define PAKE_GUARD_RULES_H
 #include "guard/guard.h"
+#include "guard/prefilter.h"
 #include <hs/hs.h>
 #include <stdatomic.h>
 
@@ -22,6 +23,8 @@ typedef struct pk_guard_rule {
     int view;      /* PK_VIEW_* */
     char *pattern; /* owned */
     int line;
+    pk_guard_litset lits; /* required literals (guard/prefilter.h); empty: always scanned */
+    size_t nlits;
 } pk_guard_rule;
 
 typedef struct pk_guard_ruleset {
@@ -31,7 +34,9 @@ typedef struct pk_guard_ruleset {
     size_t nrules;
     double cap[PK_GC_COUNT];
     double sig_zero_width, sig_mixed_script, sig_decoded;
-    hs_database_t *db[PK_VIEW_COUNT]; /* NULL when a view has no rules */
+    hs_database_t *db[PK_VIEW_COUNT];     /* all rules of a view; NULL when a view has no rules */
+    hs_database_t *gate[PK_VIEW_COUNT];   /* literal prefilter over required literals; NULL: none */
+    hs_database_t *always[PK_VIEW_COUNT]; /* rules without required literals; NULL: none */
 } pk_guard_ruleset;
 
 /* Parses and compiles rule text. `origin` (a path or "<embedded>") prefixes error messages. */
