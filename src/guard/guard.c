@@ -238,6 +238,7 @@ typedef struct tls_state {
     uint64_t seen[SCRATCH_SEEN]; /* serials of rulesets the scratch was sized for */
     unsigned seen_next;
     pk_buf words, raw, dec, dec2;
+    uint8_t req_seen[PK_GUARD_MAX_RULES]; /* prefilter: requirements of each rule found so far */
 } tls_state;
 
 static pthread_key_t tls_key;
@@ -273,8 +274,8 @@ static bool ensure_scratch(tls_state *t, const pk_guard_ruleset *rs)
     for (unsigned i = 0; i < SCRATCH_SEEN; i++)
         if (t->seen[i] == rs->serial) return true;
     for (int v = 0; v < PK_VIEW_COUNT; v++) {
-        hs_database_t *dbs[3] = {rs->db[v], rs->gate[v], rs->always[v]};
-        for (int k = 0; k < 3; k++)
+        hs_database_t *dbs[4] = {rs->db[v], rs->gate[0][v], rs->gate[1][v], rs->always[v]};
+        for (int k = 0; k < 4; k++)
             if (dbs[k] && hs_alloc_scratch(dbs[k], &t->scratch) != HS_SUCCESS) return false;
     }
     t->seen[t->seen_next++ % SCRATCH_SEEN] = rs->serial;
@@ -312,21 +313,50 @@ static void scan_db(const hs_database_t *db, tls_state *t, const pk_buf *b, hits
     hs_scan(db, b->data, (unsigned)(b->len > UINT32_MAX ? UINT32_MAX : b->len), 0, t->scratch, on_match, h);
 }
 
+typedef struct gate_ctx {
+    const pk_guard_ruleset *rs;
+    int view, stage;
+    uint8_t *seen;
+    bool open;      /* some rule has all its required sets */
+    bool candidate; /* stage 0: some rule has its first set and needs stage 1 */
+} gate_ctx;
+
+/* Literal `id` was found: mark the requirements it satisfies; a rule with all of them met opens
+ * the gate and stops the scan. */
 static int on_gate(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags,
                    void *ctx)
 {
-    *(bool *)ctx = true;
-    return 1; /* one literal is enough: stop */
+    gate_ctx *c = ctx;
+    const uint32_t *off = c->rs->gate_off[c->stage][c->view], *pairs = c->rs->gate_pairs[c->stage][c->view];
+    for (uint32_t k = off[id]; k < off[id + 1]; k++) {
+        uint32_t rule = pairs[k] >> 2;
+        c->seen[rule] |= (uint8_t)(1u << (pairs[k] & 3));
+        if (c->seen[rule] == (1u << c->rs->rules[rule].nreq) - 1) {
+            c->open = true;
+            return 1;
+        }
+        c->candidate = true;
+    }
+    return 0;
 }
 
-/* True when the view holds a required literal of some rule (rules/prefilter.h). */
-static bool gate_open(const hs_database_t *gate, tls_state *t, const pk_buf *b)
+static void gate_scan(gate_ctx *c, tls_state *t, const pk_buf *b)
 {
-    bool hit = false;
-    if (gate && b->len)
-        hs_scan(gate, b->data, (unsigned)(b->len > UINT32_MAX ? UINT32_MAX : b->len), 0, t->scratch, on_gate,
-                &hit);
-    return hit;
+    const hs_database_t *db = c->rs->gate[c->stage][c->view];
+    if (db && b->len)
+        hs_scan(db, b->data, (unsigned)(b->len > UINT32_MAX ? UINT32_MAX : b->len), 0, t->scratch, on_gate,
+                c);
+}
+
+/* True when some rule of the view has a literal of each of its required sets in the text. */
+static bool gate_open(const pk_guard_ruleset *rs, int view, tls_state *t, const pk_buf *b)
+{
+    gate_ctx c = {rs, view, 0, t->req_seen, false, false};
+    gate_scan(&c, t, b);
+    if (c.open || !c.candidate) return c.open;
+    c.stage = 1;
+    gate_scan(&c, t, b);
+    return c.open;
 }
 
 /* Normalises text into both views and scans them: the full databases when the prefilter finds a
@@ -342,8 +372,8 @@ static void scan_text(const pk_guard_ruleset *rs, tls_state *t, bool prefilter, 
     pk_guard_normalize(text, len, &t->words, &t->raw, st);
     pk_buf_putc(&t->words, ' ');
     pk_buf words = {.data = t->words.data + 1, .len = t->words.len - 2, .cap = 0};
-    if (!prefilter || gate_open(rs->gate[PK_VIEW_WORDS], t, &t->words) ||
-        gate_open(rs->gate[PK_VIEW_RAW], t, &t->raw)) {
+    memset(t->req_seen, 0, rs->nrules);
+    if (!prefilter || gate_open(rs, PK_VIEW_WORDS, t, &t->words) || gate_open(rs, PK_VIEW_RAW, t, &t->raw)) {
         scan_db(rs->db[PK_VIEW_WORDS], t, &words, h);
         scan_db(rs->db[PK_VIEW_RAW], t, &t->raw, h);
     } else {

@@ -460,9 +460,12 @@ static int print_literals(const char *path)
     for (size_t i = 0; i < rs->nrules; i++) {
         const pk_guard_rule *r = &rs->rules[i];
         printf("%s", r->id);
-        if (!r->lits.n) printf(" (no required literal: always scanned)"), always++;
-        for (size_t k = 0; k < r->lits.n; k++)
-            printf(" \"%.*s\"", (int)r->lits.v[k].n, r->lits.v[k].s);
+        if (!r->nreq) printf(" (no required literal: always scanned)"), always++;
+        for (size_t q = 0; q < r->nreq; q++) {
+            printf("%s", q ? " AND" : "");
+            for (size_t k = 0; k < r->req[q].n; k++)
+                printf(" \"%.*s\"", (int)r->req[q].v[k].n, r->req[q].v[k].s);
+        }
         putchar('\n');
     }
     printf("%zu rules, %zu always scanned\n", rs->nrules, always);

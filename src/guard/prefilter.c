@@ -15,10 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define EXACT_MAX 96  /* strings in an exact language before it degrades to a requirement */
-#define UNION_MAX 256 /* literals in a requirement built by alternation */
-#define LIT_MAX 64    /* longest literal kept */
-#define CLASS_MAX 4   /* classes of at most this many (case-folded) bytes stay exact */
+#define EXACT_MAX 96      /* strings in an exact language before it degrades to a requirement */
+#define UNION_MAX 256     /* literals in a requirement built by alternation */
+#define LIT_MAX 64        /* longest literal kept */
+#define EXTRA_MIN_SCORE 5 /* weakest literal score for a second or third requirement */
+#define CLASS_MAX 4       /* classes of at most this many (case-folded) bytes stay exact */
 
 /* ---- literal sets ----------------------------------------------------------------------------- */
 
@@ -101,11 +102,21 @@ typedef struct info {
     bool boundary; /* a \b assertion (exact {""}) */
     bool any;      /* !exact and no requirement known */
     pk_guard_litset set;
+    pk_guard_litset extra[PK_GUARD_MAX_AND - 1]; /* further requirements, all of which hold too */
+    size_t nextra;
 } info;
+
+static void info_drop_extra(info *x)
+{
+    for (size_t i = 0; i < x->nextra; i++)
+        pk_guard_litset_free(&x->extra[i]);
+    x->nextra = 0;
+}
 
 static void info_free(info *x)
 {
     pk_guard_litset_free(&x->set);
+    info_drop_extra(x);
 }
 
 static info info_any(void)
@@ -491,35 +502,97 @@ static bool edges_letter(const pk_guard_litset *s, bool first)
     return true;
 }
 
-/* Sequence: runs of exact parts are multiplied out; the strongest requirement of any part wins. */
+/* Candidate requirements of a sequence (every one holds for every match). */
+typedef struct pool {
+    pk_guard_litset v[64];
+    size_t n;
+} pool;
+
+static void pool_add(pool *p, const pk_guard_litset *r)
+{
+    if (!r) return;
+    for (size_t i = 0; i < p->n; i++) {
+        if (p->v[i].n != r->n) continue;
+        bool same = true;
+        for (size_t k = 0; k < r->n && same; k++)
+            same = set_has(&p->v[i], r->v[k].s, r->v[k].n);
+        if (same) return;
+    }
+    size_t slot = p->n;
+    if (slot == sizeof p->v / sizeof p->v[0]) { /* full: replace the weakest if r is stronger */
+        size_t w = 0;
+        for (size_t i = 1; i < p->n; i++)
+            if (better(&p->v[w], &p->v[i])) w = i;
+        if (!better(r, &p->v[w])) return;
+        pk_guard_litset_free(&p->v[w]);
+        slot = w;
+    } else {
+        p->n++;
+    }
+    memset(&p->v[slot], 0, sizeof p->v[slot]);
+    set_union(&p->v[slot], r);
+}
+
+static void pool_add_info(pool *p, const info *x)
+{
+    pool_add(p, requirement(x));
+    if (!x->exact && !x->any)
+        for (size_t i = 0; i < x->nextra; i++)
+            pool_add(p, &x->extra[i]);
+}
+
+/* The strongest PK_GUARD_MAX_AND candidates become the node's requirement and extras. */
+static info pool_take(pool *p)
+{
+    info x = {.exact = false, .any = p->n == 0};
+    for (size_t k = 0; k < PK_GUARD_MAX_AND && p->n; k++) {
+        size_t b = 0;
+        for (size_t i = 1; i < p->n; i++)
+            if (better(&p->v[i], &p->v[b])) b = i;
+        /* A further requirement made of common words would cost more to look for than it saves. */
+        if (k > 0 && set_score(&p->v[b]) < EXTRA_MIN_SCORE) break;
+        if (k == 0)
+            x.set = p->v[b];
+        else
+            x.extra[x.nextra++] = p->v[b];
+        p->v[b] = p->v[--p->n];
+    }
+    for (size_t i = 0; i < p->n; i++)
+        pk_guard_litset_free(&p->v[i]);
+    p->n = 0;
+    return x;
+}
+
+static void add_space(pk_guard_litset *s, bool before)
+{
+    pk_guard_litset sp = {0}, prod = {0};
+    set_add(&sp, " ", 1);
+    if (before ? set_product(&sp, s, &prod) : set_product(s, &sp, &prod)) set_move(s, &prod);
+    pk_guard_litset_free(&sp);
+}
+
+/* Sequence: runs of exact parts are multiplied out; every part's requirement holds, the strongest
+ * are kept. */
 static info parse_seq(parser *ps)
 {
     info run = info_empty();
-    pk_guard_litset best = {0};
-    bool have_best = false, all_exact = true, pending = false;
+    pool *pl = calloc(1, sizeof *pl);
+    if (!pl) abort();
+    bool all_exact = true, pending = false;
     while (ps->p < ps->end && *ps->p != '|' && *ps->p != ')' && !ps->fail) {
         info a = parse_atom(ps);
         long min, max;
         if (parse_quant(ps, &min, &max)) a = apply_quant(a, min, max);
         if (ps->words && a.boundary) {
             /* In the (padded) words view a word boundary next to a letter is a space. */
-            if (edges_letter(&run.set, false)) {
-                pk_guard_litset sp = {0}, prod = {0};
-                set_add(&sp, " ", 1);
-                if (set_product(&run.set, &sp, &prod)) set_move(&run.set, &prod);
-                pk_guard_litset_free(&sp);
-            } else {
+            if (edges_letter(&run.set, false))
+                add_space(&run.set, false);
+            else
                 pending = true;
-            }
             info_free(&a);
             continue;
         }
-        if (pending && a.exact && edges_letter(&a.set, true)) {
-            pk_guard_litset sp = {0}, prod = {0};
-            set_add(&sp, " ", 1);
-            if (set_product(&sp, &a.set, &prod)) set_move(&a.set, &prod);
-            pk_guard_litset_free(&sp);
-        }
+        if (pending && a.exact && edges_letter(&a.set, true)) add_space(&a.set, true);
         pending = false;
         if (a.exact) {
             pk_guard_litset prod = {0};
@@ -529,11 +602,7 @@ static info parse_seq(parser *ps)
                 continue;
             }
             all_exact = false;
-            const pk_guard_litset *r = requirement(&run);
-            if (r && better(r, have_best ? &best : NULL)) {
-                pk_guard_litset_free(&best);
-                set_union(&best, r), have_best = true;
-            }
+            pool_add(pl, requirement(&run));
             /* Too many combinations: keep only the run's suffixes, as long as they fit. */
             bool joined = false;
             if (!set_has_empty(&run.set))
@@ -555,32 +624,22 @@ static info parse_seq(parser *ps)
             continue;
         }
         all_exact = false;
-        const pk_guard_litset *r = requirement(&run);
-        if (r && better(r, have_best ? &best : NULL)) {
-            pk_guard_litset_free(&best);
-            set_union(&best, r), have_best = true;
-        }
+        pool_add(pl, requirement(&run));
         info_free(&run);
         run = info_empty();
-        r = requirement(&a);
-        if (r && better(r, have_best ? &best : NULL)) {
-            pk_guard_litset_free(&best);
-            set_union(&best, r), have_best = true;
-        }
+        pool_add_info(pl, &a);
         info_free(&a);
     }
     if (all_exact) {
-        pk_guard_litset_free(&best);
+        pool_take(pl);
+        free(pl);
         return run;
     }
-    const pk_guard_litset *r = requirement(&run);
-    if (r && better(r, have_best ? &best : NULL)) {
-        pk_guard_litset_free(&best);
-        set_union(&best, r), have_best = true;
-    }
+    pool_add(pl, requirement(&run));
     info_free(&run);
-    if (!have_best) return info_any();
-    return (info){.exact = false, .any = false, .set = best};
+    info x = pool_take(pl);
+    free(pl);
+    return x;
 }
 
 static info parse_alt(parser *ps)
@@ -596,6 +655,7 @@ static info parse_alt(parser *ps)
             if (!acc.any && !b.any && ra && rb && ra->n + rb->n <= UNION_MAX) {
                 set_union(&acc.set, &b.set);
                 acc.exact = false;
+                info_drop_extra(&acc);
             } else {
                 info_free(&acc);
                 acc = info_any();
@@ -606,14 +666,18 @@ static info parse_alt(parser *ps)
     return acc;
 }
 
-bool pk_guard_required_literals(const char *pattern, bool words_view, pk_guard_litset *out)
+size_t pk_guard_required_literals(const char *pattern, bool words_view, pk_guard_litset out[PK_GUARD_MAX_AND])
 {
     parser ps = {(const unsigned char *)pattern, (const unsigned char *)pattern + strlen(pattern), false,
                  words_view};
     info x = parse_alt(&ps);
-    bool ok = !ps.fail && ps.p == ps.end;
-    const pk_guard_litset *r = ok ? requirement(&x) : NULL;
-    if (r) set_union(out, r);
+    size_t n = 0;
+    if (!ps.fail && ps.p == ps.end && requirement(&x)) {
+        set_union(&out[n++], requirement(&x));
+        if (!x.exact)
+            for (size_t i = 0; i < x.nextra; i++)
+                if (!set_has_empty(&x.extra[i]) && x.extra[i].n) set_union(&out[n++], &x.extra[i]);
+    }
     info_free(&x);
-    return r != NULL;
+    return n;
 }

@@ -5,9 +5,11 @@
  * full rule database costs several ns per byte. The guard therefore first scans each view with a cheap
  * literal-only database and runs the full database only when one of those literals occurs. For that
  * to change no decision, every rule's literals must be *required*: every string the rule's pattern
- * can match contains at least one of them. pk_guard_required_literals computes such a set from the
- * pattern text (the Vectorscan regex subset used by rule files); a rule for which no set is found is
- * scanned unconditionally.
+ * can match contains at least one of them. A rule may have up to PK_GUARD_MAX_AND such sets (from
+ * different parts of the pattern: "(decode|decrypt) .* (and|then) (execute|obey)"); the prefilter
+ * opens only when some rule has a literal of each of its sets in the text. pk_guard_required_literals
+ * computes such a set from the pattern text (the Vectorscan regex subset used by rule files); a rule for
+ * which no set is found is scanned unconditionally.
  *
  * Analysis (after Cox's trigram-index prefilters): each sub-pattern yields either its exact finite
  * language (when small) or an "any of" literal requirement. Concatenation multiplies exact languages
@@ -33,12 +35,16 @@ typedef struct pk_guard_litset {
     size_t n, cap;
 } pk_guard_litset;
 
-/* Fills out (initially empty) with literals of which every match of pattern contains at least one.
- * Returns false (out left empty) when no such set of non-empty literals was found.
+#define PK_GUARD_MAX_AND 3 /* requirements kept per pattern */
+
+/* Fills out[0..n) (initially empty) with literal sets such that every match of pattern contains at
+ * least one literal of EACH set, strongest first; returns n (0: none found, the rule is always
+ * scanned).
  *
  * The analysis relies on what the views look like (normalize.h): white space is only ever one ' '
  * (so \s is ' ', " *" is "" or " "), and, with words_view, the text is scanned with one ' ' added at
  * each end, letters only ever neighbour letters, digits or ' ' (so \b next to a letter is a ' '). */
-bool pk_guard_required_literals(const char *pattern, bool words_view, pk_guard_litset *out);
+size_t pk_guard_required_literals(const char *pattern, bool words_view,
+                                  pk_guard_litset out[PK_GUARD_MAX_AND]);
 void pk_guard_litset_free(pk_guard_litset *s);
 #endif

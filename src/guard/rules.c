@@ -59,12 +59,16 @@ void pk_guard_ruleset_release(pk_guard_ruleset *rs)
     if (!rs || atomic_fetch_sub(&rs->refs, 1) != 1) return;
     for (size_t i = 0; i < rs->nrules; i++) {
         free(rs->rules[i].pattern);
-        pk_guard_litset_free(&rs->rules[i].lits);
+        for (size_t k = 0; k < PK_GUARD_MAX_AND; k++)
+            pk_guard_litset_free(&rs->rules[i].req[k]);
     }
     free(rs->rules);
     for (int v = 0; v < PK_VIEW_COUNT; v++) {
         hs_free_database(rs->db[v]);
-        hs_free_database(rs->gate[v]);
+        for (int st = 0; st < 2; st++) {
+            hs_free_database(rs->gate[st][v]);
+            free(rs->gate_off[st][v]), free(rs->gate_pairs[st][v]);
+        }
         hs_free_database(rs->always[v]);
     }
     free(rs);
@@ -184,7 +188,7 @@ static pk_err *parse_rule(pk_guard_ruleset *rs, const char *p, const char *end, 
     r->view = v;
     r->pattern = pk_strndup(pat, (size_t)(pe - pat));
     r->line = line;
-    if (pk_guard_required_literals(r->pattern, v == PK_VIEW_WORDS, &r->lits)) r->nlits = r->lits.n;
+    r->nreq = pk_guard_required_literals(r->pattern, v == PK_VIEW_WORDS, r->req);
     return NULL;
 }
 
@@ -314,6 +318,60 @@ static pk_err *compile_db(int kind, const char **exprs, const size_t *lens, cons
     return e;
 }
 
+/* Builds gate stage `st` of a view: stage 0 holds every rule's first required set, stage 1 the
+ * others; literals deduplicated, each with the (rule, requirement) pairs it satisfies. */
+static pk_err *compile_gate(pk_guard_ruleset *rs, int view, int st, const char *origin)
+{
+    pk_guard_litset all = {0};
+    size_t npairs = 0;
+    for (size_t i = 0; i < rs->nrules; i++)
+        for (size_t k = st; rs->rules[i].view == view && k < (st ? rs->rules[i].nreq : rs->rules[i].nreq > 0);
+             k++)
+            for (size_t j = 0; j < rs->rules[i].req[k].n; j++) {
+                const pk_guard_lit *l = &rs->rules[i].req[k].v[j];
+                npairs++;
+                bool dup = false;
+                for (size_t m = 0; m < all.n && !dup; m++)
+                    dup = all.v[m].n == l->n && memcmp(all.v[m].s, l->s, l->n) == 0;
+                if (dup) continue;
+                if (all.n == all.cap) {
+                    all.cap = all.cap ? all.cap * 2 : 64;
+                    all.v = realloc(all.v, sizeof *all.v * all.cap);
+                    if (!all.v) abort();
+                }
+                all.v[all.n++] = (pk_guard_lit){l->s, l->n}; /* borrowed */
+            }
+    uint32_t *off = calloc(all.n + 1, sizeof *off), *pairs = malloc(sizeof *pairs * (npairs + 1));
+    if (!off || !pairs) abort();
+    size_t np = 0;
+    for (size_t m = 0; m < all.n; m++) {
+        off[m] = (uint32_t)np;
+        for (size_t i = 0; i < rs->nrules; i++)
+            for (size_t k = st;
+                 rs->rules[i].view == view && k < (st ? rs->rules[i].nreq : rs->rules[i].nreq > 0); k++)
+                for (size_t j = 0; j < rs->rules[i].req[k].n; j++) {
+                    const pk_guard_lit *l = &rs->rules[i].req[k].v[j];
+                    if (l->n == all.v[m].n && memcmp(l->s, all.v[m].s, l->n) == 0) {
+                        pairs[np++] = (uint32_t)(i << 2 | k);
+                        break;
+                    }
+                }
+    }
+    off[all.n] = (uint32_t)np;
+    rs->gate_off[st][view] = off, rs->gate_pairs[st][view] = pairs;
+    const char **lx = malloc(sizeof(char *) * (all.n + 1));
+    size_t *ll = malloc(sizeof(size_t) * (all.n + 1));
+    unsigned *lf = malloc(sizeof(unsigned) * (all.n + 1)), *li = malloc(sizeof(unsigned) * (all.n + 1));
+    int *lline = calloc(all.n + 1, sizeof(int));
+    for (size_t k = 0; k < all.n; k++)
+        lx[k] = all.v[k].s, ll[k] = all.v[k].n, lf[k] = HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH,
+        li[k] = (unsigned)k;
+    pk_err *e = compile_db(DB_GATE + st * 16, lx, ll, lf, li, lline, (unsigned)all.n, view, origin,
+                           &rs->gate[st][view]);
+    free(lx), free(ll), free(lf), free(li), free(lline), free(all.v);
+    return e;
+}
+
 /* Compiles a view's databases: the full one, the literal prefilter (gate) over the required literals
  * of every rule that has them, and the rules without required literals ("always"). */
 static pk_err *compile_view(pk_guard_ruleset *rs, int view, const char *origin)
@@ -335,40 +393,15 @@ static pk_err *compile_view(pk_guard_ruleset *rs, int view, const char *origin)
     /* Rules without required literals. */
     unsigned na = 0;
     for (unsigned k = 0; k < n; k++) {
-        if (rs->rules[ids[k]].nlits) continue;
+        if (rs->rules[ids[k]].nreq) continue;
         exprs[na] = exprs[k], flags[na] = flags[k], ids[na] = ids[k], line[na] = line[k];
         na++;
     }
     if (!e) e = compile_db(DB_ALWAYS, exprs, NULL, flags, ids, line, na, view, origin, &rs->always[view]);
     free(exprs), free(flags), free(ids), free(line);
     if (e) return e;
-    /* The gate: every required literal of every gated rule of this view, deduplicated. */
-    pk_guard_litset all = {0};
-    for (size_t i = 0; i < rs->nrules; i++)
-        if (rs->rules[i].view == view)
-            for (size_t k = 0; k < rs->rules[i].lits.n; k++) {
-                const pk_guard_lit *l = &rs->rules[i].lits.v[k];
-                bool dup = false;
-                for (size_t j = 0; j < all.n && !dup; j++)
-                    dup = all.v[j].n == l->n && memcmp(all.v[j].s, l->s, l->n) == 0;
-                if (!dup) {
-                    if (all.n == all.cap) {
-                        all.cap = all.cap ? all.cap * 2 : 64;
-                        all.v = realloc(all.v, sizeof *all.v * all.cap);
-                        if (!all.v) abort();
-                    }
-                    all.v[all.n++] = (pk_guard_lit){l->s, l->n}; /* borrowed */
-                }
-            }
-    const char **lx = malloc(sizeof(char *) * (all.n + 1));
-    size_t *ll = malloc(sizeof(size_t) * (all.n + 1));
-    unsigned *lf = malloc(sizeof(unsigned) * (all.n + 1)), *li = malloc(sizeof(unsigned) * (all.n + 1));
-    int *lline = calloc(all.n + 1, sizeof(int));
-    for (size_t k = 0; k < all.n; k++)
-        lx[k] = all.v[k].s, ll[k] = all.v[k].n, lf[k] = HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH,
-        li[k] = (unsigned)k;
-    e = compile_db(DB_GATE, lx, ll, lf, li, lline, (unsigned)all.n, view, origin, &rs->gate[view]);
-    free(lx), free(ll), free(lf), free(li), free(lline), free(all.v);
+    for (int st = 0; st < 2 && !e; st++)
+        e = compile_gate(rs, view, st, origin);
     return e;
 }
 

@@ -75,7 +75,15 @@ Test(guard_normalize, counts_invisible_and_keeps_other_scripts)
     pk_guard_norm_stats st = {0};
     pk_guard_normalize(t, strlen(t), &w, &r, &st);
     cr_expect_eq(st.zero_width, 3);
-    cr_expect_str_eq(w.data, "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E");
+    cr_expect_str_eq(r.data, "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E");
+    /* words view: other-script characters stand apart, letters never touch them */
+    cr_expect_str_eq(w.data, "\xE6\x97\xA5 \xE6\x9C\xAC \xE8\xAA\x9E");
+    pk_buf_reset(&w), pk_buf_reset(&r);
+    const char *m = "caf\xC3\xA9\xE4\xB8\xAD"
+                    "dan x"; /* "café中dan x" */
+    pk_guard_normalize(m, strlen(m), &w, &r, NULL);
+    cr_expect_str_eq(w.data, "cafe \xE4\xB8\xAD"
+                             " dan x");
     pk_buf_free(&w), pk_buf_free(&r);
 }
 
