@@ -25,6 +25,7 @@ struct pk_guard {
     char *path;           /* NULL: embedded rules */
     uint64_t generation;  /* guarded by mu */
     pk_guard_policy policy[PK_GUARD_SURFACE_COUNT];
+    bool no_prefilter; /* tests and diagnostics: always run the full databases */
 };
 
 static const char *const category_names[PK_GC_COUNT] = {
@@ -183,6 +184,11 @@ static pk_guard_ruleset *acquire(pk_guard *g)
     return rs;
 }
 
+void pk_guard_set_prefilter(pk_guard *g, bool on)
+{
+    g->no_prefilter = !on;
+}
+
 void pk_guard_set_policy(pk_guard *g, pk_guard_surface s, pk_guard_policy p)
 {
     if ((unsigned)s < PK_GUARD_SURFACE_COUNT) g->policy[s] = p;
@@ -232,6 +238,7 @@ typedef struct tls_state {
     uint64_t seen[SCRATCH_SEEN]; /* serials of rulesets the scratch was sized for */
     unsigned seen_next;
     pk_buf words, raw, dec, dec2;
+    uint8_t req_seen[PK_GUARD_MAX_RULES]; /* prefilter: requirements of each rule found so far */
 } tls_state;
 
 static pthread_key_t tls_key;
@@ -266,8 +273,11 @@ static bool ensure_scratch(tls_state *t, const pk_guard_ruleset *rs)
 {
     for (unsigned i = 0; i < SCRATCH_SEEN; i++)
         if (t->seen[i] == rs->serial) return true;
-    for (int v = 0; v < PK_VIEW_COUNT; v++)
-        if (rs->db[v] && hs_alloc_scratch(rs->db[v], &t->scratch) != HS_SUCCESS) return false;
+    for (int v = 0; v < PK_VIEW_COUNT; v++) {
+        hs_database_t *dbs[4] = {rs->db[v], rs->gate[0][v], rs->gate[1][v], rs->always[v]};
+        for (int k = 0; k < 4; k++)
+            if (dbs[k] && hs_alloc_scratch(dbs[k], &t->scratch) != HS_SUCCESS) return false;
+    }
     t->seen[t->seen_next++ % SCRATCH_SEEN] = rs->serial;
     return true;
 }
@@ -297,21 +307,79 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
     return 0;
 }
 
-static void scan_view(const pk_guard_ruleset *rs, tls_state *t, int view, const pk_buf *b, hits *h)
+static void scan_db(const hs_database_t *db, tls_state *t, const pk_buf *b, hits *h)
 {
-    if (!rs->db[view] || b->len == 0) return;
-    hs_scan(rs->db[view], b->data, (unsigned)(b->len > UINT32_MAX ? UINT32_MAX : b->len), 0, t->scratch,
-            on_match, h);
+    if (!db || b->len == 0) return;
+    hs_scan(db, b->data, (unsigned)(b->len > UINT32_MAX ? UINT32_MAX : b->len), 0, t->scratch, on_match, h);
 }
 
-/* Normalises text into both views and scans them. */
-static void scan_text(const pk_guard_ruleset *rs, tls_state *t, const char *text, size_t len, hits *h,
-                      pk_guard_norm_stats *st)
+typedef struct gate_ctx {
+    const pk_guard_ruleset *rs;
+    int view, stage;
+    uint8_t *seen;
+    bool open;      /* some rule has all its required sets */
+    bool candidate; /* stage 0: some rule has its first set and needs stage 1 */
+} gate_ctx;
+
+/* Literal `id` was found: mark the requirements it satisfies; a rule with all of them met opens
+ * the gate and stops the scan. */
+static int on_gate(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags,
+                   void *ctx)
 {
+    gate_ctx *c = ctx;
+    const uint32_t *off = c->rs->gate_off[c->stage][c->view], *pairs = c->rs->gate_pairs[c->stage][c->view];
+    for (uint32_t k = off[id]; k < off[id + 1]; k++) {
+        uint32_t rule = pairs[k] >> 2;
+        c->seen[rule] |= (uint8_t)(1u << (pairs[k] & 3));
+        if (c->seen[rule] == (1u << c->rs->rules[rule].nreq) - 1) {
+            c->open = true;
+            return 1;
+        }
+        c->candidate = true;
+    }
+    return 0;
+}
+
+static void gate_scan(gate_ctx *c, tls_state *t, const pk_buf *b)
+{
+    const hs_database_t *db = c->rs->gate[c->stage][c->view];
+    if (db && b->len)
+        hs_scan(db, b->data, (unsigned)(b->len > UINT32_MAX ? UINT32_MAX : b->len), 0, t->scratch, on_gate,
+                c);
+}
+
+/* True when some rule of the view has a literal of each of its required sets in the text. */
+static bool gate_open(const pk_guard_ruleset *rs, int view, tls_state *t, const pk_buf *b)
+{
+    gate_ctx c = {rs, view, 0, t->req_seen, false, false};
+    gate_scan(&c, t, b);
+    if (c.open || !c.candidate) return c.open;
+    c.stage = 1;
+    gate_scan(&c, t, b);
+    return c.open;
+}
+
+/* Normalises text into both views and scans them: the full databases when the prefilter finds a
+ * required literal in either view (or is off), else only the rules that have no required literals
+ * (no other rule can match). Either way the same rules fire. */
+static void scan_text(const pk_guard_ruleset *rs, tls_state *t, bool prefilter, const char *text, size_t len,
+                      hits *h, pk_guard_norm_stats *st)
+{
+    /* The words view gets one space at each end for the prefilter (its literals spell a word
+     * boundary at the edge of a view as a space); rules see the view without them. */
     pk_buf_reset(&t->words), pk_buf_reset(&t->raw);
+    pk_buf_putc(&t->words, ' ');
     pk_guard_normalize(text, len, &t->words, &t->raw, st);
-    scan_view(rs, t, PK_VIEW_WORDS, &t->words, h);
-    scan_view(rs, t, PK_VIEW_RAW, &t->raw, h);
+    pk_buf_putc(&t->words, ' ');
+    pk_buf words = {.data = t->words.data + 1, .len = t->words.len - 2, .cap = 0};
+    memset(t->req_seen, 0, rs->nrules);
+    if (!prefilter || gate_open(rs, PK_VIEW_WORDS, t, &t->words) || gate_open(rs, PK_VIEW_RAW, t, &t->raw)) {
+        scan_db(rs->db[PK_VIEW_WORDS], t, &words, h);
+        scan_db(rs->db[PK_VIEW_RAW], t, &t->raw, h);
+    } else {
+        scan_db(rs->always[PK_VIEW_WORDS], t, &words, h);
+        scan_db(rs->always[PK_VIEW_RAW], t, &t->raw, h);
+    }
 }
 
 typedef struct scan_out {
@@ -320,10 +388,11 @@ typedef struct scan_out {
     bool decoded;
 } scan_out;
 
-static void scan_all(const pk_guard_ruleset *rs, tls_state *t, const char *text, size_t len, scan_out *o)
+static void scan_all(const pk_guard_ruleset *rs, tls_state *t, bool prefilter, const char *text, size_t len,
+                     scan_out *o)
 {
     memset(o, 0, sizeof *o);
-    scan_text(rs, t, text, len, &o->main, &o->st);
+    scan_text(rs, t, prefilter, text, len, &o->main, &o->st);
     /* Decoded segments, depth 1 then depth 2, sharing one size budget. */
     pk_buf_reset(&t->dec), pk_buf_reset(&t->dec2);
     if (pk_guard_decode_segments(text, len, &t->dec, PK_GUARD_MAX_DECODED) == 0) return;
@@ -332,8 +401,8 @@ static void scan_all(const pk_guard_ruleset *rs, tls_state *t, const char *text,
     size_t used = t->dec.len;
     if (used < PK_GUARD_MAX_DECODED)
         pk_guard_decode_segments(t->dec.data, t->dec.len, &t->dec2, PK_GUARD_MAX_DECODED - used);
-    scan_text(rs, t, t->dec.data, t->dec.len, &o->dec, &ignored);
-    if (t->dec2.len) scan_text(rs, t, t->dec2.data, t->dec2.len, &o->dec, &ignored);
+    scan_text(rs, t, prefilter, t->dec.data, t->dec.len, &o->dec, &ignored);
+    if (t->dec2.len) scan_text(rs, t, prefilter, t->dec2.data, t->dec2.len, &o->dec, &ignored);
 }
 
 typedef struct score_acc {
@@ -409,7 +478,7 @@ void pk_guard_scan(pk_guard *g, const char *text, size_t len, pk_guard_surface s
         return;
     }
     scan_out o;
-    scan_all(rs, t, text, len, &o);
+    scan_all(rs, t, !g->no_prefilter, text, len, &o);
     score(rs, &o, out);
     pk_guard_ruleset_release(rs);
     trim(&t->words), trim(&t->raw), trim(&t->dec), trim(&t->dec2);
@@ -424,7 +493,7 @@ size_t pk_guard_fired_rules(pk_guard *g, const char *text, size_t len, size_t *i
     size_t n = 0;
     if (ensure_scratch(t, rs)) {
         scan_out o;
-        scan_all(rs, t, text, len, &o);
+        scan_all(rs, t, !g->no_prefilter, text, len, &o);
         for (size_t w = 0; w < HIT_WORDS; w++) {
             uint64_t all = o.main.bits[w] | o.dec.bits[w];
             while (all && n < cap) {

@@ -122,6 +122,9 @@ pk_err *pk_guard_check_file(const char *path, size_t *nrules);
 extern const char pk_guard_default_rules[];
 
 void pk_guard_set_policy(pk_guard *g, pk_guard_surface s, pk_guard_policy p);
+/* The literal prefilter (on by default) skips the full rule databases for text that holds no literal
+ * any rule requires; results are the same either way. Off: tests and measurements only. Start-up only. */
+void pk_guard_set_prefilter(pk_guard *g, bool on);
 pk_guard_policy pk_guard_get_policy(const pk_guard *g, pk_guard_surface s);
 
 /* Scans text (any bytes; invalid UTF-8 is tolerated) under the surface's policy. Never fails. */

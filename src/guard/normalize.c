@@ -222,11 +222,17 @@ static inline void emit_ascii(nstate *s, unsigned char c)
     s->lw = w;
 }
 
+/* A character without folding is copied; in the words view it also becomes a token of its own
+ * (" 中 "), so that letters only ever neighbour letters, digits or spaces there (prefilter.h relies on
+ * it: a word boundary next to a letter is a space). */
 static void emit_bytes(nstate *s, const unsigned char *p, size_t n)
 {
     memcpy(s->r + s->rn, p, n), s->rn += n;
+    s->lr = p[n - 1];
+    if (s->lw != ' ') s->w[s->wn++] = ' ';
     memcpy(s->w + s->wn, p, n), s->wn += n;
-    s->lr = s->lw = p[n - 1];
+    s->w[s->wn++] = ' ';
+    s->lw = ' ';
 }
 
 static inline bool is_tok(unsigned char c)
@@ -298,7 +304,7 @@ static size_t count_mixed(const char *text, size_t len)
 void pk_guard_normalize(const char *text, size_t len, pk_buf *words, pk_buf *raw, pk_guard_norm_stats *st)
 {
     nstate s = {0};
-    pk_buf_reserve(words, len + 4), s.w = words->data + words->len;
+    pk_buf_reserve(words, 2 * len + 4), s.w = words->data + words->len;
     pk_buf_reserve(raw, len + 4), s.r = raw->data + raw->len;
     s.lw = s.lr = ' ';
     const unsigned char *p = (const unsigned char *)text;

@@ -9,7 +9,9 @@
  *   raw view ("r"): the same folding, white space collapsed to one space, punctuation kept, no leet
  *     folding. Used by structural rules (chat-template tokens, markdown image links, HTML).
  * Non-Latin text (German, Japanese, Arabic...) passes through: accented Latin letters fold to their
- * base letter, other scripts are copied byte for byte. Invalid UTF-8 bytes become spaces.
+ * base letter, other scripts are copied byte for byte (in the words view each such character stands
+ * apart as its own token, so ASCII letters only ever neighbour letters, digits or spaces). Invalid UTF-8
+ * bytes become spaces.
  *
  * Ownership: output buffers belong to the caller and are appended to. Pure functions, no global
  * state: safe to call from any number of threads on distinct buffers.
@@ -26,7 +28,8 @@ typedef struct pk_guard_norm_stats {
 } pk_guard_norm_stats;
 
 /* Appends the words view to `words` and the raw view to `raw` and adds the
- * counters to *st (may be NULL). Output is NUL-terminated (pk_buf) and at most len + 2 bytes longer. */
+ * counters to *st (may be NULL). Output is NUL-terminated (pk_buf); raw is at most len + 2 bytes long, words
+ * at most 2 * len + 2. */
 void pk_guard_normalize(const char *text, size_t len, pk_buf *words, pk_buf *raw, pk_guard_norm_stats *st);
 
 /* Finds encoded segments in text and appends their decoded bytes to `out`, each followed by '\n':

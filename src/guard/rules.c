@@ -24,6 +24,8 @@
 
 static atomic_ullong serial_counter = 1;
 
+enum { DB_FULL = 0, DB_GATE = 1, DB_ALWAYS = 2 };
+
 static pk_err *rules_err(const char *origin, int line, const char *fmt, const char *arg)
 {
     char msg[512];
@@ -55,11 +57,20 @@ pk_err *pk_guard_read_file(const char *path, char **text, size_t *len)
 void pk_guard_ruleset_release(pk_guard_ruleset *rs)
 {
     if (!rs || atomic_fetch_sub(&rs->refs, 1) != 1) return;
-    for (size_t i = 0; i < rs->nrules; i++)
+    for (size_t i = 0; i < rs->nrules; i++) {
         free(rs->rules[i].pattern);
+        for (size_t k = 0; k < PK_GUARD_MAX_AND; k++)
+            pk_guard_litset_free(&rs->rules[i].req[k]);
+    }
     free(rs->rules);
-    for (int v = 0; v < PK_VIEW_COUNT; v++)
+    for (int v = 0; v < PK_VIEW_COUNT; v++) {
         hs_free_database(rs->db[v]);
+        for (int st = 0; st < 2; st++) {
+            hs_free_database(rs->gate[st][v]);
+            free(rs->gate_off[st][v]), free(rs->gate_pairs[st][v]);
+        }
+        hs_free_database(rs->always[v]);
+    }
     free(rs);
 }
 
@@ -177,6 +188,7 @@ static pk_err *parse_rule(pk_guard_ruleset *rs, const char *p, const char *end, 
     r->view = v;
     r->pattern = pk_strndup(pat, (size_t)(pe - pat));
     r->line = line;
+    r->nreq = pk_guard_required_literals(r->pattern, v == PK_VIEW_WORDS, r->req);
     return NULL;
 }
 
@@ -218,16 +230,19 @@ static bool cache_dir(char *out, size_t n)
     return true;
 }
 
-static void cache_key(const char **exprs, const unsigned *flags, const unsigned *ids, unsigned n, int view,
-                      char hex[65])
+static void cache_key(int kind, const char **exprs, const size_t *lens, const unsigned *flags,
+                      const unsigned *ids, unsigned n, int view, char hex[65])
 {
     EVP_MD_CTX *c = EVP_MD_CTX_new();
     EVP_DigestInit_ex(c, EVP_sha256(), NULL);
     const char *ver = hs_version();
     EVP_DigestUpdate(c, ver, strlen(ver) + 1);
     EVP_DigestUpdate(c, &view, sizeof view);
+    if (kind != DB_FULL) EVP_DigestUpdate(c, &kind, sizeof kind); /* DB_FULL keys predate kinds */
     for (unsigned i = 0; i < n; i++) {
-        EVP_DigestUpdate(c, exprs[i], strlen(exprs[i]) + 1);
+        size_t len = lens ? lens[i] : strlen(exprs[i]) + 1;
+        if (lens) EVP_DigestUpdate(c, &len, sizeof len);
+        EVP_DigestUpdate(c, exprs[i], len);
         EVP_DigestUpdate(c, &flags[i], sizeof flags[i]);
         EVP_DigestUpdate(c, &ids[i], sizeof ids[i]);
     }
@@ -273,40 +288,120 @@ static void cache_store(const char *path, const hs_database_t *db)
     free(bytes);
 }
 
+/* Compiles (or loads from the cache) one database. lens != NULL: exprs are literals (DB_GATE). `line`
+ * maps an expression index to its rule line for error messages. */
+static pk_err *compile_db(int kind, const char **exprs, const size_t *lens, const unsigned *flags,
+                          const unsigned *ids, const int *line, unsigned n, int view, const char *origin,
+                          hs_database_t **out)
+{
+    *out = NULL;
+    if (n == 0) return NULL;
+    char dir[512], path[600] = "";
+    if (cache_dir(dir, sizeof dir)) {
+        char key[65];
+        cache_key(kind, exprs, lens, flags, ids, n, view, key);
+        snprintf(path, sizeof path, "%s/guard-%s.hsdb", dir, key);
+        *out = cache_load(path);
+        if (*out) return NULL;
+    }
+    hs_compile_error_t *ce = NULL;
+    hs_error_t rc = lens ? hs_compile_lit_multi(exprs, flags, ids, lens, n, HS_MODE_BLOCK, NULL, out, &ce)
+                         : hs_compile_multi(exprs, flags, ids, n, HS_MODE_BLOCK, NULL, out, &ce);
+    if (rc == HS_SUCCESS) {
+        if (path[0]) cache_store(path, *out);
+        return NULL;
+    }
+    int l = ce && ce->expression >= 0 && (unsigned)ce->expression < n ? line[ce->expression] : 0;
+    pk_err *e = rules_err(origin, l, "invalid pattern: %s", ce ? ce->message : "compile failed");
+    hs_free_compile_error(ce);
+    *out = NULL;
+    return e;
+}
+
+/* Builds gate stage `st` of a view: stage 0 holds every rule's first required set, stage 1 the
+ * others; literals deduplicated, each with the (rule, requirement) pairs it satisfies. */
+static pk_err *compile_gate(pk_guard_ruleset *rs, int view, int st, const char *origin)
+{
+    pk_guard_litset all = {0};
+    size_t npairs = 0;
+    for (size_t i = 0; i < rs->nrules; i++)
+        for (size_t k = st; rs->rules[i].view == view && k < (st ? rs->rules[i].nreq : rs->rules[i].nreq > 0);
+             k++)
+            for (size_t j = 0; j < rs->rules[i].req[k].n; j++) {
+                const pk_guard_lit *l = &rs->rules[i].req[k].v[j];
+                npairs++;
+                bool dup = false;
+                for (size_t m = 0; m < all.n && !dup; m++)
+                    dup = all.v[m].n == l->n && memcmp(all.v[m].s, l->s, l->n) == 0;
+                if (dup) continue;
+                if (all.n == all.cap) {
+                    all.cap = all.cap ? all.cap * 2 : 64;
+                    all.v = realloc(all.v, sizeof *all.v * all.cap);
+                    if (!all.v) abort();
+                }
+                all.v[all.n++] = (pk_guard_lit){l->s, l->n}; /* borrowed */
+            }
+    uint32_t *off = calloc(all.n + 1, sizeof *off), *pairs = malloc(sizeof *pairs * (npairs + 1));
+    if (!off || !pairs) abort();
+    size_t np = 0;
+    for (size_t m = 0; m < all.n; m++) {
+        off[m] = (uint32_t)np;
+        for (size_t i = 0; i < rs->nrules; i++)
+            for (size_t k = st;
+                 rs->rules[i].view == view && k < (st ? rs->rules[i].nreq : rs->rules[i].nreq > 0); k++)
+                for (size_t j = 0; j < rs->rules[i].req[k].n; j++) {
+                    const pk_guard_lit *l = &rs->rules[i].req[k].v[j];
+                    if (l->n == all.v[m].n && memcmp(l->s, all.v[m].s, l->n) == 0) {
+                        pairs[np++] = (uint32_t)(i << 2 | k);
+                        break;
+                    }
+                }
+    }
+    off[all.n] = (uint32_t)np;
+    rs->gate_off[st][view] = off, rs->gate_pairs[st][view] = pairs;
+    const char **lx = malloc(sizeof(char *) * (all.n + 1));
+    size_t *ll = malloc(sizeof(size_t) * (all.n + 1));
+    unsigned *lf = malloc(sizeof(unsigned) * (all.n + 1)), *li = malloc(sizeof(unsigned) * (all.n + 1));
+    int *lline = calloc(all.n + 1, sizeof(int));
+    for (size_t k = 0; k < all.n; k++)
+        lx[k] = all.v[k].s, ll[k] = all.v[k].n, lf[k] = HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH,
+        li[k] = (unsigned)k;
+    pk_err *e = compile_db(DB_GATE + st * 16, lx, ll, lf, li, lline, (unsigned)all.n, view, origin,
+                           &rs->gate[st][view]);
+    free(lx), free(ll), free(lf), free(li), free(lline), free(all.v);
+    return e;
+}
+
+/* Compiles a view's databases: the full one, the literal prefilter (gate) over the required literals
+ * of every rule that has them, and the rules without required literals ("always"). */
 static pk_err *compile_view(pk_guard_ruleset *rs, int view, const char *origin)
 {
-    const char **exprs = malloc(sizeof(char *) * (rs->nrules + 1));
-    unsigned *flags = malloc(sizeof(unsigned) * (rs->nrules + 1));
-    unsigned *ids = malloc(sizeof(unsigned) * (rs->nrules + 1));
+    size_t cap = rs->nrules + 1;
+    const char **exprs = malloc(sizeof(char *) * cap);
+    unsigned *flags = malloc(sizeof(unsigned) * cap), *ids = malloc(sizeof(unsigned) * cap);
+    int *line = malloc(sizeof(int) * cap);
     unsigned n = 0;
     for (size_t i = 0; i < rs->nrules; i++) {
         if (rs->rules[i].view != view) continue;
         exprs[n] = rs->rules[i].pattern;
         flags[n] = HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH;
         ids[n] = (unsigned)i;
+        line[n] = rs->rules[i].line;
         n++;
     }
-    pk_err *e = NULL;
-    char dir[512], path[600] = "";
-    if (n > 0 && cache_dir(dir, sizeof dir)) {
-        char key[65];
-        cache_key(exprs, flags, ids, n, view, key);
-        snprintf(path, sizeof path, "%s/guard-%s.hsdb", dir, key);
-        rs->db[view] = cache_load(path);
+    pk_err *e = compile_db(DB_FULL, exprs, NULL, flags, ids, line, n, view, origin, &rs->db[view]);
+    /* Rules without required literals. */
+    unsigned na = 0;
+    for (unsigned k = 0; k < n; k++) {
+        if (rs->rules[ids[k]].nreq) continue;
+        exprs[na] = exprs[k], flags[na] = flags[k], ids[na] = ids[k], line[na] = line[k];
+        na++;
     }
-    if (n > 0 && !rs->db[view]) {
-        hs_compile_error_t *ce = NULL;
-        if (hs_compile_multi(exprs, flags, ids, n, HS_MODE_BLOCK, NULL, &rs->db[view], &ce) == HS_SUCCESS) {
-            if (path[0]) cache_store(path, rs->db[view]);
-        } else {
-            int line = 0;
-            if (ce && ce->expression >= 0 && (unsigned)ce->expression < n)
-                line = rs->rules[ids[ce->expression]].line;
-            e = rules_err(origin, line, "invalid pattern: %s", ce ? ce->message : "compile failed");
-            hs_free_compile_error(ce);
-        }
-    }
-    free(exprs), free(flags), free(ids);
+    if (!e) e = compile_db(DB_ALWAYS, exprs, NULL, flags, ids, line, na, view, origin, &rs->always[view]);
+    free(exprs), free(flags), free(ids), free(line);
+    if (e) return e;
+    for (int st = 0; st < 2 && !e; st++)
+        e = compile_gate(rs, view, st, origin);
     return e;
 }
 

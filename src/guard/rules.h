@@ -7,6 +7,7 @@
 #ifndef PAKE_GUARD_RULES_H
 #define PAKE_GUARD_RULES_H
 #include "guard/guard.h"
+#include "guard/prefilter.h"
 #include <hs/hs.h>
 #include <stdatomic.h>
 
@@ -22,6 +23,8 @@ typedef struct pk_guard_rule {
     int view;      /* PK_VIEW_* */
     char *pattern; /* owned */
     int line;
+    pk_guard_litset req[PK_GUARD_MAX_AND]; /* required literal sets (guard/prefilter.h) */
+    size_t nreq;                           /* 0: no required literal, the rule is always scanned */
 } pk_guard_rule;
 
 typedef struct pk_guard_ruleset {
@@ -31,7 +34,14 @@ typedef struct pk_guard_ruleset {
     size_t nrules;
     double cap[PK_GC_COUNT];
     double sig_zero_width, sig_mixed_script, sig_decoded;
-    hs_database_t *db[PK_VIEW_COUNT]; /* NULL when a view has no rules */
+    hs_database_t *db[PK_VIEW_COUNT]; /* all rules of a view; NULL when a view has no rules */
+    /* Literal prefilter, two stages: [0] the first (strongest) required set of every rule, [1] the
+     * further sets, scanned only when stage 0 found a rule's first set. NULL: none. */
+    hs_database_t *gate[2][PK_VIEW_COUNT];
+    hs_database_t *always[PK_VIEW_COUNT]; /* rules without required literals; NULL: none */
+    /* Literal j of gate[s][v] satisfies the pairs gate_pairs[s][v][gate_off[s][v][j] .. [j+1]), each
+     * (rule index << 2 | requirement index). */
+    uint32_t *gate_off[2][PK_VIEW_COUNT], *gate_pairs[2][PK_VIEW_COUNT];
 } pk_guard_ruleset;
 
 /* Parses and compiles rule text. `origin` (a path or "<embedded>") prefixes error messages. */
