@@ -9,6 +9,7 @@
  */
 #include "api/api.h"
 #include "core/clock.h"
+#include "core/fmt.h"
 #include "core/id.h"
 #include "server/services.h"
 #include <openssl/evp.h>
@@ -46,9 +47,20 @@ static void note_job_free(void *p)
     free(d);
 }
 
+/* "\"<version>\"" into out (at least 24 bytes); returns the length. */
+static size_t format_etag(char *out, int64_t version)
+{
+    char *p = out;
+    *p++ = '"';
+    p = pk_fmt_i64(p, version);
+    *p++ = '"';
+    *p = '\0';
+    return (size_t)(p - out);
+}
+
 static void set_etag(pk_job *j, int64_t version)
 {
-    snprintf(j->etag, sizeof j->etag, "\"%lld\"", (long long)version);
+    format_etag(j->etag, version);
 }
 
 /* Reads the version back out of the note JSON the store produced (the last member). */
@@ -241,7 +253,7 @@ static bool not_modified(pk_req *r, int64_t version)
     const char *inm = pk_req_header(r, "if-none-match", &n);
     if (!inm) return false;
     char tag[32];
-    int tl = snprintf(tag, sizeof tag, "\"%lld\"", (long long)version);
+    int tl = (int)format_etag(tag, version);
     if (n == 1 && inm[0] == '*') return true;
     for (size_t i = 0; i + (size_t)tl <= n; i++)
         if (!memcmp(inm + i, tag, (size_t)tl)) return true;
@@ -275,8 +287,7 @@ void pk_api_note_get_id(pk_req *r, const char *id)
             return;
         }
         char etag[40];
-        snprintf(etag, sizeof etag, "\"%lld\"", (long long)hit.version);
-        pk_req_add_header(r, "etag", etag, strlen(etag));
+        pk_req_add_header(r, "etag", etag, format_etag(etag, hit.version));
         if (not_modified(r, hit.version))
             pk_respond_empty(r, 304);
         else

@@ -18,6 +18,7 @@
  * out, never lock out a legitimate client.
  */
 #include "foundation/ratelimit.h"
+#include "core/fmt.h"
 #include "core/id.h"
 #include <pthread.h>
 #include <stdalign.h>
@@ -399,9 +400,15 @@ void pk_rate_headers_format(const pk_rate_class *cls, const pk_rate_decision *d,
     if (w < 1) w = 1;
     /* q requests in w seconds at the class's sustained rate: rate * w / period */
     int64_t q = (int64_t)((__int128)cls->rate * w * NS_PER_S / cls->period_ns);
-    snprintf(out->policy, sizeof out->policy, "%s;q=%lld;w=%lld", name, (long long)q, (long long)w);
-    snprintf(out->state, sizeof out->state, "%s;r=%lld;t=%lld", name, (long long)d->remaining,
-             (long long)ceil_s(d->reset_after_ns));
+    /* hand-formatted: this runs on every request (name is at most 139 bytes, numbers 20 each) */
+    char *p = pk_fmt_str(out->policy, name);
+    p = pk_fmt_i64(pk_fmt_str(p, ";q="), q);
+    p = pk_fmt_i64(pk_fmt_str(p, ";w="), w);
+    *p = '\0';
+    p = pk_fmt_str(out->state, name);
+    p = pk_fmt_i64(pk_fmt_str(p, ";r="), d->remaining);
+    p = pk_fmt_i64(pk_fmt_str(p, ";t="), ceil_s(d->reset_after_ns));
+    *p = '\0';
 }
 
 int64_t pk_rate_retry_after_s(const pk_rate_decision *d)

@@ -12,6 +12,7 @@
  */
 #include "server/request.h"
 #include "core/clock.h"
+#include "core/fmt.h"
 #include "core/id.h"
 #include "core/log.h"
 #include "core/utf8.h"
@@ -196,20 +197,24 @@ static void access_log(pk_req *r, int status, int64_t dur_ns)
 static void add_common_headers(pk_req *r)
 {
     pk_req_add_header(r, "x-request-id", r->request_id, strlen(r->request_id));
-    char tp[64];
-    int n = snprintf(tp, sizeof tp, "00-%s-%s-%02x", r->trace_id, r->span_id, r->sampled ? 1 : 0);
-    pk_req_add_header(r, "traceparent", tp, (size_t)n);
+    char tp[64], *p = tp;
+    p = pk_fmt_str(p, "00-");
+    p = pk_fmt_str(p, r->trace_id);
+    *p++ = '-';
+    p = pk_fmt_str(p, r->span_id);
+    p = pk_fmt_str(p, r->sampled ? "-01" : "-00");
+    pk_req_add_header(r, "traceparent", tp, (size_t)(p - tp));
+    int n;
     if (r->ratelimit_policy[0]) {
         pk_req_add_header(r, "ratelimit-policy", r->ratelimit_policy, strlen(r->ratelimit_policy));
         pk_req_add_header(r, "ratelimit", r->ratelimit, strlen(r->ratelimit));
     }
     char st[160];
     int64_t total = pk_mono_ns() - r->start_ns;
-    n = snprintf(st, sizeof st, "total;dur=%.3f", (double)total / 1e6);
-    if (r->cache_state) n += snprintf(st + n, sizeof st - (size_t)n, ", cache;desc=%s", r->cache_state);
-    if (r->store_ns)
-        n += snprintf(st + n, sizeof st - (size_t)n, ", store;dur=%.3f", (double)r->store_ns / 1e6);
-    pk_req_add_header(r, "server-timing", st, (size_t)n);
+    p = pk_fmt_ms3(pk_fmt_str(st, "total;dur="), total);
+    if (r->cache_state) p = pk_fmt_str(pk_fmt_str(p, ", cache;desc="), r->cache_state);
+    if (r->store_ns) p = pk_fmt_ms3(pk_fmt_str(p, ", store;dur="), r->store_ns);
+    pk_req_add_header(r, "server-timing", st, (size_t)(p - st));
     if (r->route && (r->route->flags & PK_ROUTE_DEPRECATED)) {
         /* RFC 9745: the date the compatibility routes were deprecated (2026-11-25), as a structured date */
         pk_req_add_header(r, "deprecation", "@1795564800", 11);
@@ -264,8 +269,11 @@ void pk_respond_empty(pk_req *r, int status)
 
 static void write_meta(pk_buf *b, pk_req *r, const char *meta_extra)
 {
-    pk_buf_printf(b, ",\"meta\":{\"request_id\":\"%s\",\"trace_id\":\"%s\",\"api_version\":\"v1\"",
-                  r->request_id, r->trace_id);
+    pk_buf_puts(b, ",\"meta\":{\"request_id\":\"");
+    pk_buf_puts(b, r->request_id); /* validated: [A-Za-z0-9._:-] only */
+    pk_buf_puts(b, "\",\"trace_id\":\"");
+    pk_buf_puts(b, r->trace_id);
+    pk_buf_puts(b, "\",\"api_version\":\"v1\"");
     if (meta_extra && *meta_extra) {
         pk_buf_putc(b, ',');
         pk_buf_puts(b, meta_extra);
@@ -505,7 +513,8 @@ static pk_err *stage_auth(pk_req *r)
     socklen_t sl = r->h2o->conn->callbacks->get_peername(r->h2o->conn, (struct sockaddr *)&ss);
     char host[64] = "unknown";
     if (sl) h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, host);
-    snprintf(r->principal, sizeof r->principal, "ip:%s", host);
+    memcpy(r->principal, "ip:", 3);
+    memcpy(r->principal + 3, host, strnlen(host, sizeof host - 1) + 1);
     return NULL;
 }
 

@@ -19,6 +19,7 @@
 #include "server/services.h"
 #include "api/api.h"
 #include "core/clock.h"
+#include "core/fmt.h"
 #include "core/id.h"
 #include "core/log.h"
 #include "foundation/breaker.h"
@@ -507,8 +508,8 @@ static pk_err *ratelimit_apply(pk_req *r, const pk_rate_class *cls, const pk_rat
     pk_err *e;
     pk_rate_headers h;
     pk_rate_headers_format(cls, &d, &h);
-    snprintf(r->ratelimit_policy, sizeof r->ratelimit_policy, "%s", h.policy);
-    snprintf(r->ratelimit, sizeof r->ratelimit, "%s", h.state);
+    memcpy(r->ratelimit_policy, h.policy, strnlen(h.policy, sizeof r->ratelimit_policy - 1) + 1);
+    memcpy(r->ratelimit, h.state, strnlen(h.state, sizeof r->ratelimit - 1) + 1);
     const char *lv[] = {cls->name, d.allowed ? "allowed" : "limited"};
     pk_metric_counter_add(v->rl_decisions, lv, 2, 1);
     if (d.allowed) return NULL;
@@ -782,8 +783,8 @@ pk_err *pk_services_breaker_action(pk_server *s, const char *name, const char *a
 void pk_services_observe(pk_req *r, int status, int64_t duration_ns)
 {
     struct pk_services *v = r->srv->svc;
-    char st[8];
-    snprintf(st, sizeof st, "%d", status);
+    char st[24];
+    *pk_fmt_i64(st, status) = '\0';
     const char *route = r->route ? r->route->pattern : "unmatched";
     const char *method = r->route ? r->route->method : "other";
     const char *lv[] = {method, route, st};
