@@ -146,7 +146,7 @@ class Response:
 
 
 class Server:
-    def __init__(self, extra_args=(), env=None, data_dir=None, threads=2, ready_timeout=10.0):
+    def __init__(self, extra_args=(), env=None, data_dir=None, threads=2, ready_timeout=30.0):
         # These suites test behaviour, not limits: the per-client rate limits are raised unless a test
         # sets them itself (test_foundation.py tests the limiter).
         unlimited = []

@@ -29,7 +29,7 @@ class Server:
             [BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", os.path.join(self.dir.name, "data"),
              "--threads", "2", *flags], stderr=self.log, stdout=subprocess.DEVNULL, env=e)
         self.port = None
-        deadline = time.time() + 15
+        deadline = time.time() + 60  # generous: CI machines can be slow; a healthy start takes < 1 s
         while time.time() < deadline and self.port is None:
             self.log.flush()
             with open(self.log.name) as f:

@@ -21,7 +21,7 @@ def start(*flags):
     log = open(os.path.join(d, "err.log"), "w+")
     p = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", os.path.join(d, "data"), *flags],
                          stderr=log, stdout=subprocess.DEVNULL)
-    for _ in range(300):
+    for _ in range(1200):
         log.flush()
         m = re.search(r'"address":"127\.0\.0\.1:(\d+)"', open(log.name).read())
         if m:
