@@ -226,11 +226,15 @@ class McpStdio(unittest.TestCase):
         self.assertEqual(p.returncode, 0, err)
         every = [json.loads(line) for line in out.splitlines()]  # every stdout line is JSON
         self.assertIn("notifications/resources/list_changed", [m.get("method") for m in every if isinstance(m, dict)])
-        msgs = [m for m in every if isinstance(m, list) or "id" in m]
-        self.assertEqual(msgs[0]["result"]["protocolVersion"], "2025-03-26")
-        self.assertFalse(msgs[1]["result"]["isError"])
-        self.assertEqual(msgs[2]["error"]["code"], -32700)
-        batch = msgs[3]
+        # tool calls run on their own threads, so answers may come in any order: match them by id
+        by_id = {m["id"]: m for m in every if isinstance(m, dict) and "id" in m and m["id"] is not None}
+        self.assertEqual(by_id[1]["result"]["protocolVersion"], "2025-03-26")
+        self.assertFalse(by_id[2]["result"]["isError"], by_id[2])
+        parse_errors = [m for m in every if isinstance(m, dict) and m.get("error", {}).get("code") == -32700]
+        self.assertEqual(len(parse_errors), 1)
+        batches = [m for m in every if isinstance(m, list)]
+        self.assertEqual(len(batches), 1)
+        batch = batches[0]
         self.assertEqual(sorted(m["id"] for m in batch), [3, 4])
         search = [m for m in batch if m["id"] == 3][0]["result"]["structuredContent"]
         self.assertEqual(search["count"], 1)
