@@ -15,7 +15,9 @@
 #include "guard/rules.h"
 #include "core/id.h"
 #include <openssl/evp.h>
+#include <dirent.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <errno.h>
 #include <stdio.h>
@@ -272,8 +274,33 @@ static hs_database_t *cache_load(const char *path)
     return db;
 }
 
+/* Keeps the cache bounded: databases not used (loaded or written) for 30 days are removed whenever a
+ * new one is written, which only happens when the rules or the library change. */
+static void cache_prune(const char *path)
+{
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) return;
+    *slash = '\0';
+    DIR *d = opendir(dir);
+    if (!d) return;
+    time_t cutoff = time(NULL) - 30 * 24 * 3600;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (strncmp(e->d_name, "guard-", 6) || n < 11 || strcmp(e->d_name + n - 5, ".hsdb")) continue;
+        char f[900];
+        struct stat st;
+        snprintf(f, sizeof f, "%s/%s", dir, e->d_name);
+        if (stat(f, &st) == 0 && st.st_atime < cutoff && st.st_mtime < cutoff) unlink(f);
+    }
+    closedir(d);
+}
+
 static void cache_store(const char *path, const hs_database_t *db)
 {
+    cache_prune(path);
     char *bytes = NULL;
     size_t len = 0;
     if (hs_serialize_database(db, &bytes, &len) != HS_SUCCESS) return;
