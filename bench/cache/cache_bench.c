@@ -6,9 +6,13 @@
  *   zipf-0.80, zipf-0.99   independent Zipf draws
  *   scan-0.99              blocks of 100,000 requests: 80,000 Zipf-0.99 draws, then a sequential scan
  *                          of 20,000 keys that appear nowhere else in the trace (20% of requests)
+ *   shift-0.99             Zipf-0.99 whose popularity order is reshuffled every 1/8 of the trace (a
+ *                          policy must forget: checks that decay and window tuning do not overfit the
+ *                          stationary traces)
  * Every trace is replayed with a capacity of 1%, 10% and 20% of the key space, in entries: the L1 cache
  * gets capacity x pk_cache_charge(key, value) bytes (all entries have the same size), the LRU and the
- * ideal static cache (the k most requested keys of the trace, preloaded) hold the same k entries.
+ * ideal static cache (the k most requested keys of the trace, preloaded) hold the same k entries, as
+ * does the exact LFU (the learning bound, see lfu_hit_rate).
  * The L1 cache runs exactly as the server configures it (default shard count) and is replayed through
  * pk_cache_get_or_load, the server's load path.
  *
@@ -44,6 +48,8 @@ typedef struct zipf {
     uint32_t n;
 } zipf;
 
+static void zipf_shuffle(zipf *z, uint64_t *rng);
+
 static void zipf_init(zipf *z, uint32_t n, double s, uint64_t *rng)
 {
     z->n = n;
@@ -58,12 +64,7 @@ static void zipf_init(zipf *z, uint32_t n, double s, uint64_t *rng)
         z->cdf[i] = acc;
         z->perm[i] = i;
     }
-    for (uint32_t i = n - 1; i > 0; i--) {
-        uint32_t j = (uint32_t)(rng_next(rng) % (i + 1));
-        uint32_t t = z->perm[i];
-        z->perm[i] = z->perm[j];
-        z->perm[j] = t;
-    }
+    zipf_shuffle(z, rng);
 }
 
 static uint32_t zipf_draw(const zipf *z, uint64_t *rng)
@@ -91,19 +92,45 @@ typedef struct trace {
     uint32_t *req;
     uint32_t n;
     uint32_t key_space; /* ids are < key_space */
-    uint32_t *rank;     /* key id -> popularity rank in the generating distribution (scan keys: none) */
+    uint32_t phase_len; /* requests per popularity phase (the whole trace if it never shifts) */
+    uint32_t nphases;
+    uint32_t *rank; /* [phase][key id] -> popularity rank in the generating distribution */
 } trace;
 
-static trace make_zipf_trace(const char *name, double s, uint64_t seed, uint32_t nreq, bool scans)
+/* Shuffles the rank -> key id map (a new popularity order over the same keys). */
+static void zipf_shuffle(zipf *z, uint64_t *rng)
+{
+    for (uint32_t i = z->n - 1; i > 0; i--) {
+        uint32_t j = (uint32_t)(rng_next(rng) % (i + 1));
+        uint32_t t = z->perm[i];
+        z->perm[i] = z->perm[j];
+        z->perm[j] = t;
+    }
+}
+
+/* `shift` > 0: the popularity order is reshuffled every `shift` requests (scan keys are not ranked). */
+static trace make_zipf_trace(const char *name, double s, uint64_t seed, uint32_t nreq, bool scans,
+                             uint32_t shift)
 {
     uint64_t rng = seed;
     zipf z;
     zipf_init(&z, NKEYS, s, &rng);
-    trace t = {name, malloc(nreq * sizeof(uint32_t)), nreq, NKEYS, malloc(NKEYS * sizeof(uint32_t))};
-    for (uint32_t r = 0; r < NKEYS; r++)
-        t.rank[z.perm[r]] = r;
+    uint32_t phase_len = shift ? shift : nreq;
+    uint32_t nphases = (nreq + phase_len - 1) / phase_len;
+    trace t = {name,
+               malloc(nreq * sizeof(uint32_t)),
+               nreq,
+               NKEYS,
+               phase_len,
+               nphases,
+               malloc((size_t)nphases * NKEYS * sizeof(uint32_t))};
     uint32_t next_scan = NKEYS;
     for (uint32_t i = 0; i < nreq; i++) {
+        if (i % phase_len == 0) {
+            if (i) zipf_shuffle(&z, &rng);
+            for (uint32_t r = 0; r < NKEYS; r++)
+                t.rank[(size_t)(i / phase_len) * NKEYS + z.perm[r]] = r;
+        }
         if (scans && i % 100000 >= 80000)
             t.req[i] = next_scan++;
         else
@@ -136,19 +163,92 @@ static double ideal_hit_rate(const trace *t, uint32_t k)
 }
 
 /* Online oracle: holds the k most popular keys of the generating distribution (it knows the
- * distribution, not the trace) and pays one compulsory miss per key. No online policy can learn
- * popularity faster, so ideal - oracle is the part of the gap that no cache can close. */
+ * distribution, not the trace; on a shifting trace it switches to the new top k at each shift) and pays
+ * one compulsory miss per key it holds. No online policy can learn popularity faster, so ideal - oracle
+ * is the part of the gap that no cache can close. */
 static double oracle_hit_rate(const trace *t, uint32_t k)
 {
     unsigned char *seen = calloc(t->key_space, 1);
     uint64_t hits = 0;
     for (uint32_t i = 0; i < t->n; i++) {
+        const uint32_t *rank = t->rank + (size_t)(i / t->phase_len) * NKEYS;
+        if (i && i % t->phase_len == 0) /* keys leaving the top k are dropped */
+            for (uint32_t id = 0; id < NKEYS; id++)
+                if (rank[id] >= k) seen[id] = 0;
         uint32_t id = t->req[i];
-        if (id >= NKEYS || t->rank[id] >= k) continue;
+        if (id >= NKEYS || rank[id] >= k) continue;
         hits += seen[id];
         seen[id] = 1;
     }
     free(seen);
+    return (double)hits / t->n;
+}
+
+/* ---- exact LFU: the learning bound ----
+ * Exact, unbounded request counts of every key ever seen (no decay, no sketch error, no sharding), the
+ * cache holding the k keys with the highest counts (a miss replaces the least counted entry if its count
+ * is strictly higher). On a stationary trace this is the best a policy that learns popularity from
+ * counts can do (count rank = posterior rank), so L1 - LFU is the cost of the sketch, the decay and the
+ * W-TinyLFU structure; on a shifting trace its infinite memory makes it slow to follow. */
+typedef struct lfu_heap {
+    uint32_t *key, *pos, *count; /* heap of cached ids; pos[id] = heap index; count[id] = requests */
+    uint32_t n;
+} lfu_heap;
+
+static void lfu_swap(lfu_heap *h, uint32_t a, uint32_t b)
+{
+    uint32_t t = h->key[a];
+    h->key[a] = h->key[b];
+    h->key[b] = t;
+    h->pos[h->key[a]] = a;
+    h->pos[h->key[b]] = b;
+}
+
+static void lfu_down(lfu_heap *h, uint32_t p)
+{
+    for (;;) {
+        uint32_t l = 2 * p + 1, r = l + 1, m = p;
+        if (l < h->n && h->count[h->key[l]] < h->count[h->key[m]]) m = l;
+        if (r < h->n && h->count[h->key[r]] < h->count[h->key[m]]) m = r;
+        if (m == p) return;
+        lfu_swap(h, p, m);
+        p = m;
+    }
+}
+
+static double lfu_hit_rate(const trace *t, uint32_t k)
+{
+    lfu_heap h = {malloc(k * sizeof(uint32_t)), malloc(t->key_space * sizeof(uint32_t)),
+                  calloc(t->key_space, sizeof(uint32_t)), 0};
+    unsigned char *in = calloc(t->key_space, 1);
+    uint64_t hits = 0;
+    for (uint32_t i = 0; i < t->n; i++) {
+        uint32_t id = t->req[i];
+        h.count[id]++;
+        if (in[id]) {
+            hits++;
+            lfu_down(&h, h.pos[id]);
+        } else if (h.n < k) {
+            uint32_t p = h.n++;
+            h.key[p] = id;
+            h.pos[id] = p;
+            in[id] = 1;
+            while (p && h.count[h.key[(p - 1) / 2]] > h.count[h.key[p]]) {
+                lfu_swap(&h, p, (p - 1) / 2);
+                p = (p - 1) / 2;
+            }
+        } else if (h.count[id] > h.count[h.key[0]]) {
+            in[h.key[0]] = 0;
+            h.key[0] = id;
+            h.pos[id] = 0;
+            in[id] = 1;
+            lfu_down(&h, 0);
+        }
+    }
+    free(h.key);
+    free(h.pos);
+    free(h.count);
+    free(in);
     return (double)hits / t->n;
 }
 
@@ -318,34 +418,40 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    trace traces[3] = {
-        make_zipf_trace("zipf-0.80", 0.80, seed, nreq, false),
-        make_zipf_trace("zipf-0.99", 0.99, seed + 1, nreq, false),
-        make_zipf_trace("scan-0.99", 0.99, seed + 2, nreq, true),
+    enum { NTRACES = 4 };
+    trace traces[NTRACES] = {
+        make_zipf_trace("zipf-0.80", 0.80, seed, nreq, false, 0),
+        make_zipf_trace("zipf-0.99", 0.99, seed + 1, nreq, false, 0),
+        make_zipf_trace("scan-0.99", 0.99, seed + 2, nreq, true, 0),
+        make_zipf_trace("shift-0.99", 0.99, seed + 3, nreq, false, nreq / 8),
     };
     const double pcts[3] = {0.01, 0.10, 0.20};
     printf("keys %u, requests %u per trace, seed %llu, L1 shards %u%s, entry charge %zu bytes\n\n", NKEYS,
            nreq, (unsigned long long)seed, shards ? shards : 16, shards ? "" : " (default)",
            pk_cache_charge(8, VALUE_LEN));
-    printf("| trace | capacity | entries | L1 (W-TinyLFU) | LRU | ideal static | online oracle | L1 - LRU | "
-           "ideal - L1 | oracle - L1 |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|\n");
-    for (int ti = 0; ti < 3; ti++) {
+    printf("| trace | capacity | entries | L1 (W-TinyLFU) | LRU | exact LFU | ideal static | online oracle | "
+           "L1 - LRU | ideal - L1 | oracle - L1 |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (int ti = 0; ti < NTRACES; ti++) {
         for (int pi = 0; pi < 3; pi++) {
             uint32_t k = (uint32_t)(pcts[pi] * NKEYS + 0.5);
             pk_cache_counters st;
             double l1 = l1_hit_rate(&traces[ti], k, shards, seed, &st);
             double lru = lru_hit_rate(&traces[ti], k);
+            double lfu = lfu_hit_rate(&traces[ti], k);
             double ideal = ideal_hit_rate(&traces[ti], k);
             double oracle = oracle_hit_rate(&traces[ti], k);
-            printf("| %s | %.0f%% | %u | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %+.1f | %.1f | %.1f |\n",
-                   traces[ti].name, pcts[pi] * 100, k, l1 * 100, lru * 100, ideal * 100, oracle * 100,
-                   (l1 - lru) * 100, (ideal - l1) * 100, (oracle - l1) * 100);
+            printf(
+                "| %s | %.0f%% | %u | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %+.1f | %.1f | %.1f |\n",
+                traces[ti].name, pcts[pi] * 100, k, l1 * 100, lru * 100, lfu * 100, ideal * 100, oracle * 100,
+                (l1 - lru) * 100, (ideal - l1) * 100, (oracle - l1) * 100);
             fflush(stdout);
         }
     }
-    for (int ti = 0; ti < 3; ti++)
+    for (int ti = 0; ti < NTRACES; ti++) {
         free(traces[ti].req);
+        free(traces[ti].rank);
+    }
     if (no_tp) return 0;
     printf("\nget (hit) throughput, 10,000 resident keys, Zipf-0.99 lookups, default config:\n");
     printf("  1 thread : %.2f M ops/s\n", throughput(1, shards, seed) / 1e6);

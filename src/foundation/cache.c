@@ -8,15 +8,16 @@
  *
  * Policy (W-TinyLFU, after Caffeine). New entries enter the window (1% of the shard's bytes). When the
  * window overflows, its LRU entry becomes a candidate for the main area. While the shard is over budget
- * the candidate duels with the main area's victim (probation LRU, else protected LRU): the one with the
+ * the candidate duels with the main area's victim (see pick_victim, else protected LRU): the one with the
  * lower sketch frequency is evicted, ties go to the victim (admission = candidate freq > victim freq).
  * A hit in probation promotes the entry to protected (80% of the main area); protected overflow is
- * demoted back to probation's MRU end. The sketch is a count-min sketch of 4 rows of 4-bit counters,
- * updated conservatively on every lookup (hit or miss) and halved after 40 x capacity updates so that
- * old popularity fades. The window lets a new key prove itself before it faces the sketch; the sketch
- * keeps scans and one-hit wonders out of the main area, which is why it beats LRU on skewed workloads.
- * The sketch is sized from the shard budget and grows (and restarts) when the shard holds more entries
- * than it was sized for.
+ * demoted back to probation's MRU end. The victim is the least frequent of the 16 entries at probation's
+ * LRU end (plain SLRU picks the LRU one, which on a stationary workload is often a popular key that was
+ * unlucky lately). The sketch is a count-min sketch of 4 rows of 4-bit counters, updated conservatively
+ * on every lookup (hit or miss) and halved after 20 x capacity updates so that old popularity fades. The
+ * window lets a new key prove itself before it faces the sketch; the sketch keeps scans and one-hit wonders
+ * out of the main area, which is why it beats LRU on skewed workloads. The sketch is sized from the shard
+ * budget and grows (and restarts) when the shard holds more entries than it was sized for.
  *
  * Values are refcounted and immutable: the cache holds one reference per entry, a get adds one for the
  * caller. A hit therefore costs a hash, a lock, a list move, four counter bumps and one atomic increment;
@@ -49,7 +50,8 @@
 #define SKETCH_ROWS 4
 #define SKETCH_WIDTH_MULT 4   /* counters per row = next_pow2(4 x capacity in entries) */
 #define SKETCH_COUNTER_MAX 15 /* 4-bit counters (one per byte, for simplicity) */
-#define SKETCH_SAMPLE_MULT 40 /* halve after 40 x capacity updates (Caffeine: 10; see docs/cache.md) */
+#define SKETCH_SAMPLE_MULT 20 /* halve after 20 x capacity updates (Caffeine: 10; see docs/cache.md) */
+#define VICTIM_SAMPLE 16      /* the victim is the least frequent of this many probation LRU entries */
 #define WINDOW_PCT 1
 
 enum { Q_WINDOW, Q_PROBATION, Q_PROTECTED };
@@ -394,11 +396,26 @@ static void on_hit(shard *s, entry *e)
     }
 }
 
-/* The main area's victim: probation LRU, else protected LRU. */
-static entry *pick_victim(shard *s)
+/* The main area's victim: the least frequent of the VICTIM_SAMPLE entries at probation's LRU end (the
+ * LRU-most on ties), else protected's LRU. Only probation entries that were not hit since they were
+ * admitted or demoted are looked at, so this stays an SLRU, with a better guess of its least useful entry. */
+static entry *pick_victim(shard *s, int64_t now)
 {
     entry *v = queue_lru(s, Q_PROBATION);
-    return v ? v : queue_lru(s, Q_PROTECTED);
+    if (!v) return queue_lru(s, Q_PROTECTED);
+    if (v->expire_at <= now) return v;
+    unsigned best = sketch_frequency(&s->sk, v->hash);
+    lnode *end = &s->q[Q_PROBATION].head;
+    lnode *l = v->lru.prev;
+    for (int i = 1; i < VICTIM_SAMPLE && l != end && best > 0; i++, l = l->prev) {
+        if (((entry *)l)->expire_at <= now) return (entry *)l; /* an expired entry goes first */
+        unsigned f = sketch_frequency(&s->sk, ((entry *)l)->hash);
+        if (f < best) {
+            best = f;
+            v = (entry *)l;
+        }
+    }
+    return v;
 }
 
 /* A candidate leaving the window enters probation only if it beats the victims it needs to displace.
@@ -406,7 +423,7 @@ static entry *pick_victim(shard *s)
 static void admit_candidate(shard *s, entry *c, int64_t now)
 {
     while (s->bytes > s->max_bytes) {
-        entry *v = pick_victim(s);
+        entry *v = pick_victim(s, now);
         if (!v) break;
         if (c->expire_at <= now ||
             (v->expire_at > now && sketch_frequency(&s->sk, c->hash) <= sketch_frequency(&s->sk, v->hash))) {

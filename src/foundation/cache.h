@@ -6,7 +6,8 @@
  * Policy: W-TinyLFU (as in Caffeine) inside each shard: a 1% LRU admission window, a segmented LRU main
  * area (probation 20% / protected 80%) and a count-min sketch of 4-bit counters with periodic halving.
  * An entry leaving the window enters the main area only if its estimated frequency is higher than the
- * frequency of the main area's LRU victim. This keeps hot keys through scans and one-hit wonders.
+ * frequency of the main area's victim (the least frequent of the 16 LRU-most probation entries). This
+ * keeps hot keys through scans and one-hit wonders. Counters are halved every 20 x capacity lookups.
  *
  * Sizing: bounded by bytes. The total budget (default 64 MiB) is split evenly across the shards (default
  * 16, a power of two); an entry is charged pk_cache_charge(klen, vlen) = klen + vlen + fixed overhead.
