@@ -10,9 +10,15 @@
   probe.py metrics URL [URL...]        sums a few counters of the /metrics pages of several servers and
       prints "NAME VALUE" lines: L1 (pake_cache_*), L2 (pake_l2_*), store reads
       (pake_store_query_duration_seconds_count{operation="note_get"}), cache bytes and entries.
+  probe.py warm BASE IDS WORDS         GET every note of IDS and every search of WORDS (as dist.lua sends
+      them) once, over 4 keep-alive connections, so that a server's L1 (and Redis L2) holds all of them
+      before a measured run; fails on any answer but 200.
 """
+import http.client
 import os
 import sys
+import threading
+import urllib.parse
 import urllib.request
 
 
@@ -81,14 +87,48 @@ def metrics(urls):
         print(f"{k} {v:.0f}")
 
 
+def warm(base, ids_file, words_file):
+    u = urllib.parse.urlsplit(base)
+    with open(ids_file, encoding="utf-8") as f:
+        paths = ["/v1/notes/" + ln.strip() for ln in f if ln.strip()]
+    with open(words_file, encoding="utf-8") as f:
+        paths += ["/v1/search?q=" + urllib.parse.quote(ln.strip(), safe="-._~") + "&limit=20"
+                  for ln in f if ln.strip()]
+    failures = []
+
+    def worker(part):
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        for path in part:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            r.read()
+            if r.status != 200:
+                failures.append(f"{path}: HTTP {r.status}")
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(paths[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for msg in failures[:5]:
+        print(f"warm: {msg}", file=sys.stderr)
+    return 1 if failures or len(paths) == 0 else 0
+
+
 def main():
-    if len(sys.argv) < 3 or sys.argv[1] not in ("cpu", "metrics"):
+    if len(sys.argv) < 3 or sys.argv[1] not in ("cpu", "metrics", "warm"):
         print(__doc__, file=sys.stderr)
         return 2
     if sys.argv[1] == "cpu":
         cpu(sys.argv[2:])
-    else:
+    elif sys.argv[1] == "metrics":
         metrics(sys.argv[2:])
+    else:
+        if len(sys.argv) != 5:
+            print(__doc__, file=sys.stderr)
+            return 2
+        return warm(*sys.argv[2:5])
     return 0
 
 

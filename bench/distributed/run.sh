@@ -14,7 +14,8 @@
 #     GET /v1/search?q=word&limit=20 (200 words cycled), with the L1 cache (64 MiB default) and with
 #     --cache-bytes 0.
 #  2. Distributed: pake --database-url (PostgreSQL) --redis-url; the notes are loaded into PostgreSQL
-#     through this one process; the same runs with one process and with two processes on the same
+#     through this one process (then VACUUM ANALYZE + CHECKPOINT, so that autovacuum and the checkpoint
+#     the load makes due do not run during a measurement); the same runs with one process and with two processes on the same
 #     database and Redis. Two processes: there is no load balancer, so one wrk with 2 threads is
 #     pointed at both (dist.lua's setup() gives thread 1 the first port and thread 2 the second:
 #     16 connections each); wrk merges both threads' latency histograms, so p50/p99 are exact over all
@@ -36,8 +37,10 @@
 # processes, of the postmaster and all its children (backends, checkpointer, ... including exited
 # ones through cutime/cstime), and of redis-server, divided by the requests.
 #
-# Environment: BENCH_DURATION (s per run, default 8), BENCH_WARMUP (s, default 3: unrecorded uniform
-# reads after each start so that the L1 is warm), BENCH_CONNS (default 32), BENCH_SMALL_FRACTION (0.15),
+# Warm-up: after each start of a process with an L1, probe.py warm GETs every note and every search
+# word once on it, so that the L1 runs measure hits only (and L2 holds every note).
+#
+# Environment: BENCH_DURATION (s per run, default 8), BENCH_CONNS (default 32), BENCH_SMALL_FRACTION (0.15),
 # BENCH_NOTES (load only N notes), PAKE_BENCH_DATA (default ../shared/data/bench), BENCH_OUT (default
 # bench/out), BENCH_KEEP_TMP=1, WRK_BIN, PGBIN (see pg-test-server.sh).
 # Exit status: 0 all runs without errors; 1 otherwise. Every process started here is stopped by pid on
@@ -49,7 +52,6 @@ REPO=$(cd "$HERE/../.." && pwd)
 PAKE_BIN=$(realpath "${1:-$REPO/build/pake}")
 DATA=${PAKE_BENCH_DATA:-$REPO/../shared/data/bench}
 DURATION=${BENCH_DURATION:-8}
-WARMUP=${BENCH_WARMUP:-3}
 CONNS=${BENCH_CONNS:-32}
 SMALL_FRACTION=${BENCH_SMALL_FRACTION:-0.15}
 NOTES_LIMIT=${BENCH_NOTES:-0}
@@ -57,6 +59,7 @@ OUT_DIR=${BENCH_OUT:-$REPO/bench/out}
 WRK=${WRK_BIN:-wrk}
 READY_TIMEOUT=30
 CLK_TCK=$(getconf CLK_TCK)
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 WORDS=$DATA/search-words.txt
 PROBE=$HERE/probe.py
 LUA=$HERE/dist.lua
@@ -80,6 +83,7 @@ if command -v taskset >/dev/null 2>&1 && [[ $(nproc) -ge 2 ]]; then
     LOAD_PIN=(taskset -c 1)
 fi
 
+LOAD_START=$(cut -d" " -f1-3 /proc/loadavg)
 TMP=$(mktemp -d /tmp/pake-bench-dist.XXXXXX)
 chmod 711 "$TMP" # PostgreSQL runs as `nobody` when we are root and must reach $TMP/pg
 PG_DIR=$TMP/pg
@@ -203,10 +207,15 @@ wrk_run() {
     grep '^BENCH ' <<<"$out" || die "no BENCH line from wrk: $out"
 }
 
-warm() { # unrecorded uniform reads (fills the L1 of every process)
-    ((WARMUP > 0)) || return 0
-    log "warm-up ${WARMUP}s"
-    wrk_run notes "$1" "$WARMUP" >/dev/null
+warm() { # warm IDS [PORT...]: one GET of every note and every search word on each process (default:
+    local ids=$1 port t0=$SECONDS ports #       all), which fills its L1 and the L2
+    shift
+    ports=("$@")
+    ((${#ports[@]})) || ports=("${PAKE_PORTS[@]}")
+    for port in "${ports[@]}"; do
+        "${LOAD_PIN[@]}" python3 "$PROBE" warm "http://127.0.0.1:$port" "$ids" "$WORDS" || die "warm-up failed"
+    done
+    log "warm-up: every note and search once per process ($((SECONDS - t0))s)"
 }
 
 ROWS=()
@@ -277,6 +286,8 @@ stop_pakes
 # ---- 3. PostgreSQL + Redis ------------------------------------------------------------------------
 start_pake pg-a "${DIST[@]}"
 load_notes "$IDS_PG" "PostgreSQL (through pake with Redis)"
+# Quiesce: the load leaves autovacuum/analyze and a checkpoint due; run them now rather than during a run.
+"${LOAD_PIN[@]}" "$PGBIN/psql" -q -X "$PG_URL" -c 'VACUUM ANALYZE' -c 'CHECKPOINT' >&2 || die "VACUUM/CHECKPOINT failed"
 warm "$IDS_PG"
 measure "GET /v1/notes/{id}" "PG + Redis, L1 64 MiB" notes "$IDS_PG"
 snap=$(python3 "$PROBE" metrics $(metric_urls))
@@ -287,7 +298,7 @@ SMALL=$(awk -v f="$SMALL_FRACTION" -v n="$NIDS" -v b="$ENTRY_BYTES" 'BEGIN { pri
 log "L1 charge per note: $ENTRY_BYTES bytes; small L1 = $SMALL bytes (~${SMALL_FRACTION} of $NIDS notes)"
 measure "GET /v1/search?q=word" "PG + Redis, L1 64 MiB" search "$WORDS"
 start_pake pg-b "${DIST[@]}"
-warm "$IDS_PG"
+warm "$IDS_PG" "${PAKE_PORTS[1]}" # pg-a is warm already
 measure "GET /v1/notes/{id}" "PG + Redis, L1 64 MiB" notes "$IDS_PG"
 measure "GET /v1/search?q=word" "PG + Redis, L1 64 MiB" search "$WORDS"
 stop_pakes
@@ -324,10 +335,10 @@ REPORT=$OUT_DIR/distributed-$(date +%Y%m%d-%H%M%S).md
 {
     echo "# Distributed mode, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo
-    echo "wrk 2 threads, $CONNS connections, ${DURATION}s per run (warm-up ${WARMUP}s after a start);" \
+    echo "wrk 2 threads, $CONNS connections, ${DURATION}s per run (L1 runs after one GET of every note and search per process);" \
         "servers pinned: ${SRV_PIN[*]:-no}, load: ${LOAD_PIN[*]:-no}; \`$PAKE_BIN serve --threads 1\` per process;" \
-        "$(psql_v=$("${PGBIN:-/usr/lib/postgresql/15/bin}/postgres" --version 2>/dev/null) && echo "$psql_v" || echo postgres);" \
-        "$(redis-server --version | awk '{ print $1, $2, $3 }'); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
+        "$("$PGBIN/postgres" --version 2>/dev/null || echo postgres);" \
+        "$(redis-server --version | awk '{ print $1, $2, $3 }'); load average at the start: $LOAD_START, at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
     printf 'Load: %s\n' "${LOAD_LINES[@]}"
     echo
     echo "CPU us/req: utime+stime during the run / requests, for all pake processes, PostgreSQL" \
