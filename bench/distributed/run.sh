@@ -31,7 +31,7 @@
 #     answered without the store = (L1 hits + L2 hits) / (L1 hits + L1 misses). Configurations: one
 #     process with the default L1 (64 MiB: holds all notes, so L2 plays no part once warm); one and two
 #     processes with an L1 of BENCH_SMALL_FRACTION (default 0.15) of the notes' bytes (measured:
-#     pake_cache_bytes / pake_cache_entries after the uniform read run), so that L2 carries the misses.
+#     pake_cache_bytes / pake_cache_entries after the first Zipf configuration, whose L1 holds notes only), so that L2 carries the misses.
 #
 # CPU us/req: utime+stime from /proc (bench/distributed/probe.py cpu) before/after each run of all pake
 # processes, of the postmaster and all its children (backends, checkpointer, ... including exited
@@ -290,12 +290,6 @@ load_notes "$IDS_PG" "PostgreSQL (through pake with Redis)"
 "${LOAD_PIN[@]}" "$PGBIN/psql" -q -X "$PG_URL" -c 'VACUUM ANALYZE' -c 'CHECKPOINT' >&2 || die "VACUUM/CHECKPOINT failed"
 warm "$IDS_PG"
 measure "GET /v1/notes/{id}" "PG + Redis, L1 64 MiB" notes "$IDS_PG"
-snap=$(python3 "$PROBE" metrics $(metric_urls))
-ENTRY_BYTES=$(awk -v b="$(metric l1_bytes "$snap")" -v e="$(metric l1_entries "$snap")" \
-    'BEGIN { printf "%d", (e > 0 ? b / e : 1100) }')
-NIDS=$(wc -l <"$IDS_PG")
-SMALL=$(awk -v f="$SMALL_FRACTION" -v n="$NIDS" -v b="$ENTRY_BYTES" 'BEGIN { printf "%d", f * n * b }')
-log "L1 charge per note: $ENTRY_BYTES bytes; small L1 = $SMALL bytes (~${SMALL_FRACTION} of $NIDS notes)"
 measure "GET /v1/search?q=word" "PG + Redis, L1 64 MiB" search "$WORDS"
 start_pake pg-b "${DIST[@]}"
 warm "$IDS_PG" "${PAKE_PORTS[1]}" # pg-a is warm already
@@ -318,6 +312,13 @@ stop_pakes
 redis-cli -p "$REDIS_PORT" FLUSHDB >/dev/null
 start_pake pg-a "${DIST[@]}"
 zipf_windows "1 process, L1 64 MiB"
+# L1 charge of one note: this L1 holds notes only (no search page), all it ever loaded (no eviction)
+snap=$(python3 "$PROBE" metrics $(metric_urls))
+ENTRY_BYTES=$(awk -v b="$(metric l1_bytes "$snap")" -v e="$(metric l1_entries "$snap")" \
+    'BEGIN { printf "%d", (e > 0 ? b / e : 1100) }')
+NIDS=$(wc -l <"$IDS_PG")
+SMALL=$(awk -v f="$SMALL_FRACTION" -v n="$NIDS" -v b="$ENTRY_BYTES" 'BEGIN { printf "%d", f * n * b }')
+log "L1 charge per note: $ENTRY_BYTES bytes; small L1 = $SMALL bytes (~${SMALL_FRACTION} of $NIDS notes)"
 stop_pakes
 redis-cli -p "$REDIS_PORT" FLUSHDB >/dev/null
 start_pake pg-a "${DIST[@]}" --cache-bytes "$SMALL"
