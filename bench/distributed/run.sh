@@ -178,9 +178,10 @@ start_pake() { # start_pake NAME FLAGS...: one more process; appends to PAKE_PID
 }
 
 ports_csv() { local IFS=,; echo "${PAKE_PORTS[*]}"; }
-metric_urls() {
-    local p
-    for p in "${PAKE_PORTS[@]}"; do echo "http://127.0.0.1:$p/metrics"; done
+metrics_snapshot() { # summed counters of all running processes (probe.py metrics)
+    local urls=() p
+    for p in "${PAKE_PORTS[@]}"; do urls+=("http://127.0.0.1:$p/metrics"); done
+    python3 "$PROBE" metrics "${urls[@]}"
 }
 cpu_snapshot() { # "pake T\npg T\nredis T"
     local IFS=,
@@ -244,11 +245,11 @@ ZROWS=()
 # zipf_windows LABEL: cold + warm Zipf windows on the running (fresh) processes
 zipf_windows() {
     local label=$1 m0 m1 line w
-    m0=$(python3 "$PROBE" metrics $(metric_urls))
+    m0=$(metrics_snapshot)
     for w in cold warm; do
         log "running: zipf $label, $w window (${DURATION}s)"
         line=$(wrk_run zipf "$IDS_PG")
-        m1=$(python3 "$PROBE" metrics $(metric_urls))
+        m1=$(metrics_snapshot)
         local req rps err h m h2 m2 sg
         req=$(field requests "$line")
         rps=$(field rps "$line")
@@ -313,7 +314,7 @@ redis-cli -p "$REDIS_PORT" FLUSHDB >/dev/null
 start_pake pg-a "${DIST[@]}"
 zipf_windows "1 process, L1 64 MiB"
 # L1 charge of one note: this L1 holds notes only (no search page), all it ever loaded (no eviction)
-snap=$(python3 "$PROBE" metrics $(metric_urls))
+snap=$(metrics_snapshot)
 ENTRY_BYTES=$(awk -v b="$(metric l1_bytes "$snap")" -v e="$(metric l1_entries "$snap")" \
     'BEGIN { printf "%d", (e > 0 ? b / e : 1100) }')
 NIDS=$(wc -l <"$IDS_PG")
