@@ -422,6 +422,12 @@ static void add_id(pk_guard_result *r, const char *id)
     snprintf(r->rule_ids[r->nrules++], PK_GUARD_ID_MAX, "%s", id);
 }
 
+/* Categories whose rules count towards the combination signal. */
+#define COMBINE_CATS                                                                                         \
+    ((1u << PK_GC_INSTRUCTION_OVERRIDE) | (1u << PK_GC_ROLE_HIJACK) | (1u << PK_GC_PROMPT_EXTRACTION) |      \
+     (1u << PK_GC_FAKE_DELIMITER) | (1u << PK_GC_JAILBREAK_PERSONA) | (1u << PK_GC_REFUSAL_SUPPRESSION) |    \
+     (1u << PK_GC_OBFUSCATION))
+
 static void score(const pk_guard_ruleset *rs, const scan_out *o, pk_guard_result *r)
 {
     score_acc a;
@@ -429,6 +435,7 @@ static void score(const pk_guard_ruleset *rs, const scan_out *o, pk_guard_result
         a.notq[c] = 1.0;
     a.cats = 0;
     bool new_in_decoded = false;
+    size_t ncombine = 0;
     for (size_t w = 0; w < HIT_WORDS; w++) {
         uint64_t all = o->main.bits[w] | o->dec.bits[w];
         if (o->dec.bits[w] & ~o->main.bits[w]) new_in_decoded = true;
@@ -437,6 +444,7 @@ static void score(const pk_guard_ruleset *rs, const scan_out *o, pk_guard_result
             all &= all - 1;
             add(&a, rs->rules[i].cat, rs->rules[i].weight);
             add_id(r, rs->rules[i].id);
+            if ((1u << rs->rules[i].cat) & COMBINE_CATS) ncombine++;
         }
     }
     if (o->st.zero_width) add(&a, PK_GC_OBFUSCATION, rs->sig_zero_width), add_id(r, "signal.zero_width");
@@ -448,6 +456,15 @@ static void score(const pk_guard_ruleset *rs, const scan_out *o, pk_guard_result
         double p = 1.0 - a.notq[c];
         if (p > rs->cap[c]) p = rs->cap[c];
         notscore *= 1.0 - p;
+    }
+    /* Combination signal: several independent pieces of attack language in one text are stronger
+     * evidence than their noisy-OR suggests (a role-play setup *and* a "stay in character" rule *and*
+     * a refusal ban). Counted over the attack-language categories only: output-manipulation,
+     * exfiltration and content-injection rules co-occur in ordinary instructions and documents. It
+     * belongs to no category. */
+    if (rs->sig_combination > 0 && ncombine >= PK_GUARD_COMBINE_MIN) {
+        notscore *= 1.0 - rs->sig_combination;
+        add_id(r, "signal.combination");
     }
     r->score = 1.0 - notscore;
     if (r->score < 1e-12) r->score = 0;

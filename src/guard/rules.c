@@ -5,7 +5,7 @@
  *   pake-guard-rules v1                      first non-empty line, the format version
  *   # comment
  *   @cap CATEGORY VALUE                      cap on a category's combined probability
- *   @signal zero_width|mixed_script|decoded VALUE   weights of the non-pattern signals
+ *   @signal zero_width|mixed_script|decoded|combination VALUE   weights of the non-pattern signals
  *   ID CATEGORY WEIGHT VIEW PATTERN          one rule; VIEW is w (words view) or r (raw view);
  *                                            PATTERN is the rest of the line (a Vectorscan regex)
  * Anything wrong is an error naming the line: a guard never starts with fewer rules than its file
@@ -138,8 +138,11 @@ static pk_err *parse_directive(pk_guard_ruleset *rs, const char *p, const char *
             rs->sig_mixed_script = w;
         else if (an == 7 && memcmp(a, "decoded", 7) == 0)
             rs->sig_decoded = w;
+        else if (an == 11 && memcmp(a, "combination", 11) == 0)
+            rs->sig_combination = w;
         else
-            return rules_err(origin, line, "unknown signal (zero_width, mixed_script, decoded)", "");
+            return rules_err(origin, line, "unknown signal (zero_width, mixed_script, decoded, combination)",
+                             "");
         return NULL;
     }
     return rules_err(origin, line, "unknown directive (expected @cap or @signal)", "");

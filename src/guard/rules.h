@@ -13,6 +13,7 @@
 
 #define PK_GUARD_MAX_RULES 1024
 #define PK_GUARD_RULES_MAGIC "pake-guard-rules v1"
+#define PK_GUARD_COMBINE_MIN 2
 
 enum { PK_VIEW_WORDS = 0, PK_VIEW_RAW = 1, PK_VIEW_COUNT };
 
@@ -34,6 +35,9 @@ typedef struct pk_guard_ruleset {
     size_t nrules;
     double cap[PK_GC_COUNT];
     double sig_zero_width, sig_mixed_script, sig_decoded;
+    /* Combination signal: added when >= PK_GUARD_COMBINE_MIN pattern rules of the attack-language
+     * categories fired (0: off). */
+    double sig_combination;
     hs_database_t *db[PK_VIEW_COUNT]; /* all rules of a view; NULL when a view has no rules */
     /* Literal prefilter, two stages: [0] the first (strongest) required set of every rule, [1] the
      * further sets, scanned only when stage 0 found a rule's first set. NULL: none. */
