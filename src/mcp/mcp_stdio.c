@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct stdio_state {
@@ -200,7 +201,15 @@ int pk_mcp_stdio_run(pk_server *srv, int in_fd, int out_fd)
     }
     free(line);
     if (in) fclose(in);
-    /* end of input: the client is gone; stop what runs and wait for it */
+    /* end of input: calls already running get a grace period to answer (a client may write its
+     * requests and close stdin, as `echo ... | pake mcp` does), then the rest is cancelled */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&st.mu);
+    while (st.running && pthread_cond_timedwait(&st.idle, &st.mu, &until) == 0) {
+    }
+    pthread_mutex_unlock(&st.mu);
     pk_mcp_session_end(s);
     pthread_mutex_lock(&st.mu);
     while (st.running)
