@@ -1,10 +1,11 @@
 /*
  * The built-in task types.
  *
- *   noop            {"ms": 0..600000, "fail": bool, "fail_attempts": n, "permanent": bool}
+ *   noop            {"ms": 0..600000, "fail": bool, "fail_attempts": n, "fail_until": unix_ms,
+ *                    "permanent": bool}
  *                   waits `ms` (checking for cancel/timeout/shutdown every 5 ms), then fails on purpose
- *                   when `fail` is true or the attempt number is <= fail_attempts (retryable unless
- *                   `permanent`). For tests and benchmarks.
+ *                   when `fail` is true, the attempt number is <= fail_attempts, or the wall clock is
+ *                   before fail_until (retryable unless `permanent`). For tests and benchmarks.
  *   note.summarize  {"note_id": "<uuid>"}: extractive summary of the note's content (pk_summarize),
  *                   stored in ai_summary through the store's update (the note's version moves).
  *   note.embed      {"note_id": "<uuid>"}: the local embedding of title + content into the embeddings
@@ -43,6 +44,7 @@ pk_err *pk_task_noop(pk_task_ctx *c, const pk_task *t, const cJSON *payload, pk_
     const cJSON *fail = cJSON_GetObjectItemCaseSensitive(payload, "fail");
     const cJSON *fail_attempts = cJSON_GetObjectItemCaseSensitive(payload, "fail_attempts");
     const cJSON *permanent = cJSON_GetObjectItemCaseSensitive(payload, "permanent");
+    const cJSON *fail_until = cJSON_GetObjectItemCaseSensitive(payload, "fail_until");
     if (ms && (!cJSON_IsNumber(ms) || ms->valuedouble < 0 || ms->valuedouble > 600000)) {
         pk_err *e = pk_err_invalid("noop: ms must be a number of milliseconds, 0..600000");
         return e;
@@ -59,7 +61,8 @@ pk_err *pk_task_noop(pk_task_ctx *c, const pk_task *t, const cJSON *payload, pk_
         nanosleep(&d, NULL);
     }
     bool fails = cJSON_IsTrue(fail) ||
-                 (cJSON_IsNumber(fail_attempts) && t->attempts <= (int)fail_attempts->valuedouble);
+                 (cJSON_IsNumber(fail_attempts) && t->attempts <= (int)fail_attempts->valuedouble) ||
+                 (cJSON_IsNumber(fail_until) && (double)pk_wall_ns() / 1e6 < fail_until->valuedouble);
     if (fails) {
         pk_err *e = pk_err_new("noop_failed", 500, "failing on purpose (attempt %d)", t->attempts);
         e->retryable = !cJSON_IsTrue(permanent);

@@ -1,13 +1,12 @@
 /*
- * The built-in extractive summariser: picks the sentences that carry the note's most frequent content
- * words (the classic Luhn / SumBasic idea), without any model.
+ * The built-in extractive summariser: centroid-based sentence ranking (Radev et al.), without a model.
  *
  * Steps: split into sentences (., !, ? followed by space or end; blank lines and Markdown list or
- * heading lines end a sentence too); count content words (lower-cased, >= 3 chars, not a stop word)
- * over the whole text; score each sentence by the mean document frequency of its content words (so
- * long sentences do not win by length), with a small bonus for the first sentence (leads tend to
- * summarise); keep the best max_sentences, output in document order, joined by spaces, within
- * max_chars. Markdown markers at the start of a line (#, -, *, >) are dropped from the output.
+ * heading lines end a sentence too); embed every sentence and the whole text with the local embedder
+ * (embed.c: words, bigrams, character trigrams); score a sentence by its cosine with the whole text,
+ * so sentences about what the note is mostly about win and an aside loses, plus a small bonus for the
+ * first sentence (leads tend to summarise); keep the best max_sentences, output in document order,
+ * joined by spaces, within max_chars. Markdown markers at the start of a line (#, -, *, >) are dropped.
  */
 #include "tasks/tasks.h"
 #include <stdio.h>
@@ -15,94 +14,12 @@
 #include <string.h>
 
 #define MAX_SENTENCES 512
-#define WORD_MAX 48
-#define TABLE 4096
 
-static const char *const STOP[] = {
-    "the",   "and",   "for",   "are",  "but",   "not",   "you",  "all",  "any",   "can",  "had",  "her",
-    "was",   "one",   "our",   "out",  "has",   "have",  "this", "that", "with",  "from", "they", "will",
-    "would", "there", "their", "what", "about", "which", "when", "were", "been",  "into", "than", "then",
-    "them",  "these", "those", "its",  "also",  "such",  "more", "some", "other", "only", "over", "very",
-    "your",  "who",   "how",   "why",  "may",   "his",   "she",  "him",  "does",  "did",  "each", "most"};
-
-typedef struct wc {
-    char w[WORD_MAX + 1];
-    int n;
-} wc;
-
-typedef struct sent {
+    typedef struct sent {
     size_t start, end; /* byte range in the text */
     double score;
     bool keep;
 } sent;
-
-static bool is_stop(const char *w)
-{
-    for (size_t i = 0; i < sizeof STOP / sizeof *STOP; i++)
-        if (!strcmp(w, STOP[i])) return true;
-    return false;
-}
-
-static uint32_t hash(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
-
-static wc *slot(wc *t, const char *w)
-{
-    for (uint32_t i = hash(w) % TABLE, k = 0; k < TABLE; k++, i = (i + 1) % TABLE)
-        if (!t[i].w[0] || !strcmp(t[i].w, w)) return &t[i];
-    return NULL; /* full: ignore the word */
-}
-
-static bool word_char(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80;
-}
-
-/* Calls fn for each content word of [s, e). */
-static void words(const char *s, size_t a, size_t e, void (*fn)(void *ud, const char *w), void *ud)
-{
-    size_t i = a;
-    while (i < e) {
-        while (i < e && !word_char((unsigned char)s[i]))
-            i++;
-        char w[WORD_MAX + 1];
-        size_t n = 0;
-        while (i < e && word_char((unsigned char)s[i])) {
-            char c = s[i++];
-            if (c >= 'A' && c <= 'Z') c = (char)(c + 32);
-            if (n < WORD_MAX) w[n++] = c;
-        }
-        w[n] = '\0';
-        if (n >= 3 && !is_stop(w)) fn(ud, w);
-    }
-}
-
-static void count_word(void *ud, const char *w)
-{
-    wc *x = slot(ud, w);
-    if (!x) return;
-    if (!x->w[0]) snprintf(x->w, sizeof x->w, "%s", w);
-    x->n++;
-}
-
-typedef struct score_acc {
-    wc *t;
-    double sum;
-    int n;
-} score_acc;
-
-static void score_word(void *ud, const char *w)
-{
-    score_acc *a = ud;
-    wc *x = slot(a->t, w);
-    if (x && x->w[0]) a->sum += x->n;
-    a->n++;
-}
 
 static size_t split(const char *s, size_t len, sent *out)
 {
@@ -130,15 +47,19 @@ static size_t split(const char *s, size_t len, sent *out)
 int pk_summarize(const char *text, size_t len, int max_sentences, size_t max_chars, pk_buf *out)
 {
     sent *ss = calloc(MAX_SENTENCES, sizeof *ss);
-    wc *t = calloc(TABLE, sizeof *t);
     size_t n = split(text, len, ss);
-    words(text, 0, len, count_word, t);
+    /* centroid ranking: cosine between each sentence's embedding and the whole text's */
+    float *doc = malloc(sizeof(float) * PK_EMBED_DIMS), *v = malloc(sizeof(float) * PK_EMBED_DIMS);
+    pk_embed_text(text, len, doc);
     for (size_t i = 0; i < n; i++) {
-        score_acc a = {t, 0, 0};
-        words(text, ss[i].start, ss[i].end, score_word, &a);
-        ss[i].score = a.n ? a.sum / a.n : 0;
-        if (i == 0) ss[i].score *= 1.25;
+        pk_embed_text(text + ss[i].start, ss[i].end - ss[i].start, v);
+        double dot = 0;
+        for (int d = 0; d < PK_EMBED_DIMS; d++)
+            dot += (double)v[d] * doc[d];
+        ss[i].score = dot + (i == 0 ? 0.05 : 0); /* leads tend to summarise */
     }
+    free(doc);
+    free(v);
     int kept = 0;
     size_t chars = 0;
     while (kept < max_sentences) {
@@ -165,6 +86,5 @@ int pk_summarize(const char *text, size_t len, int max_sentences, size_t max_cha
             first = false;
         }
     free(ss);
-    free(t);
     return kept;
 }
