@@ -15,7 +15,7 @@
 
 #define MAX_SENTENCES 512
 
-    typedef struct sent {
+typedef struct sent {
     size_t start, end; /* byte range in the text */
     double score;
     bool keep;

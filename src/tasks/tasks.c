@@ -247,8 +247,12 @@ pk_err *pk_tasks_cancel(pk_tasks *t, const char *id, pk_buf *out, pk_task_state 
         for (int i = 0; i < t->nworkers; i++)
             if (!strcmp(t->workers[i].current, id)) atomic_store(&t->workers[i].cancel, true);
         pthread_mutex_unlock(&t->mu);
-    } else if (st == PK_TASK_CANCELLED)
-        count(t, "_api", "cancelled");
+    } else if (st == PK_TASK_CANCELLED) {
+        char type[PK_TASK_TYPE_MAX + 1] = "_unknown";
+        const char *p = out && out->data ? strstr(out->data, "\"type\":\"") : NULL;
+        if (p) sscanf(p + 8, "%64[a-z0-9_.-]", type);
+        count(t, type, "cancelled");
+    }
     if (state) *state = st;
     return NULL;
 }
@@ -399,9 +403,7 @@ static void run_task(worker *w, pk_task *task)
     else
         err = fn(&c, task, payload, &result);
     cJSON_Delete(payload);
-    pk_task_check_result stop = c.stop;
-    if (!stop && !err)
-        stop = pk_task_check(&c, -1) == PK_TASK_STOP_CANCELLED ? PK_TASK_STOP_CANCELLED : PK_TASK_GO;
+    pk_task_check_result stop = c.stop; /* a handler that finished its work wins over a late cancel */
     pk_metric_histogram_observe(t->m_run, (const char *const[]){task->type}, 1,
                                 (double)(pk_mono_ns() - t0) / 1e9);
 
