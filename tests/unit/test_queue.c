@@ -5,6 +5,7 @@
 #include "core/json.h"
 #include "queue/queue.h"
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -533,4 +534,72 @@ Test(queue, stats_and_purge)
     cr_assert(e && e->status == 404);
     pk_err_free(e);
     pk_task_free(&t);
+}
+
+/* Two queue handles on one file (as two processes would be) and four claiming threads: every task is
+ * claimed exactly once while its lease is valid. */
+typedef struct claimer {
+    pk_queue *q;
+    char name[16];
+    char (*got)[37];
+    int n;
+} claimer;
+
+static void *claim_all(void *p)
+{
+    claimer *c = p;
+    for (;;) {
+        pk_task t;
+        pk_err *e = c->q->ops->claim(c->q, c->name, NULL, 0, &t);
+        if (e) {
+            pk_err_free(e); /* SQLITE_BUSY between the two handles: try again */
+            continue;
+        }
+        if (!t.id[0]) return NULL;
+        memcpy(c->got[c->n++], t.id, 37);
+        cr_assert_null(c->q->ops->complete(c->q, t.id, c->name, NULL));
+        pk_task_free(&t);
+    }
+}
+
+Test(queue, concurrent_claims_never_share_a_task)
+{
+    char path[] = "/tmp/pake-queue-test-XXXXXX";
+    cr_assert_not_null(mkdtemp(path));
+    char file[64];
+    snprintf(file, sizeof file, "%s/q.db", path);
+    pk_queue_config c = {.path = file};
+    pk_queue *a, *b;
+    cr_assert_null(pk_queue_open_sqlite(&c, &a));
+    cr_assert_null(pk_queue_open_sqlite(&c, &b));
+    enum { N = 300 };
+    for (int i = 0; i < N; i++) {
+        pk_task_input in = {.type = "noop", .priority = i % 4};
+        cr_assert_null(a->ops->enqueue(a, &in, NULL, NULL, NULL));
+    }
+    claimer cl[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        cl[i] = (claimer){.q = i % 2 ? b : a, .got = calloc(N, 37)};
+        snprintf(cl[i].name, sizeof cl[i].name, "w%d", i);
+        pthread_create(&th[i], NULL, claim_all, &cl[i]);
+    }
+    int total = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        total += cl[i].n;
+    }
+    cr_assert_eq(total, N, "each task exactly once");
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < cl[i].n; k++)
+            for (int j = i; j < 4; j++)
+                for (int m = (j == i ? k + 1 : 0); m < cl[j].n; m++)
+                    cr_assert_str_neq(cl[i].got[k], cl[j].got[m]);
+    for (int i = 0; i < 4; i++)
+        free(cl[i].got);
+    pk_queue_close(a);
+    pk_queue_close(b);
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", path);
+    cr_assert_eq(system(cmd), 0);
 }
