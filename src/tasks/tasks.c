@@ -486,7 +486,9 @@ static void idle_wait(pk_tasks *t, uint64_t seen_gen)
     pk_err_free(e);
     int64_t now = wall_now();
     int64_t until = now + 250000000LL;
-    if (next < until) until = next > now ? next : now;
+    if (next < until)
+        until = next > now ? next : now + 10000000LL; /* due or expired: the claim or the
+                                                       next reclaim (every 200 ms) takes it */
     struct timespec ts = {.tv_sec = until / 1000000000LL, .tv_nsec = until % 1000000000LL};
     pthread_mutex_lock(&t->mu);
     while (t->gen == seen_gen && !atomic_load(&t->stopping) && t->npending == 0)
