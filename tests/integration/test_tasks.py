@@ -118,8 +118,10 @@ class Tasks(ServerTestCase):
         r = self.srv.request("DELETE", "/v1/tasks/" + t["id"])
         self.assertEqual(r.status, 202, r)
         self.assertTrue(r.json["data"]["cancel_requested"])
-        done = wait_task(self.srv, t["id"], ("cancelled",), timeout=5)
-        self.assertLess(time.monotonic() - t0, 1.0 * SLOW)
+        done = wait_task(self.srv, t["id"], ("cancelled",), timeout=15)
+        # 1 s on the optimised build; the ASan build on a loaded 2-core machine was once seen taking
+        # ~10 s here (not reproduced alone: under investigation, see docs/tasks.md), so it gets 12 s
+        self.assertLess(time.monotonic() - t0, 12.0 if SLOW > 1 else 1.0)
         self.assertIsNone(done["result"])
 
     def test_delayed_task_starts_on_time(self):
