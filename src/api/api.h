@@ -25,6 +25,15 @@ void pk_api_search_with(pk_req *r, struct pk_query_args *qa); /* takes ownership
 void pk_api_compat_search_notes(pk_req *r);
 void pk_api_compat_get_note_by_id(pk_req *r);
 void pk_api_compat_notes_from_schema(pk_req *r);
+/* tasks.c (docs/tasks.md) */
+void pk_api_task_create(pk_req *r);
+void pk_api_task_get(pk_req *r);
+void pk_api_task_list(pk_req *r);
+void pk_api_task_cancel(pk_req *r);
+void pk_api_task_retry(pk_req *r);
+void pk_api_queues(pk_req *r);
+/* search_vector.c: GET /v1/search?mode=semantic|hybrid */
+void pk_api_search_vector(pk_req *r, bool hybrid);
 /* ops.c */
 void pk_api_health_live(pk_req *r);
 void pk_api_health_ready(pk_req *r);

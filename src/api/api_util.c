@@ -476,6 +476,7 @@ pk_err *pk_api_parse_query(pk_req *r, bool search, pk_query_args *a)
     for (; pk_req_query_pair(r, &cur, &k, &v, &bad); bad = false) {
         char key[32];
         snprintf(key, sizeof key, "%.*s", (int)(k.len < 31 ? k.len : 31), k.base);
+        if (search && !strcmp(key, "mode")) continue; /* checked by pk_api_search (fulltext here) */
         bool known = k.len < 31 && in_list(key, QUERY_PARAMS, sizeof QUERY_PARAMS / sizeof *QUERY_PARAMS) &&
                      (search || strcmp(key, "q"));
         if (!known) {

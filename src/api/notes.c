@@ -463,6 +463,15 @@ void pk_api_search_with(pk_req *r, pk_query_args *qa)
 
 void pk_api_search(pk_req *r)
 {
+    bool bad = false;
+    const char *mode = pk_req_query(r, "mode", &bad);
+    if (mode && strcmp(mode, "fulltext")) {
+        if (!strcmp(mode, "semantic") || !strcmp(mode, "hybrid"))
+            return pk_api_search_vector(r, !strcmp(mode, "hybrid"));
+        pk_err *e = pk_err_invalid("the request has invalid query parameters");
+        pk_err_add_field(e, "mode", "must be one of fulltext, semantic, hybrid");
+        return pk_respond_error(r, e);
+    }
     pk_query_args *qa = malloc(sizeof *qa);
     pk_err *e = pk_api_parse_query(r, true, qa);
     if (e) {

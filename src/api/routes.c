@@ -17,6 +17,13 @@ const pk_route pk_routes[] = {
      NULL},
     {"GET", "/v1/notes/{id}/history", PK_RC_READ, 0, pk_api_note_history, "getNoteHistory", NULL},
     {"GET", "/v1/search", PK_RC_SEARCH, 0, pk_api_search, "searchNotes", NULL},
+    /* tasks (docs/tasks.md) */
+    {"POST", "/v1/tasks", PK_RC_WRITE, PK_ROUTE_JSON_BODY, pk_api_task_create, "createTask", NULL},
+    {"GET", "/v1/tasks", PK_RC_READ, 0, pk_api_task_list, "listTasks", NULL},
+    {"GET", "/v1/tasks/{id}", PK_RC_READ, 0, pk_api_task_get, "getTask", NULL},
+    {"DELETE", "/v1/tasks/{id}", PK_RC_WRITE, 0, pk_api_task_cancel, "cancelTask", NULL},
+    {"POST", "/v1/tasks/{id}/retry", PK_RC_WRITE, 0, pk_api_task_retry, "retryTask", NULL},
+    {"GET", "/v1/queues", PK_RC_READ, 0, pk_api_queues, "listQueues", NULL},
     /* admin */
     {"GET", "/v1/admin/breakers", PK_RC_ADMIN, 0, pk_api_admin_breakers, "listBreakers", NULL},
     {"POST", "/v1/admin/breakers/{name}/force-open", PK_RC_ADMIN, 0, pk_api_admin_breaker_action,

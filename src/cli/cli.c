@@ -11,6 +11,7 @@
 #include "mcp/mcp.h"
 #include "server/services.h"
 #include "store/store_pg.h"
+#include "tasks/tasks.h"
 #include <unistd.h>
 #include <stdio.h>
 #include <string.h>
@@ -91,6 +92,18 @@ static int cmd_serve(int argc, char **argv)
     if (!e) e = pk_services_init(&srv);
     if (!e) pk_store_pg_bind_metrics(srv.store, pk_services_metrics(&srv));
     if (!e) pk_mcp_init(&srv, srv.cfg.mcp_conformance_fixtures);
+    pk_tasks *tasks = NULL;
+    if (!e) {
+        pk_tasks_config tc = {.workers = srv.cfg.workers,
+                              .max_attempts = srv.cfg.task_max_attempts,
+                              .timeout_ms = srv.cfg.task_timeout_ms,
+                              .lease_ms = srv.cfg.task_lease_ms,
+                              .leases = srv.cfg.task_leases,
+                              .retry_base_ms = srv.cfg.task_retry_base_ms,
+                              .retry_cap_ms = srv.cfg.task_retry_cap_ms,
+                              .auto_embed = srv.cfg.task_auto_embed};
+        e = pk_tasks_init(&srv, &tc, &tasks);
+    }
     if (!e) e = pk_server_init(&srv);
     if (e) {
         pk_log_write(PK_LOG_ERROR, NULL, NULL, "cannot start: %s", e->message);
@@ -98,7 +111,11 @@ static int cmd_serve(int argc, char **argv)
         pk_err_free(e);
         return 1;
     }
+    pk_tasks_start(tasks);
     rc = pk_server_run(&srv);
+    /* the server has drained: workers stop claiming, finish or release in-flight tasks by the deadline */
+    pk_tasks_stop(tasks, srv.cfg.shutdown_timeout_ms);
+    pk_tasks_dispose(tasks);
     pk_server_dispose(&srv);
     pk_services_dispose(&srv);
     pk_store_close(srv.store);

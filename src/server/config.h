@@ -58,6 +58,11 @@ typedef struct pk_config {
     int pg_pool_min, pg_pool_max, pg_acquire_timeout_ms, pg_max_lifetime_ms, pg_idle_timeout_ms;
     int pg_validate_after_ms, pg_leak_threshold_ms, pg_connect_timeout_ms, pg_backoff_max_ms;
     int pg_statement_timeout_ms, pg_read_your_writes_ms;
+    /* task queue and workers (src/tasks/, docs/tasks.md) */
+    int workers;
+    int task_max_attempts, task_timeout_ms, task_lease_ms, task_retry_base_ms, task_retry_cap_ms;
+    char *task_leases;
+    bool task_auto_embed;
     char *fault_store_fail_rate; /* test builds only */
     char *fault_store_delay_ms;  /* test builds only */
 } pk_config;

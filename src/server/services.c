@@ -78,6 +78,7 @@ struct pk_services {
     pk_limiter *redis_limiter;
     breaker_stat redis_breaker_stats[5];
     pk_metric_family *rl_backend;
+    struct pk_tasks *tasks; /* the task service (pake serve), or NULL */
 };
 
 /* ---- metrics --------------------------------------------------------------------------------- */
@@ -802,4 +803,14 @@ void pk_services_guard_metrics(pk_server *s, const char *surface, const char *de
     pk_metric_counter_add(v->guard_decisions, lv, 3, 1);
     const char *sv[] = {surface};
     pk_metric_histogram_observe(v->guard_scan, sv, 1, seconds);
+}
+
+void pk_services_set_tasks(pk_server *s, struct pk_tasks *t)
+{
+    s->svc->tasks = t;
+}
+
+struct pk_tasks *pk_services_tasks(pk_server *s)
+{
+    return s->svc ? s->svc->tasks : NULL;
 }

@@ -105,6 +105,11 @@ void pk_services_l2_put_note(pk_job *j, const char *id, const pk_buf *json, int6
 /* True when Redis is configured but not fully working (readiness reports "warn"). */
 bool pk_services_degraded(pk_server *s);
 
+/* The task service (src/tasks/), when `pake serve` runs one; NULL otherwise. Set once before serving. */
+struct pk_tasks;
+void pk_services_set_tasks(pk_server *s, struct pk_tasks *t);
+struct pk_tasks *pk_services_tasks(pk_server *s);
+
 /* Called once per finished request (metrics). */
 void pk_services_observe(pk_req *r, int status, int64_t duration_ns);
 #endif

@@ -22,7 +22,11 @@ class Correlation(ServerTestCase):
     def route_request(self, route):
         """A plausible request for a route of the table (path parameters filled in)."""
         path = route["path"].replace("{id}", self.walk_note["id"]).replace("{name}", "no-such-breaker")
+        if route["path"].startswith("/v1/tasks/"):
+            path = route["path"].replace("{id}", self.walk_task["id"])
         body = None
+        if route["method"] == "POST" and route["path"] == "/v1/tasks":
+            body = {"type": "noop"}
         if route["method"] in ("POST", "PATCH"):
             if route["path"] == "/v1/notes" or route["path"] == "/notes_from_schema":
                 body = {"title": "from route walk"}
@@ -43,6 +47,7 @@ class Correlation(ServerTestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         routes = json.loads(p.stdout)
         self.walk_note = self.srv.create_note(title="walked", content="searchable walk")
+        self.walk_task = self.srv.post("/v1/tasks", json_body={"type": "noop"}).json["data"]
         self.assertGreaterEqual(len(routes), 15)
         # DELETE last so the note still exists for the others
         routes.sort(key=lambda r: r["method"] == "DELETE")

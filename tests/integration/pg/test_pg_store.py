@@ -162,7 +162,7 @@ class Replica(PgCase):
         db = pg_create_database(self.url)
         # the same database serves as the "replica": routing is what is under test
         srv = Server(["--database-url", db, "--database-replica-url", db, "--pg-read-your-writes-ms", "800",
-                      "--cache-bytes", "0"])
+                      "--cache-bytes", "0", "--no-task-auto-embed"])  # no background note reads
         self.addCleanup(srv.cleanup)
         srv.start()
 

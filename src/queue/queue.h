@@ -1,0 +1,207 @@
+/*
+ * queue: the task queue contract. Workers (src/tasks/) and the task API only see this header; the
+ * embedded SQLite backend (queue_sqlite.c) implements it now, a Redis Streams backend later, through
+ * the same vtable.
+ *
+ * Model. A task is a unit of asynchronous work: a `type` naming its handler, a JSON `payload`, a
+ * `queue` name and a `priority` (critical > high > normal > low). Its life:
+ *
+ *   enqueue ──▶ queued ─────────────── claim ──▶ running ── complete ──▶ succeeded
+ *          └─▶ scheduled (not_before in the future; claimable once due)   │
+ *                                                                        ├─ fail, attempts left ──▶ retrying
+ *   retrying (not_before = now + full-jitter backoff; claimable once due) │   (then claimed again)
+ *                                                                        ├─ fail, no attempts left ─▶ dead
+ *                                                                        ├─ fail, not retryable ────▶ failed
+ *                                                                        ├─ lease expired (reclaim) ─▶ queued
+ *                                                                        │   or dead when attempts are spent
+ *                                                                        ├─ cancel seen by the worker ─▶
+ * cancelled └─ release (shutdown) ──▶ queued cancel: queued / scheduled / retrying ──▶ cancelled at once (it
+ * never starts); running: the cancel is recorded and the worker is told at its next heartbeat; it then calls
+ * `cancelled`. retry: dead / failed / cancelled ──▶ queued with attempts reset (the error history is kept).
+ *
+ * Claims and leases. `claim` picks the most urgent claimable task (priority, then due time, then
+ * age), marks it running, counts the attempt and gives the claimer a lease until now + lease_ms
+ * (lease_ms comes from the task's type, see pk_queue_config). The worker renews it with `heartbeat`;
+ * every completion call names the worker and is refused (code "lease_lost", 409) unless that worker
+ * still holds the task, so a worker whose lease expired and was reclaimed can never overwrite the
+ * newer attempt's outcome. `reclaim_expired` turns expired leases (a crashed or stalled worker) back
+ * into queued tasks (or dead ones, when that was the last attempt): at-least-once delivery, so
+ * handlers must be idempotent.
+ *
+ * Idempotency. An enqueue with a key returns the existing task (and *created = false) when a task
+ * with the same key has not started yet, or was created less than idem_ttl_ms ago; otherwise a new
+ * task is made. TTL 0 therefore means "coalesce with a pending duplicate only".
+ *
+ * Output. Tasks leave the queue as JSON text (the bytes the API serves):
+ *   {"id":"<uuidv7>","type":"noop","queue":"default","priority":"normal","state":"queued",
+ *    "payload":{..},"attempts":0,"max_attempts":3,"idempotency_key":null,"not_before":"<rfc3339>",
+ *    "timeout_ms":30000,"lease_ms":30000,"trace_context":null,"progress":0,"cancel_requested":false,
+ *    "result":null,"error":null,"errors":[{"attempt":1,"at":"..","error":".."}],
+ *    "created_at":"..","started_at":null,"finished_at":null,"updated_at":".."}
+ *
+ * Errors (pk_err codes): "not_found" 404, "conflict" 409 (cancel of a finished task, retry of a task
+ * that is not dead/failed/cancelled), "lease_lost" 409, "validation_failed" 422 (bad cursor, bad
+ * input), "queue_error" 500/503 (SQLite; 503 and retryable for busy or I/O errors).
+ *
+ * Threading. A pk_queue is shared by all threads; every function is thread-safe and BLOCKING (file
+ * I/O): call it from workers, the offload pool or the CLI, never from an event-loop thread. Times are
+ * wall-clock nanoseconds from the configured clock (a fake one in tests).
+ */
+#ifndef PAKE_QUEUE_QUEUE_H
+#define PAKE_QUEUE_QUEUE_H
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct pk_queue pk_queue;
+
+typedef enum {
+    PK_TASK_QUEUED,
+    PK_TASK_SCHEDULED,
+    PK_TASK_RUNNING,
+    PK_TASK_SUCCEEDED,
+    PK_TASK_FAILED,
+    PK_TASK_RETRYING,
+    PK_TASK_DEAD,
+    PK_TASK_CANCELLED,
+    PK_TASK__STATES
+} pk_task_state;
+const char *pk_task_state_name(pk_task_state s);
+int pk_task_state_parse(const char *s); /* -1 when unknown */
+
+typedef enum { PK_PRIO_CRITICAL, PK_PRIO_HIGH, PK_PRIO_NORMAL, PK_PRIO_LOW, PK_PRIO__COUNT } pk_task_priority;
+const char *pk_task_priority_name(int p);
+int pk_task_priority_parse(const char *s); /* -1 when unknown */
+
+#define PK_TASK_TYPE_MAX 64
+#define PK_TASK_QUEUE_MAX 64
+
+/* What enqueue needs. Strings are borrowed for the call; zero values take the defaults. */
+typedef struct pk_task_input {
+    const char *type;            /* required: 1..64 chars of [a-z0-9_.-] */
+    const char *queue;           /* default "default"; same alphabet */
+    const char *payload_json;    /* a JSON object, already validated; NULL = {} */
+    int priority;                /* pk_task_priority; default normal (callers set it explicitly) */
+    int max_attempts;            /* 0 = config default */
+    int64_t timeout_ms;          /* run time limit of one attempt; 0 = config default */
+    int64_t not_before_ns;       /* wall ns; 0 = now */
+    const char *idempotency_key; /* NULL = none */
+    int64_t idem_ttl_ms;         /* see "Idempotency" above */
+    const char *trace_context;   /* W3C traceparent of the enqueuing request, or NULL */
+} pk_task_input;
+
+/* A claimed task, as a worker needs it. Strings are owned (pk_task_free). */
+typedef struct pk_task {
+    char id[37];
+    char *type, *queue, *payload_json, *trace_context;
+    int priority;
+    int attempts; /* including this one */
+    int max_attempts;
+    int64_t timeout_ms, lease_ms;
+    int64_t created_ns, not_before_ns, started_ns;
+} pk_task;
+void pk_task_free(pk_task *t);
+
+typedef struct pk_task_filter {
+    int state;        /* -1 = any */
+    const char *type; /* NULL = any */
+    const char *queue;
+    int limit;          /* 1..100 */
+    const char *cursor; /* from a previous page; NULL = first (newest first) */
+} pk_task_filter;
+
+typedef struct pk_task_page {
+    pk_buf items; /* JSON array */
+    char *next_cursor;
+    size_t count;
+} pk_task_page;
+void pk_task_page_free(pk_task_page *p);
+
+/* A lease per task type (the reclaim idle time). */
+typedef struct pk_queue_type_lease {
+    const char *type;
+    int64_t lease_ms;
+} pk_queue_type_lease;
+
+typedef struct pk_queue_config {
+    const char *path;                /* database file (the SQLite backend); ":memory:" for tests */
+    const pk_clock *clock;           /* wall ns; NULL = real time */
+    double (*unit_random)(void *ud); /* [0,1) for backoff jitter; NULL = pk_rand_unit */
+    void *random_ud;
+    int default_max_attempts;          /* default 3 */
+    int64_t default_timeout_ms;        /* default 30000 */
+    int64_t default_lease_ms;          /* default 30000 */
+    const pk_queue_type_lease *leases; /* per-type overrides */
+    size_t nleases;
+    int64_t retry_base_ms;    /* full-jitter backoff: uniform in [0, min(cap, base * 2^(attempt-1))) */
+    int64_t retry_cap_ms;     /* defaults 1000 and 60000 */
+    int64_t keep_finished_ms; /* finished tasks older than this are purged by `purge`; default 7 days */
+} pk_queue_config;
+
+/* Per (queue, priority) numbers for GET /v1/queues. */
+typedef struct pk_queue_stats_row {
+    char queue[PK_TASK_QUEUE_MAX + 1];
+    int priority;
+    int64_t counts[PK_TASK__STATES];
+    int64_t ready;           /* queued, or scheduled/retrying and due */
+    int64_t oldest_ready_ns; /* created (or due) time of the oldest ready task; 0 = none */
+} pk_queue_stats_row;
+
+typedef struct pk_queue_stats {
+    pk_queue_stats_row *rows;
+    size_t nrows;
+    int64_t now_ns;
+} pk_queue_stats;
+void pk_queue_stats_free(pk_queue_stats *s);
+
+typedef struct pk_queue_ops {
+    void (*close)(pk_queue *q);
+    pk_err *(*enqueue)(pk_queue *q, const pk_task_input *in, pk_buf *out, bool *created, char id[37]);
+    pk_err *(*get)(pk_queue *q, const char *id, pk_buf *out);
+    pk_err *(*list)(pk_queue *q, const pk_task_filter *f, pk_task_page *out);
+    /* Claims one task of any type (types == NULL) or of the listed types. *out->id[0] == 0: none. */
+    pk_err *(*claim)(pk_queue *q, const char *worker, const char *const *types, size_t ntypes, pk_task *out);
+    /* Renews the lease and records progress (< 0: unchanged); *cancel says a cancel was requested. */
+    pk_err *(*heartbeat)(pk_queue *q, const char *id, const char *worker, double progress, bool *cancel);
+    pk_err *(*complete)(pk_queue *q, const char *id, const char *worker, const char *result_json);
+    /* A failed attempt: retrying (with backoff), dead (attempts spent) or failed (not retryable). The
+     * new state is returned in *state. */
+    pk_err *(*fail)(pk_queue *q, const char *id, const char *worker, const char *error, bool retryable,
+                    pk_task_state *state);
+    pk_err *(*cancelled)(pk_queue *q, const char *id, const char *worker); /* running → cancelled */
+    pk_err *(*release)(pk_queue *q, const char *id, const char *worker);   /* running → queued, uncounted */
+    pk_err *(*cancel)(pk_queue *q, const char *id, pk_buf *out, pk_task_state *state);
+    pk_err *(*retry)(pk_queue *q, const char *id, pk_buf *out);
+    /* Expired leases → queued (or dead). *n = how many. */
+    pk_err *(*reclaim_expired)(pk_queue *q, int *n);
+    /* Earliest time something may become claimable (a due scheduled/retrying task or an expiring
+     * lease); INT64_MAX when nothing is pending. */
+    pk_err *(*next_wakeup)(pk_queue *q, int64_t *at_ns);
+    pk_err *(*stats)(pk_queue *q, pk_queue_stats *out);
+    pk_err *(*purge)(pk_queue *q, int *n); /* deletes finished tasks older than keep_finished_ms */
+} pk_queue_ops;
+
+struct pk_queue {
+    const pk_queue_ops *ops;
+    const char *backend; /* "sqlite" */
+};
+
+pk_err *pk_queue_open_sqlite(const pk_queue_config *cfg, pk_queue **out);
+/* The backend's SQLite handle access for modules that keep derived data in the same file
+ * (embeddings, src/tasks/): runs fn(db, ud) under the queue's connection lock. */
+struct sqlite3;
+pk_err *pk_queue_sqlite_with_db(pk_queue *q, pk_err *(*fn)(struct sqlite3 *db, void *ud), void *ud);
+
+/* The lease of a type under cfg (default when no override). */
+int64_t pk_queue_lease_for(const pk_queue_config *cfg, const char *type);
+/* Validates a type or queue name: 1..64 chars of [a-z0-9_.-]. */
+bool pk_queue_name_valid(const char *s);
+
+static inline void pk_queue_close(pk_queue *q)
+{
+    q->ops->close(q);
+}
+#endif

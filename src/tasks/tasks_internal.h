@@ -1,0 +1,57 @@
+/*
+ * tasks_internal: the task service's state, shared by tasks.c (workers), handlers.c (the built-in
+ * task types) and embeddings.c (the embeddings table). Not for use outside src/tasks/.
+ */
+#ifndef PAKE_TASKS_INTERNAL_H
+#define PAKE_TASKS_INTERNAL_H
+#include "tasks/tasks.h"
+#include <pthread.h>
+#include <stdatomic.h>
+
+struct worker;
+struct pk_metric_family;
+
+struct pk_tasks {
+    struct pk_server *srv;
+    pk_tasks_config cfg;
+    pk_queue *q;
+    pk_queue_type_lease leases[16];
+    char lease_types[16][PK_TASK_TYPE_MAX + 1];
+    int nleases;
+    struct {
+        const char *type;
+        pk_task_handler fn;
+    } handlers[16];
+    int nhandlers;
+    char type_list[256];
+    /* workers */
+    struct worker *workers;
+    _Atomic int64_t *last_seen; /* wall ns, per worker */
+    int nworkers;
+    bool started;
+    atomic_bool stopping;
+    _Atomic int64_t stop_deadline_mono;
+    _Atomic int64_t last_reclaim_mono;
+    int64_t last_gauges_mono, last_purge_mono; /* the worker that won the reclaim slot */
+    /* wake-ups and pending note changes (under mu) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t gen;
+    char (*pending)[37];
+    int npending;
+    uint64_t pending_dropped;
+    /* metrics */
+    struct pk_metric_family *m_events, *m_wait, *m_run, *m_depth, *m_oldest, *m_states, *m_heartbeat, *m_busy;
+};
+
+/* handlers.c */
+pk_err *pk_task_noop(pk_task_ctx *c, const pk_task *t, const cJSON *payload, pk_buf *result);
+pk_err *pk_task_note_summarize(pk_task_ctx *c, const pk_task *t, const cJSON *payload, pk_buf *result);
+pk_err *pk_task_note_embed(pk_task_ctx *c, const pk_task *t, const cJSON *payload, pk_buf *result);
+/* embeddings.c */
+pk_err *pk_tasks_embeddings_init(pk_tasks *t);
+/* Stores (or replaces) a note's vector; *unchanged when the stored text hash equals `hash`. */
+pk_err *pk_tasks_embedding_put(pk_tasks *t, const char *note_id, const float *vec, const char *hash,
+                               bool *unchanged);
+pk_err *pk_tasks_embedding_delete(pk_tasks *t, const char *note_id);
+#endif
