@@ -218,13 +218,23 @@ class McpStdio(unittest.TestCase):
                              stderr=subprocess.PIPE, text=True)
         p.stdin.write(text)
         p.stdin.flush()
-        time.sleep(1.0 * SLOW)  # let the create finish before the search below
+        # read until the create (id 2) has answered, so the search below must find the note
+        early = []
+        deadline = time.monotonic() + 60 * SLOW
+        while time.monotonic() < deadline:
+            line = p.stdout.readline()
+            if not line:
+                break
+            early.append(line)
+            m = json.loads(line)
+            if isinstance(m, dict) and m.get("id") == 2:
+                break
         more = ["{broken", json.dumps([{"jsonrpc": "2.0", "id": 3, "method": "tools/call",
                                        "params": {"name": "search_notes", "arguments": {"query": "okapi"}}},
                                       {"jsonrpc": "2.0", "id": 4, "method": "ping"}])]
         out, err = p.communicate("\n".join(more) + "\n", timeout=60 * SLOW)
         self.assertEqual(p.returncode, 0, err)
-        every = [json.loads(line) for line in out.splitlines()]  # every stdout line is JSON
+        every = [json.loads(line) for line in early + out.splitlines()]  # every stdout line is JSON
         self.assertIn("notifications/resources/list_changed", [m.get("method") for m in every if isinstance(m, dict)])
         # tool calls run on their own threads, so answers may come in any order: match them by id
         by_id = {m["id"]: m for m in every if isinstance(m, dict) and "id" in m and m["id"] is not None}
