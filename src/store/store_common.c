@@ -9,6 +9,7 @@
  * string, which makes operators, column filters and NEAR() unreachable from user input.
  */
 #include "store/store_internal.h"
+#include "core/clock.h"
 #include "core/json.h"
 #include <math.h>
 #include <stdlib.h>
@@ -340,4 +341,28 @@ pk_err *pk_fts5_query(const char *text, pk_buf *out)
     pk_buf_append(out, q.data, q.len);
     pk_buf_free(&q);
     return NULL;
+}
+
+/* One link as JSON (the shape documented in store.h); shared by every backend. */
+void pk_store_link_json(pk_jw *w, const char *id, const char *src, const char *dst, const char *type,
+                        double strength, const char *meta, size_t meta_len, int64_t created)
+{
+    char ts[PK_RFC3339_LEN];
+    pk_rfc3339(created, ts);
+    pk_jw_obj_open(w);
+    pk_jw_key(w, "id");
+    pk_jw_str(w, id);
+    pk_jw_key(w, "source_id");
+    pk_jw_str(w, src);
+    pk_jw_key(w, "target_id");
+    pk_jw_str(w, dst);
+    pk_jw_key(w, "type");
+    pk_jw_str(w, type);
+    pk_jw_key(w, "strength");
+    pk_jw_num(w, strength);
+    pk_jw_key(w, "metadata");
+    pk_jw_raw(w, meta, meta_len);
+    pk_jw_key(w, "created_at");
+    pk_jw_str(w, ts);
+    pk_jw_obj_close(w);
 }

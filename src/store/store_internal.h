@@ -7,6 +7,7 @@
  */
 #ifndef PAKE_STORE_STORE_INTERNAL_H
 #define PAKE_STORE_STORE_INTERNAL_H
+#include "core/json.h"
 #include "store/store.h"
 
 typedef struct pk_note_canon {
@@ -49,4 +50,7 @@ typedef struct pk_search_term {
     bool phrase, prefix;
 } pk_search_term;
 pk_err *pk_search_terms(const char *text, pk_search_term *terms, size_t *nterms);
+/* Writes one link object: {"id","source_id","target_id","type","strength","metadata","created_at"}. */
+void pk_store_link_json(pk_jw *w, const char *id, const char *src, const char *dst, const char *type,
+                        double strength, const char *meta, size_t meta_len, int64_t created);
 #endif

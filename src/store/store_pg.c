@@ -1207,29 +1207,6 @@ static pk_err *pg_note_history(pk_store *ps, const pk_op_ctx *c, const char *id,
 
 /* ---- links ---- */
 
-static void link_json(pk_jw *w, const char *id, const char *src, const char *dst, const char *type,
-                      double strength, const char *meta, size_t meta_len, int64_t created)
-{
-    char ts[PK_RFC3339_LEN];
-    pk_rfc3339(created, ts);
-    pk_jw_obj_open(w);
-    pk_jw_key(w, "id");
-    pk_jw_str(w, id);
-    pk_jw_key(w, "source_id");
-    pk_jw_str(w, src);
-    pk_jw_key(w, "target_id");
-    pk_jw_str(w, dst);
-    pk_jw_key(w, "type");
-    pk_jw_str(w, type);
-    pk_jw_key(w, "strength");
-    pk_jw_num(w, strength);
-    pk_jw_key(w, "metadata");
-    pk_jw_raw(w, meta, meta_len);
-    pk_jw_key(w, "created_at");
-    pk_jw_str(w, ts);
-    pk_jw_obj_close(w);
-}
-
 static pk_err *link_check(const char *src, const char *dst, const char *type, double strength,
                           const char *meta, char **meta_canon)
 {
@@ -1313,7 +1290,7 @@ static pk_err *link_create_impl(pg_store *s, pk_pg_conn *k, const pk_op_ctx *c, 
         return pk_err_new("conflict", 409, "a link of type %s from %s to %s already exists", type, src, dst);
     pk_jw w;
     pk_jw_init(&w, out);
-    link_json(&w, id, src, dst, type, strength, meta, strlen(meta), now);
+    pk_store_link_json(&w, id, src, dst, type, strength, meta, strlen(meta), now);
     return NULL;
 }
 
@@ -1357,8 +1334,9 @@ static pk_err *pg_link_list(pk_store *ps, const pk_op_ctx *c, const char *id, pk
                 pk_jw_init(&w, out);
                 pk_jw_arr_open(&w);
                 for (int i = 0; i < PQntuples(r); i++)
-                    link_json(&w, val(r, i, 0), val(r, i, 1), val(r, i, 2), val(r, i, 3), val_dbl(r, i, 4),
-                              val(r, i, 5), (size_t)PQgetlength(r, i, 5), val_i64(r, i, 6));
+                    pk_store_link_json(&w, val(r, i, 0), val(r, i, 1), val(r, i, 2), val(r, i, 3),
+                                       val_dbl(r, i, 4), val(r, i, 5), (size_t)PQgetlength(r, i, 5),
+                                       val_i64(r, i, 6));
                 pk_jw_arr_close(&w);
             }
             clear_all(res, 4);

@@ -1115,29 +1115,6 @@ static pk_err *note_exists(pk_sqlite_conn *k, const char *id, bool *found)
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? NULL : pk_sqlite_err(k, rc, "reading a note");
 }
 
-static void link_json(pk_jw *w, const char *id, const char *src, const char *dst, const char *type,
-                      double strength, const char *meta, size_t meta_len, int64_t created)
-{
-    char ts[PK_RFC3339_LEN];
-    pk_rfc3339(created, ts);
-    pk_jw_obj_open(w);
-    pk_jw_key(w, "id");
-    pk_jw_str(w, id);
-    pk_jw_key(w, "source_id");
-    pk_jw_str(w, src);
-    pk_jw_key(w, "target_id");
-    pk_jw_str(w, dst);
-    pk_jw_key(w, "type");
-    pk_jw_str(w, type);
-    pk_jw_key(w, "strength");
-    pk_jw_num(w, strength);
-    pk_jw_key(w, "metadata");
-    pk_jw_raw(w, meta, meta_len);
-    pk_jw_key(w, "created_at");
-    pk_jw_str(w, ts);
-    pk_jw_obj_close(w);
-}
-
 static pk_err *link_check(const char *src, const char *dst, const char *type, double strength,
                           const char *meta, char **meta_canon)
 {
@@ -1207,7 +1184,7 @@ static pk_err *link_create_impl(sq_store *s, pk_sqlite_conn *k, const char *src,
     if (rc != SQLITE_DONE) return pk_sqlite_err(k, rc, "inserting a link");
     pk_jw w;
     pk_jw_init(&w, out);
-    link_json(&w, id, src, dst, type, strength, meta, strlen(meta), now);
+    pk_store_link_json(&w, id, src, dst, type, strength, meta, strlen(meta), now);
     return NULL;
 }
 
@@ -1254,10 +1231,11 @@ static pk_err *link_list_impl(pk_sqlite_conn *k, const char *id, pk_buf *out)
     pk_jw_arr_open(&w);
     int rc;
     while ((rc = pk_sqlite_step(k, st)) == SQLITE_ROW) {
-        link_json(&w, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
-                  (const char *)sqlite3_column_text(st, 2), (const char *)sqlite3_column_text(st, 3),
-                  sqlite3_column_double(st, 4), (const char *)sqlite3_column_text(st, 5),
-                  (size_t)sqlite3_column_bytes(st, 5), sqlite3_column_int64(st, 6));
+        pk_store_link_json(&w, (const char *)sqlite3_column_text(st, 0),
+                           (const char *)sqlite3_column_text(st, 1), (const char *)sqlite3_column_text(st, 2),
+                           (const char *)sqlite3_column_text(st, 3), sqlite3_column_double(st, 4),
+                           (const char *)sqlite3_column_text(st, 5), (size_t)sqlite3_column_bytes(st, 5),
+                           sqlite3_column_int64(st, 6));
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) return pk_sqlite_err(k, rc, "listing links");
