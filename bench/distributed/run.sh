@@ -65,6 +65,8 @@ PROBE=$HERE/probe.py
 LUA=$HERE/dist.lua
 
 log() { printf '[bench/distributed] %s\n' "$*" >&2; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 die() {
     log "error: $*"
     exit 1
@@ -94,18 +96,6 @@ PAKE_PIDS=()
 PAKE_PORTS=()
 FAILED=0
 
-stop_pid() { # pid: TERM, wait up to 5 s, then KILL
-    local pid=$1 i
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
 stop_pakes() {
     local pid
     for pid in "${PAKE_PIDS[@]}"; do stop_pid "$pid"; done
@@ -125,21 +115,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_ready() { # URL PID TIMEOUT
-    local url=$1 pid=$2 deadline=$((SECONDS + $3))
-    while ((SECONDS < deadline)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-fmt_us() { awk -v us="$1" 'BEGIN { if (us < 1000) printf "%d us", us; else printf "%.2f ms", us / 1000 }'; }
 field() { sed -nE "s/.* $1=([0-9.]+).*/\\1/p" <<<" $2"; } # field NAME "k=v k=v"
 metric() { awk -v k="$1" '$1 == k { print $2 }' <<<"$2"; } # metric NAME SNAPSHOT
 

@@ -41,6 +41,8 @@ CLK_TCK=$(getconf CLK_TCK)
 WORDS=$DATA/search-words.txt
 
 log() { printf '[bench/mcp] %s\n' "$*" >&2; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 die() {
     log "error: $*"
     exit 1
@@ -66,17 +68,6 @@ fi
 TMP=$(mktemp -d /tmp/pake-bench-mcp.XXXXXX)
 SRV_PID=
 
-stop_pid() { # pid: TERM, wait up to 5 s, then KILL
-    local pid=$1 i
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 
 # shellcheck disable=SC2317 # invoked by the trap
 cleanup() {
@@ -88,9 +79,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # wait_http URL PID TIMEOUT: 0 once URL gives any HTTP answer; 1 if PID dies or the time runs out.
 wait_http() {
@@ -103,13 +91,7 @@ wait_http() {
     return 1
 }
 
-cpu_ticks() { # utime + stime of a process (all its threads), in clock ticks
-    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
 
-fmt_us() { # microseconds -> "412 us" / "1.25 ms"
-    awk -v us="$1" 'BEGIN { if (us < 1000) printf "%d us", us; else printf "%.2f ms", us / 1000 }'
-}
 
 PAKE_DATA=$TMP/pake-data
 start_pake() { # extra flags...
