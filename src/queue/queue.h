@@ -120,6 +120,17 @@ typedef struct pk_task_page {
 } pk_task_page;
 void pk_task_page_free(pk_task_page *p);
 
+/* Limits per task type, shared by every worker of the queue (all processes, all machines with the
+ * Redis backend): at most `concurrency` attempts running at once and at most `rate_per_s` starts per
+ * second (GCRA with `burst`). A claim never hands out a task whose type is at its limit; such tasks
+ * stay queued (or are deferred to the time the limit allows) and are claimed later. 0 = unlimited. */
+typedef struct pk_queue_type_limit {
+    const char *type;
+    int concurrency;
+    double rate_per_s;
+    int burst; /* 0 = 1 */
+} pk_queue_type_limit;
+
 /* A lease per task type (the reclaim idle time). */
 typedef struct pk_queue_type_lease {
     const char *type;
@@ -139,6 +150,11 @@ typedef struct pk_queue_config {
     int64_t retry_base_ms;    /* full-jitter backoff: uniform in [0, min(cap, base * 2^(attempt-1))) */
     int64_t retry_cap_ms;     /* defaults 1000 and 60000 */
     int64_t keep_finished_ms; /* finished tasks older than this are purged by `purge`; default 7 days */
+    const pk_queue_type_limit *limits; /* per-type shared limits (see above) */
+    size_t nlimits;
+    /* Redis backend only: the client pool (not owned) and the key prefix (default "pake:"). */
+    struct pk_redis *redis;
+    const char *redis_prefix;
 } pk_queue_config;
 
 /* Per (queue, priority) numbers for GET /v1/queues. */
@@ -182,14 +198,22 @@ typedef struct pk_queue_ops {
     pk_err *(*next_wakeup)(pk_queue *q, int64_t *at_ns);
     pk_err *(*stats)(pk_queue *q, pk_queue_stats *out);
     pk_err *(*purge)(pk_queue *q, int *n); /* deletes finished tasks older than keep_finished_ms */
+    /* Optional (NULL: callers poll next_wakeup). Blocks up to timeout_ms until a task may be
+     * claimable (e.g. XREADGROUP BLOCK on Redis, so workers in other processes wake at once). */
+    pk_err *(*wait)(pk_queue *q, int64_t timeout_ms);
 } pk_queue_ops;
 
 struct pk_queue {
     const pk_queue_ops *ops;
-    const char *backend; /* "sqlite" */
+    const char *backend; /* "sqlite" or "redis" */
 };
 
 pk_err *pk_queue_open_sqlite(const pk_queue_config *cfg, pk_queue **out);
+/* Redis Streams backend (queue_redis.c): cfg->redis and cfg->redis_prefix are required. */
+pk_err *pk_queue_open_redis(const pk_queue_config *cfg, pk_queue **out);
+/* Parses "type=concurrency:N;rate:R/s;burst:B,type2=..." into limits (strings point into a copy
+ * owned by *buf; free both with free()). Errors: "bad_config" naming the bad part. */
+pk_err *pk_queue_limits_parse(const char *spec, pk_queue_type_limit **limits, size_t *n, char **buf);
 /* The backend's SQLite handle access for modules that keep derived data in the same file
  * (embeddings, src/tasks/): runs fn(db, ud) under the queue's connection lock. */
 struct sqlite3;
