@@ -63,6 +63,11 @@ typedef struct pk_config {
     int task_max_attempts, task_timeout_ms, task_lease_ms, task_retry_base_ms, task_retry_cap_ms;
     char *task_leases;
     bool task_auto_embed;
+    /* AI providers (src/ai/, docs/tasks.md): "local" built-ins or an OpenAI-compatible HTTP API */
+    char *embed_provider, *embed_url, *embed_model, *embed_api_key;
+    int embed_dims;
+    char *chat_url, *chat_model, *chat_api_key;
+    int ai_timeout_ms;
     char *fault_store_fail_rate; /* test builds only */
     char *fault_store_delay_ms;  /* test builds only */
 } pk_config;
