@@ -170,8 +170,8 @@ typedef struct rq_queue {
     "end\n"
 
 /* ARGV[5] id, [6] type, [7] queue, [8] prio, [9] payload, [10] max_attempts, [11] "" or "=" idem key,
- * [12] idem ttl ms, [13] timeout ms, [14] lease ms, [15] "" or "=" trace, [16] not_before us.
- * Returns {created 0|1, record}. */
+ * [12] idem ttl ms, [13] timeout ms, [14] lease ms, [15] "" or "=" trace, [16] not_before us, [17] "1"
+ * to return the whole record. Returns {created 0|1, record or {"id", id}}. */
 static pk_redis_script S_ENQUEUE = {
     .src = LUA_PRELUDE
     "local id, ty, q, p = ARGV[5], ARGV[6], ARGV[7], ARGV[8]\n"
@@ -183,7 +183,8 @@ static pk_redis_script S_ENQUEUE = {
     "    local r = redis.call('HMGET', tk(old), 'st', 'ca')\n"
     "    local st = tonumber(r[1])\n"
     "    if st and (st == 0 or st == 1 or st == 5 or tonumber(r[2]) > NOW - tonumber(ARGV[12]) * 1000) then\n"
-    "      return {0, redis.call('HGETALL', tk(old))}\n"
+    "      if ARGV[17] == '1' then return {0, redis.call('HGETALL', tk(old))} end\n"
+    "      return {0, {'id', old}}\n"
     "    end\n"
     "  end\n"
     "end\n"
@@ -209,7 +210,8 @@ static pk_redis_script S_ENQUEUE = {
     "  local ttl = math.max(1, tonumber(ARGV[12])) + KEEP + math.floor((nb - NOW) / 1000)\n"
     "  redis.call('SET', P .. 'i:' .. ik, id, 'PX', ttl)\n"
     "end\n"
-    "return {1, redis.call('HGETALL', tk(id))}\n"};
+    "if ARGV[17] == '1' then return {1, redis.call('HGETALL', tk(id))} end\n"
+    "return {1, {'id', id}}\n"};
 
 /* ARGV[5] worker, [6] round-robin counter, [7] concurrency retry us, [8] "" or "type,type,..".
  * Returns false or {id, type, queue, payload, trace, prio, attempts, max, timeout, lease, created, nb,
@@ -611,7 +613,7 @@ static pk_err *lease_lost(const char *id)
     return pk_err_new("lease_lost", 409, "task '%s' is no longer held by this worker", id);
 }
 
-#define MAX_OP_ARGS 12
+#define MAX_OP_ARGS 13
 
 /* Runs a script with the common arguments (prefix, now, now ceiling, keep) then `args`. */
 static pk_err *rq_eval(rq_queue *q, pk_redis_script *s, const char *what, int64_t now, int nargs,
@@ -794,9 +796,10 @@ static pk_err *q_enqueue(pk_queue *base, const pk_task_input *in, pk_buf *out, b
                           timeout,
                           lease,
                           tc.len ? tc.data : "",
-                          nb};
+                          nb,
+                          out ? "1" : "0"};
     redisReply *r = NULL;
-    pk_err *e = rq_eval(q, &S_ENQUEUE, "enqueue", now, 12, args, &r);
+    pk_err *e = rq_eval(q, &S_ENQUEUE, "enqueue", now, 13, args, &r);
     pk_buf_free(&ik);
     pk_buf_free(&tc);
     if (!e && (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2))
@@ -838,7 +841,7 @@ static pk_err *q_list(pk_queue *base, const pk_task_filter *f, pk_task_page *out
             return pk_err_invalid("invalid cursor");
     }
     int limit = f->limit < 1 ? 20 : f->limit > 100 ? 100 : f->limit;
-    char lim[8], st[8];
+    char lim[16], st[16];
     snprintf(lim, sizeof lim, "%d", limit);
     snprintf(st, sizeof st, "%d", f->state);
     const char *args[] = {f->cursor ? f->cursor : "", lim, st, f->type ? f->type : "",
