@@ -7,7 +7,8 @@
  *
  * Redis: a throw-away redis-server (scripts/redis-test-server.sh) is started once for the whole run by
  * a PRE_ALL hook (or PAKE_TEST_REDIS_URL names one); every test process uses its own key prefix. When
- * redis-server is not installed the Redis tests are SKIPPED with a message. The SQLite database is in
+ * redis-server is not installed the Redis tests are SKIPPED with a message; when it is installed but
+ * does not start, they FAIL. The SQLite database is in
  * memory; the jitter is a fixed fraction. */
 #include "core/json.h"
 #include "queue/queue.h"
@@ -58,7 +59,10 @@ ReportHook(PRE_ALL)(struct criterion_test_set *set)
     char url[256] = "";
     int ok = f && fscanf(f, "%255s %d %255s", url, &redis_pid, redis_dir) == 3;
     if (f) pclose(f);
-    if (ok) setenv("PAKE_TEST_REDIS_URL", url, 1);
+    if (ok)
+        setenv("PAKE_TEST_REDIS_URL", url, 1);
+    else if (system("command -v redis-server >/dev/null 2>&1") == 0)
+        setenv("PAKE_TEST_REDIS_BROKEN", "1", 1); /* installed but not started: fail, do not skip */
 }
 
 ReportHook(POST_ALL)(struct criterion_global_stats *stats)
@@ -139,7 +143,9 @@ static void teardown(void)
 
 #define NEED_QUEUE()                                                                                         \
     do {                                                                                                     \
-        if (!q) cr_skip_test("redis-server is not installed (or did not start): Redis queue tests skipped"); \
+        if (!q && getenv("PAKE_TEST_REDIS_BROKEN"))                                                          \
+            cr_assert_fail("redis-server is installed but did not start");                                   \
+        if (!q) cr_skip_test("redis-server is not installed: Redis queue tests skipped");                    \
     } while (0)
 
 /* One test body, two tests: suite `queue` (SQLite) and suite `queue_redis`. */
