@@ -28,6 +28,14 @@ const port = want > 0 ? want : await freePort();
 const db = await PGlite.create(dataDir ?? undefined, { extensions: { vector } });
 const server = new PGLiteSocketServer({ db, host: '127.0.0.1', port, maxConnections: 1,
                                         debug: !!process.env.PGLITE_DEBUG });
+// PGlite is ONE backend behind every socket connection: a client's session state (prepared statements,
+// SET values, session advisory locks, LISTEN) would outlive its connection and confuse the next one
+// (pake prepares statements per connection: "prepared statement ... already exists"). A new connection
+// therefore starts with DISCARD ALL, as if it were a fresh backend. The event fires before the
+// client's first message is processed (those are handled on a later tick, through the same lock).
+server.addEventListener('connection', () => {
+  db.exec('DISCARD ALL').catch((e) => console.error('DISCARD ALL failed:', e.message));
+});
 await server.start();
 console.log(`READY postgres://postgres@127.0.0.1:${port}/postgres?sslmode=disable`);
 
