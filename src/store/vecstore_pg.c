@@ -95,7 +95,7 @@ static pk_err *pg_put(pk_vecstore *vs, const pk_op_ctx *c, const pk_embedding *e
     pk_err *e = acquire(v, c, &k);
     PGresult *r = NULL;
     if (!e) e = pk_pg_query(k, "vector_put", sql, 6, p, dl(c), &r);
-    if (e && !strcmp(pk_pg_sqlstate(k), "23503")) { /* foreign_key_violation: the note is gone */
+    if (e && k && !strcmp(pk_pg_sqlstate(k), "23503")) { /* foreign_key_violation: the note is gone */
         pk_err_free(e);
         e = pk_err_new("not_found", 404, "note %s does not exist", em->note_id);
     }
