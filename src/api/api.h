@@ -34,6 +34,13 @@ void pk_api_task_retry(pk_req *r);
 void pk_api_queues(pk_req *r);
 /* search_vector.c: GET /v1/search?mode=semantic|hybrid */
 void pk_api_search_vector(pk_req *r, bool hybrid);
+/* The semantic (hybrid: fused with full-text by RRF) ranking shared with MCP search_notes. Blocking (a
+ * worker): appends a JSON array of the top `limit` notes, each with "score" (and "fulltext_rank",
+ * "vector_rank" when hybrid), to out; *count notes; *index = the vector index that ranked them
+ * ("pgvector-hnsw" | "exact-scan", static). Failure sets j->err (unavailable without the task service). */
+struct pk_job;
+void pk_api_vector_search_run(struct pk_job *j, const char *q, int limit, bool hybrid, pk_buf *out,
+                              int *count, const char **index);
 /* ops.c */
 void pk_api_health_live(pk_req *r);
 void pk_api_health_ready(pk_req *r);

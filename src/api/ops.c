@@ -4,6 +4,7 @@
  * the admin API for circuit breakers.
  */
 #include "api/api.h"
+#include "tasks/tasks.h"
 #include "core/clock.h"
 #include "server/services.h"
 #include <stdlib.h>
@@ -16,6 +17,30 @@ void pk_api_health_live(pk_req *r)
 {
     static const char body[] = "{\"status\":\"pass\"}";
     pk_respond_raw(r, 200, "application/health+json", body, sizeof body - 1);
+}
+
+/* Which vector search this server runs (pgvector HNSW or an exact scan) and why: informational, it
+ * never fails readiness (an exact scan is slower, not broken). */
+static void vector_check(pk_server *srv, pk_jw *w)
+{
+    pk_tasks *t = pk_services_tasks(srv);
+    pk_vecstore *vs = t ? pk_tasks_vectors(t) : NULL;
+    if (!vs) return;
+    pk_jw_key(w, "vectors:index");
+    pk_jw_arr_open(w);
+    pk_jw_obj_open(w);
+    pk_jw_key(w, "componentType");
+    pk_jw_str(w, "component");
+    pk_jw_key(w, "componentId");
+    pk_jw_str(w, vs->backend);
+    pk_jw_key(w, "status");
+    pk_jw_str(w, "pass");
+    pk_jw_key(w, "observedValue");
+    pk_jw_str(w, vs->index);
+    pk_jw_key(w, "output");
+    pk_jw_str(w, vs->detail);
+    pk_jw_obj_close(w);
+    pk_jw_arr_close(w);
 }
 
 static void work_ready(pk_job *j)
@@ -68,6 +93,7 @@ static void work_ready(pk_job *j)
     pk_jw_obj_close(&w);
     pk_jw_arr_close(&w);
     pk_services_health_checks(j->srv, &w);
+    vector_check(j->srv, &w);
     pk_jw_obj_close(&w);
     pk_jw_obj_close(&w);
     pk_err_free(e);

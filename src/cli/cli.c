@@ -101,13 +101,22 @@ static int cmd_serve(int argc, char **argv)
                               .leases = srv.cfg.task_leases,
                               .retry_base_ms = srv.cfg.task_retry_base_ms,
                               .retry_cap_ms = srv.cfg.task_retry_cap_ms,
-                              .auto_embed = srv.cfg.task_auto_embed};
+                              .auto_embed = srv.cfg.task_auto_embed,
+                              .embed_dims = srv.cfg.embed_dims,
+                              .hnsw_m = srv.cfg.vector_hnsw_m,
+                              .hnsw_ef_construction = srv.cfg.vector_hnsw_ef_construction,
+                              .hnsw_ef_search = srv.cfg.vector_hnsw_ef_search};
         e = pk_tasks_init(&srv, &tc, &tasks);
     }
     if (!e) e = pk_server_init(&srv);
     if (e) {
-        pk_log_write(PK_LOG_ERROR, NULL, NULL, "cannot start: %s", e->message);
-        fprintf(stderr, "pake serve: %s\n", e->message);
+        const pk_err *why = e; /* the innermost cause says what failed (e.g. the database's message) */
+        while (why->cause)
+            why = why->cause;
+        pk_log_write(PK_LOG_ERROR, NULL, NULL, "cannot start: %s%s%s", e->message, why != e ? ": " : "",
+                     why != e ? why->message : "");
+        fprintf(stderr, "pake serve: %s%s%s\n", e->message, why != e ? ": " : "",
+                why != e ? why->message : "");
         pk_err_free(e);
         return 1;
     }

@@ -141,8 +141,12 @@ static void note_id_of(const pk_buf *b, char id[37])
 
 /* ---- search_notes ----------------------------------------------------------------------------- */
 
+typedef enum { MODE_FULLTEXT, MODE_SEMANTIC, MODE_HYBRID } search_mode;
+static const char *const MODE_NAMES[] = {"fulltext", "semantic", "hybrid"};
+
 typedef struct search_args {
     pk_query_args *qa;
+    search_mode mode;
     pk_buf key; /* L1 query-cache key (empty when the cache is off) */
 } search_args;
 
@@ -154,9 +158,30 @@ static void search_args_free(void *p)
     free(a);
 }
 
+/* semantic / hybrid: the REST ranking (pk_api_vector_search_run), one page. */
+static void search_vector_work(pk_mcp_call *c, pk_job *j)
+{
+    search_args *sa = c->data;
+    pk_buf notes = PK_BUF_INIT, s = PK_BUF_INIT;
+    int count = 0;
+    const char *index = "";
+    pk_api_vector_search_run(j, sa->qa->q.text, sa->qa->q.limit, sa->mode == MODE_HYBRID, &notes, &count,
+                             &index);
+    if (!j->err) {
+        pk_buf_printf(&s, "{\"count\":%d,\"notes\":", count);
+        pk_buf_append(&s, notes.data, notes.len);
+        pk_buf_printf(&s, ",\"next_cursor\":null,\"mode\":\"%s\",\"vector_index\":\"%s\"}",
+                      MODE_NAMES[sa->mode], index);
+    }
+    reply_tool(c, j, s.data, s.len);
+    pk_buf_free(&notes);
+    pk_buf_free(&s);
+}
+
 static void search_work(pk_mcp_call *c, pk_job *j)
 {
     search_args *sa = c->data;
+    if (sa->mode != MODE_FULLTEXT) return search_vector_work(c, j);
     pk_query_args *qa = sa->qa;
     pk_page pg = {0};
     PK_STORE_CALL(j, pk_store_note_search(j->srv->store, &j->op, &qa->q, &pg));
@@ -180,25 +205,60 @@ static void search_work(pk_mcp_call *c, pk_job *j)
     pk_buf_free(&s);
 }
 
+/* `mode` (fulltext default | semantic | hybrid). The vector modes take only query and limit, as
+ * GET /v1/search?mode=semantic|hybrid does. */
+static pk_err *search_mode_of(const cJSON *args, search_mode *mode)
+{
+    *mode = MODE_FULLTEXT;
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(args, "mode");
+    if (!m || cJSON_IsNull(m)) return NULL;
+    for (int i = 0; cJSON_IsString(m) && i < 3; i++)
+        if (!strcmp(m->valuestring, MODE_NAMES[i])) *mode = (search_mode)i;
+    if (!cJSON_IsString(m) || (*mode == MODE_FULLTEXT && strcmp(m->valuestring, "fulltext"))) {
+        pk_err *e = pk_err_invalid("the arguments are invalid");
+        pk_err_add_field(e, "mode", "must be one of fulltext, semantic, hybrid");
+        return e;
+    }
+    if (*mode == MODE_FULLTEXT) return NULL;
+    pk_err *e = NULL;
+    for (const cJSON *c = args->child; c; c = c->next) {
+        if (!strcmp(c->string, "query") || !strcmp(c->string, "limit") || !strcmp(c->string, "mode") ||
+            cJSON_IsNull(c))
+            continue;
+        if (!e) e = pk_err_invalid("the arguments are invalid");
+        pk_err_add_field(e, c->string,
+                         "is not supported with mode=semantic or mode=hybrid (only query and limit)");
+    }
+    return e;
+}
+
 static pk_err *search_prepare(pk_mcp_call *c, const cJSON *args, pk_req *r, pk_buf *result)
 {
-    static const char *const K[] = {"query",          "type",  "status", "tags",
-                                    "min_confidence", "limit", "cursor", NULL};
+    static const char *const K[] = {"query", "type",   "status", "tags", "min_confidence",
+                                    "limit", "cursor", "mode",   NULL};
     pk_err *e = only_known(args, K);
+    search_mode mode = MODE_FULLTEXT;
+    if (!e) e = search_mode_of(args, &mode);
     if (e) return e;
+    /* the filters parser knows no `mode`: it reads a copy without it */
+    cJSON *filters = cJSON_Duplicate(args, 1);
+    cJSON_DeleteItemFromObjectCaseSensitive(filters, "mode");
     pk_query_args *qa = malloc(sizeof *qa);
-    e = pk_api_parse_query_json(r, args, qa);
+    e = pk_api_parse_query_json(r, filters, qa);
+    cJSON_Delete(filters);
     if (e) {
         pk_query_args_free_void(qa);
         return e;
     }
     search_args *sa = calloc(1, sizeof *sa);
     sa->qa = qa;
+    sa->mode = mode;
     c->data = sa;
     c->free_data = search_args_free;
     c->work = search_work;
-    /* the same L1 query cache as GET /v1/search: a repeated search is answered without a worker */
-    if (r && r->srv && r->srv->svc) {
+    /* the same L1 query cache as GET /v1/search: a repeated search is answered without a worker (not
+     * for the vector modes: embeddings change after the note writes that the cache key follows) */
+    if (mode == MODE_FULLTEXT && r && r->srv && r->srv->svc) {
         pk_buf canon = PK_BUF_INIT;
         pk_jw w;
         pk_jw_init(&w, &canon);
@@ -490,8 +550,13 @@ static pk_err *history_prepare(pk_mcp_call *c, const cJSON *args, pk_req *r, pk_
 
 const mcp_tool pk_mcp_tools[] = {
     {"search_notes", "Search notes",
-     "Full-text search over the knowledge base (BM25 ranking, quoted phrases allowed) with optional filters. "
-     "Returns matching notes with a snippet; pass next_cursor back as cursor for the next page.",
+     "Search over the knowledge base. mode=fulltext (default): BM25 ranking, quoted phrases allowed, "
+     "optional "
+     "filters, notes with a snippet; pass next_cursor back as cursor for the next page. mode=semantic: "
+     "nearest "
+     "notes by embedding (cosine score); mode=hybrid: both rankings fused (reciprocal rank fusion); these "
+     "two "
+     "take only query and limit and return one page.",
      "{\"type\":\"object\",\"properties\":{\"query\":{\"type\":\"string\",\"description\":\"Words to search "
      "for\"},\"type\":{\"type\":\"string\"},\"status\":{\"type\":\"string\",\"enum\":[\"draft\",\"active\","
      "\"archived\"]},\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},\"description\":\"Notes "
@@ -499,10 +564,14 @@ const mcp_tool pk_mcp_tools[] = {
      "carry all these "
      "tags\"},\"min_confidence\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1},\"limit\":{"
      "\"type\":\"integer\",\"minimum\":1,\"maximum\":100,\"default\":20},\"cursor\":{\"type\":[\"string\","
-     "\"null\"]}},\"required\":[\"query\"],\"additionalProperties\":false}",
+     "\"null\"]},\"mode\":{\"type\":\"string\",\"enum\":[\"fulltext\",\"semantic\",\"hybrid\"],\"default\":"
+     "\"fulltext\",\"description\":\"fulltext: words (BM25, filters, pages); semantic: meaning (embeddings); "
+     "hybrid: both fused. semantic and hybrid take only query and limit\"}},\"required\":[\"query\"],"
+     "\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"count\":{\"type\":\"integer\"},\"notes\":{\"type\":\"array\","
-     "\"items\":{\"type\":\"object\"}},\"next_cursor\":{\"type\":[\"string\",\"null\"]}},\"required\":["
-     "\"count\",\"notes\",\"next_cursor\"]}",
+     "\"items\":{\"type\":\"object\"}},\"next_cursor\":{\"type\":[\"string\",\"null\"]},\"mode\":{\"type\":"
+     "\"string\",\"enum\":[\"semantic\",\"hybrid\"]},\"vector_index\":{\"type\":\"string\",\"enum\":["
+     "\"pgvector-hnsw\",\"exact-scan\"]}},\"required\":[\"count\",\"notes\",\"next_cursor\"]}",
      "{\"title\":\"Search notes\",\"readOnlyHint\":true,\"destructiveHint\":false,\"idempotentHint\":true,"
      "\"openWorldHint\":false}",
      search_prepare},

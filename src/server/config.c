@@ -182,6 +182,12 @@ static const opt OPTS[] = {
      "bearer token for the embeddings API (prefer the environment variable)"},
     {"embed-dims", "PAKE_EMBED_DIMS", T_INT, O(embed_dims), "384",
      "embedding dimensions (the local embedder: 384; a provider's vectors must have this length)"},
+    {"vector-hnsw-m", "PAKE_VECTOR_HNSW_M", T_INT, O(vector_hnsw_m), "16",
+     "PostgreSQL with pgvector: HNSW links per node (index build; 2..100)"},
+    {"vector-hnsw-ef-construction", "PAKE_VECTOR_HNSW_EF_CONSTRUCTION", T_INT, O(vector_hnsw_ef_construction),
+     "64", "PostgreSQL with pgvector: HNSW candidate list while building (at least 2 x m, at most 1000)"},
+    {"vector-hnsw-ef-search", "PAKE_VECTOR_HNSW_EF_SEARCH", T_INT, O(vector_hnsw_ef_search), "40",
+     "PostgreSQL with pgvector: HNSW candidate list per query (1..1000; higher: better recall, slower)"},
     {"chat-url", "PAKE_CHAT_URL", T_STR, O(chat_url), "",
      "base URL of an OpenAI-compatible chat completions API for note.summarize (empty: built-in extractive)"},
     {"chat-model", "PAKE_CHAT_MODEL", T_STR, O(chat_model), "", "chat model name sent to the provider"},
@@ -328,6 +334,12 @@ pk_err *pk_config_parse(pk_config *c, int argc, char **argv, bool *help)
     if ((*c->tls_cert != 0) != (*c->tls_key != 0))
         return pk_err_new("bad_config", 2, "--tls-cert and --tls-key go together");
     if (c->deadline_ms < 1) return pk_err_new("bad_config", 2, "--deadline-ms must be positive");
+    if (c->vector_hnsw_m < 2 || c->vector_hnsw_m > 100)
+        return pk_err_new("bad_config", 2, "--vector-hnsw-m must be 2..100");
+    if (c->vector_hnsw_ef_construction < 2 * c->vector_hnsw_m || c->vector_hnsw_ef_construction > 1000)
+        return pk_err_new("bad_config", 2, "--vector-hnsw-ef-construction must be 2 x --vector-hnsw-m..1000");
+    if (c->vector_hnsw_ef_search < 1 || c->vector_hnsw_ef_search > 1000)
+        return pk_err_new("bad_config", 2, "--vector-hnsw-ef-search must be 1..1000");
     if (*c->redis_url && (c->redis_lease_ms < 2 * c->redis_ping_ms || c->redis_ping_ms < 1))
         return pk_err_new("bad_config", 2, "--redis-lease-ms must be at least twice --redis-ping-ms");
     return NULL;

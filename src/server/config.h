@@ -66,6 +66,8 @@ typedef struct pk_config {
     /* AI providers (src/ai/, docs/tasks.md): "local" built-ins or an OpenAI-compatible HTTP API */
     char *embed_provider, *embed_url, *embed_model, *embed_api_key;
     int embed_dims;
+    /* vector search on PostgreSQL with pgvector (docs/postgres.md) */
+    int vector_hnsw_m, vector_hnsw_ef_construction, vector_hnsw_ef_search;
     char *chat_url, *chat_model, *chat_api_key;
     int ai_timeout_ms;
     char *fault_store_fail_rate; /* test builds only */

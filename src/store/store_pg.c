@@ -1528,6 +1528,11 @@ bool pk_store_is_pg(const pk_store *s)
     return s && s->ops == &pg_ops;
 }
 
+struct pk_pg_pool *pk_store_pg_primary_pool(pk_store *s)
+{
+    return pk_store_is_pg(s) ? ((pg_store *)s)->primary : NULL;
+}
+
 void pk_store_pg_bind_metrics(pk_store *ps, struct pk_metrics *m)
 {
     if (!pk_store_is_pg(ps)) return;

@@ -43,4 +43,7 @@ bool pk_store_is_pg(const pk_store *s);
  * registry exists; the store must be closed before the registry is freed... or never scraped after). */
 void pk_store_pg_bind_metrics(pk_store *s, struct pk_metrics *m);
 int pk_store_pg_schema_version_latest(void);
+/* The primary's pool, for the other PostgreSQL-backed modules of this layer (vecstore_pg.c); NULL when
+ * `s` is not a PostgreSQL store. Owned by the store. */
+struct pk_pg_pool *pk_store_pg_primary_pool(pk_store *s);
 #endif

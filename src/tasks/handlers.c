@@ -8,7 +8,7 @@
  *                   before fail_until (retryable unless `permanent`). For tests and benchmarks.
  *   note.summarize  {"note_id": "<uuid>"}: extractive summary of the note's content (pk_summarize),
  *                   stored in ai_summary through the store's update (the note's version moves).
- *   note.embed      {"note_id": "<uuid>"}: the local embedding of title + content into the embeddings
+ *   note.embed      {"note_id": "<uuid>"}: the local embedding of title + content into the vector store
  *                   table; skipped when the text is unchanged; a deleted note drops its vector.
  *
  * Store calls carry the task id as request id (the audit log shows which task wrote) and the task's
@@ -152,19 +152,26 @@ pk_err *pk_task_note_summarize(pk_task_ctx *c, const pk_task *t, const cJSON *pa
     return e;
 }
 
+/* The note's vector is gone with the note: drop it (the PostgreSQL vecstore did already, by cascade). */
+static pk_err *embed_deleted(pk_tasks *ts, const pk_op_ctx *op, const char *id, pk_buf *result)
+{
+    pk_err *e = pk_vecstore_remove(pk_tasks_vectors(ts), op, id);
+    if (!e) pk_buf_printf(result, "{\"note_id\":\"%s\",\"deleted\":true}", id);
+    return e;
+}
+
 pk_err *pk_task_note_embed(pk_task_ctx *c, const pk_task *t, const cJSON *payload, pk_buf *result)
 {
     char id[37];
     pk_err *e = note_id_of(payload, id);
     if (e) return e;
     pk_tasks *ts = pk_task_ctx_tasks(c);
+    pk_op_ctx op = op_for(c, t);
     cJSON *note = NULL;
     e = load_note(c, t, id, &note);
     if (e && pk_err_is(e, "not_found")) {
         pk_err_free(e);
-        e = pk_tasks_embedding_delete(ts, id);
-        if (!e) pk_buf_printf(result, "{\"note_id\":\"%s\",\"deleted\":true}", id);
-        return e;
+        return embed_deleted(ts, &op, id, result);
     }
     if (e) return e;
     pk_buf text = PK_BUF_INIT;
@@ -185,11 +192,17 @@ pk_err *pk_task_note_embed(pk_task_ctx *c, const pk_task *t, const cJSON *payloa
     pk_buf_free(&text);
     pk_task_check_result r = pk_task_check(c, 0.8);
     bool unchanged = false;
+    pk_embedding em = {
+        .note_id = id, .model = PK_EMBED_MODEL, .dims = PK_EMBED_DIMS, .vec = vec, .text_hash = hash};
     if (r)
         e = stopped(r);
     else
-        e = pk_tasks_embedding_put(ts, id, vec, hash, &unchanged);
+        e = pk_vecstore_put(pk_tasks_vectors(ts), &op, &em, &unchanged);
     free(vec);
+    if (e && pk_err_is(e, "not_found")) { /* deleted while we embedded it */
+        pk_err_free(e);
+        return embed_deleted(ts, &op, id, result);
+    }
     if (!e)
         pk_buf_printf(result, "{\"note_id\":\"%s\",\"model\":\"%s\",\"dims\":%d,\"unchanged\":%s}", id,
                       PK_EMBED_MODEL, PK_EMBED_DIMS, unchanged ? "true" : "false");

@@ -26,6 +26,7 @@
 #include "foundation/trace.h"
 #include "server/server.h"
 #include "server/services.h"
+#include "store/store_pg.h"
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -551,6 +552,33 @@ static pk_err *parse_leases(pk_tasks *t, const char *spec)
     return e;
 }
 
+/* Embeddings next to the notes: in PostgreSQL with the PostgreSQL store (shared by every process),
+ * else in the queue's SQLite file. One start-up line says which and what it means. */
+static pk_err *open_vectors(pk_tasks *t, struct pk_server *s)
+{
+    pk_err *e;
+    if (pk_store_is_pg(s->store)) {
+        pk_vecstore_pg_config vc = {.index_dims = t->cfg.embed_dims ? t->cfg.embed_dims : PK_EMBED_DIMS,
+                                    .hnsw_m = t->cfg.hnsw_m,
+                                    .hnsw_ef_construction = t->cfg.hnsw_ef_construction,
+                                    .hnsw_ef_search = t->cfg.hnsw_ef_search};
+        e = pk_vecstore_open_pg(s->store, &vc, &t->vs);
+    } else {
+        e = pk_vecstore_open_queue(t->q, &t->vs);
+    }
+    if (e) return e;
+    if (!strcmp(t->vs->backend, "postgres") && strcmp(t->vs->index, "pgvector-hnsw"))
+        pk_log_warn("vector search without pgvector: %s", t->vs->detail);
+    else
+        pk_log_info("vector search: %s (%s): %s", t->vs->index, t->vs->backend, t->vs->detail);
+    return NULL;
+}
+
+pk_vecstore *pk_tasks_vectors(pk_tasks *t)
+{
+    return t->vs;
+}
+
 pk_err *pk_tasks_init(struct pk_server *s, const pk_tasks_config *cfg, pk_tasks **out)
 {
     pk_tasks *t = calloc(1, sizeof *t);
@@ -572,7 +600,7 @@ pk_err *pk_tasks_init(struct pk_server *s, const pk_tasks_config *cfg, pk_tasks 
                           .retry_base_ms = cfg->retry_base_ms,
                           .retry_cap_ms = cfg->retry_cap_ms};
     if (!e) e = pk_queue_open_sqlite(&qc, &t->q);
-    if (!e) e = pk_tasks_embeddings_init(t);
+    if (!e) e = open_vectors(t, s);
     if (e) {
         if (t->q) pk_queue_close(t->q);
         free(t);
@@ -627,6 +655,7 @@ void pk_tasks_dispose(pk_tasks *t)
     if (!t) return;
     pk_tasks_stop(t, 0);
     pk_services_set_tasks(t->srv, NULL);
+    pk_vecstore_close(t->vs);
     pk_queue_close(t->q);
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cv);

@@ -27,6 +27,7 @@
 #include "core/err.h"
 #include "core/json.h"
 #include "queue/queue.h"
+#include "store/vecstore.h"
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -62,6 +63,10 @@ typedef struct pk_tasks_config {
     const char *leases;           /* per-type leases: "note.embed=60000,noop=5000" */
     int64_t retry_base_ms, retry_cap_ms;
     bool auto_embed; /* enqueue note.embed when a note is created or changed */
+    /* embeddings storage (store/vecstore.h): with the PostgreSQL store the vectors live there, with an
+     * HNSW index of embed_dims dimensions when pgvector is installed; else the queue's SQLite file */
+    int embed_dims; /* 0 = PK_EMBED_DIMS */
+    int hnsw_m, hnsw_ef_construction, hnsw_ef_search;
 } pk_tasks_config;
 
 /* Opens DATA_DIR/queue.db, registers handlers, metrics and the note observer, and publishes itself
@@ -94,13 +99,8 @@ void pk_embed_text(const char *text, size_t len, float out[PK_EMBED_DIMS]);
  * most max_sentences and about max_chars. Appends to out; returns the number of sentences kept. */
 int pk_summarize(const char *text, size_t len, int max_sentences, size_t max_chars, pk_buf *out);
 
-/* ---- embeddings (blocking) ---- */
-typedef struct pk_vector_hit {
-    char note_id[37];
-    float score; /* cosine similarity */
-} pk_vector_hit;
-/* Exact top-k by cosine over every stored embedding; fills hits (sorted, best first), *n <= k. */
-pk_err *pk_tasks_vector_search(pk_tasks *t, const float query[PK_EMBED_DIMS], int k, pk_vector_hit *hits,
-                               int *n);
-pk_err *pk_tasks_embedding_count(pk_tasks *t, int64_t *n);
+/* ---- embeddings ---- */
+/* Where note vectors are stored and searched (owned by t; see store/vecstore.h for the calls, which are
+ * blocking). vs->index says "pgvector-hnsw" or "exact-scan", vs->detail explains. */
+pk_vecstore *pk_tasks_vectors(pk_tasks *t);
 #endif

@@ -15,6 +15,7 @@ struct pk_tasks {
     struct pk_server *srv;
     pk_tasks_config cfg;
     pk_queue *q;
+    pk_vecstore *vs; /* note embeddings (embeddings.c or store/vecstore_pg.c) */
     pk_queue_type_lease leases[16];
     char lease_types[16][PK_TASK_TYPE_MAX + 1];
     int nleases;
@@ -48,10 +49,6 @@ struct pk_tasks {
 pk_err *pk_task_noop(pk_task_ctx *c, const pk_task *t, const cJSON *payload, pk_buf *result);
 pk_err *pk_task_note_summarize(pk_task_ctx *c, const pk_task *t, const cJSON *payload, pk_buf *result);
 pk_err *pk_task_note_embed(pk_task_ctx *c, const pk_task *t, const cJSON *payload, pk_buf *result);
-/* embeddings.c */
-pk_err *pk_tasks_embeddings_init(pk_tasks *t);
-/* Stores (or replaces) a note's vector; *unchanged when the stored text hash equals `hash`. */
-pk_err *pk_tasks_embedding_put(pk_tasks *t, const char *note_id, const float *vec, const char *hash,
-                               bool *unchanged);
-pk_err *pk_tasks_embedding_delete(pk_tasks *t, const char *note_id);
+/* embeddings.c: the embedded vecstore over the queue's SQLite file (q must outlive it). */
+pk_err *pk_vecstore_open_queue(pk_queue *q, pk_vecstore **out);
 #endif

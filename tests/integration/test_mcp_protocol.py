@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pake_harness import PAKE_BIN, SLOW, Server  # noqa: E402
@@ -131,6 +132,32 @@ class McpHttp(unittest.TestCase):
         nid = res["structuredContent"]["id"]
         found = self.tool(sid, "search_notes", {"query": "walrus"})["structuredContent"]
         self.assertIn(nid, [n["id"] for n in found["notes"]])
+        self.assertIn("mode", tools["search_notes"]["inputSchema"]["properties"])
+        self.assertIn("vector_index", tools["search_notes"]["outputSchema"]["properties"])
+        bad = self.tool(sid, "search_notes", {"query": "walrus", "mode": "vector"})
+        self.assertTrue(bad["isError"])
+        self.assertIn("mode", bad["content"][0]["text"])
+        bad = self.tool(sid, "search_notes", {"query": "walrus", "mode": "semantic", "tags": ["x"]})
+        self.assertTrue(bad["isError"])
+        self.assertIn("tags", bad["content"][0]["text"])
+        self.assertEqual(self.tool(sid, "search_notes", {"query": "walrus", "mode": "fulltext"})["structuredContent"],
+                         found)
+        # semantic / hybrid: the REST ranking (same notes, same order), once the note is embedded
+        q = {"q": "walrus tusks", "limit": 5}
+        deadline = time.monotonic() + 10 * SLOW
+        while time.monotonic() < deadline:
+            rest = self.server.get("/v1/search?" + urllib.parse.urlencode(dict(q, mode="semantic"))).json
+            if nid in [n["id"] for n in rest["data"]]:
+                break
+            time.sleep(0.02)
+        else:
+            self.fail("the note was not embedded in time")
+        for mode in ("semantic", "hybrid"):
+            rest = self.server.get("/v1/search?" + urllib.parse.urlencode(dict(q, mode=mode))).json
+            sc = self.tool(sid, "search_notes", {"query": "walrus tusks", "mode": mode, "limit": 5})["structuredContent"]
+            self.assertEqual((sc["mode"], sc["vector_index"], sc["next_cursor"]), (mode, rest["meta"]["vector_index"], None))
+            self.assertEqual([(n["id"], n["score"]) for n in sc["notes"]], [(n["id"], n["score"]) for n in rest["data"]])
+            self.assertEqual(sc["count"], len(rest["data"]))
         got = self.tool(sid, "get_note_by_id", {"id": nid})
         self.assertEqual(got["structuredContent"]["title"], "Walrus facts")
         other = self.tool(sid, "notes_from_schema", {"title": "Seal facts"})["structuredContent"]["id"]
