@@ -10,6 +10,7 @@
 
 struct worker;
 struct pk_metric_family;
+typedef struct pk_workflows pk_workflows;
 
 struct pk_tasks {
     struct pk_server *srv;
@@ -40,6 +41,7 @@ struct pk_tasks {
     char (*pending)[37];
     int npending;
     uint64_t pending_dropped;
+    pk_workflows *wf; /* workflow.c: NULL without --workflows */
     /* metrics */
     struct pk_metric_family *m_events, *m_wait, *m_run, *m_depth, *m_oldest, *m_states, *m_heartbeat, *m_busy;
 };
@@ -48,6 +50,12 @@ struct pk_tasks {
 pk_err *pk_task_noop(pk_task_ctx *c, const pk_task *t, const cJSON *payload, pk_buf *result);
 pk_err *pk_task_note_summarize(pk_task_ctx *c, const pk_task *t, const cJSON *payload, pk_buf *result);
 pk_err *pk_task_note_embed(pk_task_ctx *c, const pk_task *t, const cJSON *payload, pk_buf *result);
+/* workflow.c (docs/n8n.md): init registers the "n8n" breaker, metrics and the trigger observer
+ * (nothing without --workflows); drain enqueues the triggers of recorded note changes (workers). */
+pk_err *pk_task_workflow_trigger(pk_task_ctx *c, const pk_task *t, const cJSON *payload, pk_buf *result);
+pk_err *pk_workflows_init(pk_tasks *t);
+void pk_workflows_drain(pk_tasks *t);
+void pk_workflows_dispose(pk_tasks *t);
 /* embeddings.c */
 pk_err *pk_tasks_embeddings_init(pk_tasks *t);
 /* Stores (or replaces) a note's vector; *unchanged when the stored text hash equals `hash`. */
