@@ -12,12 +12,17 @@ attempts fail without a network call. POST /v1/tasks validates the workflow name
 Inbound (POST /v1/hooks/{name}): a signed create makes a note readable over GET /v1/notes/{id}, update
 works, Idempotency-Key replays; bad / missing / stale / replayed signatures are 401 problem+json; an
 unknown hook is 404; a bad envelope 422; injection content is flagged on the "webhook" guard surface
-(and refused when that surface's policy is block); changes made through a hook trigger no workflow."""
+(and refused when that surface's policy is block); changes made through a hook trigger no workflow.
+
+The importable example workflow of docs/n8n.md (docs/examples/n8n-pake-workflow.json) is checked too: its
+Code nodes run in Node.js (n8n's globals stubbed) against a real delivery and post a real callback."""
 import hashlib
 import hmac
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -364,10 +369,11 @@ class Inbound(N8nTestCase):
 
     def test_idempotency_key(self):
         doc = {"action": "create", "note": {"title": "idempotent hook"}}
-        r1 = hook_post(self.srv, "inbox", doc, headers={"Idempotency-Key": "n8n-exec-42"})
+        now = int(time.time())
+        r1 = hook_post(self.srv, "inbox", doc, ts=now, headers={"Idempotency-Key": "n8n-exec-42"})
         self.assertEqual(r1.status, 201, r1)
-        time.sleep(1.05)  # a new second: a new timestamp, so a new (non-replayed) signature
-        r2 = hook_post(self.srv, "inbox", doc, headers={"Idempotency-Key": "n8n-exec-42"})
+        # a re-sent delivery: re-signed with another timestamp (so not a replay), same key and body
+        r2 = hook_post(self.srv, "inbox", doc, ts=now - 1, headers={"Idempotency-Key": "n8n-exec-42"})
         self.assertEqual(r2.status, 201, r2)
         self.assertEqual(r2.header("idempotent-replayed"), "true")
         self.assertEqual(r2.data["id"], r1.data["id"])
@@ -380,6 +386,67 @@ class Inbound(N8nTestCase):
         after = self.srv.get("/metrics").body.decode()
         pat = r'pake_guard_decisions_total\{surface="webhook",decision="flag",category="[a-z_]+"\} (\d+)'
         self.assertGreater(sum(map(int, re.findall(pat, after))), sum(map(int, re.findall(pat, before))))
+
+
+def run_code_node(js, input_json, env, raw=b""):
+    """Runs an n8n Code node's jsCode in Node.js with the n8n globals it uses ($input, $env,
+    this.helpers.getBinaryDataBuffer); returns what it returned."""
+    prog = ("const $env = %s;\nconst $input = { first: () => ({ json: %s }) };\n"
+            "const helpers = { getBinaryDataBuffer: async () => Buffer.from(%s, 'base64') };\n"
+            "(async function () {\n%s\n}).call({ helpers }).then(r => process.stdout.write(JSON.stringify(r)),"
+            " e => { console.error(String(e)); process.exit(3); });\n") % (
+        json.dumps(env), json.dumps(input_json), json.dumps(__import__("base64").b64encode(raw).decode()), js)
+    p = subprocess.run(["node", "-e", prog], capture_output=True, text=True, timeout=30)
+    return p.returncode, p.stdout, p.stderr
+
+
+class ExampleWorkflow(N8nTestCase):
+    """The importable example of docs/examples/n8n-pake-workflow.json, its Code nodes run in Node.js against
+    a real delivery and a real hook."""
+
+    @unittest.skipIf(shutil.which("node") is None, "node is not installed")
+    def test_example_code_nodes_round_trip(self):
+        root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+        with open(os.path.join(root, "docs", "examples", "n8n-pake-workflow.json")) as f:
+            wf = json.load(f)
+        nodes = {n["name"]: n for n in wf["nodes"]}
+        chain, name = [], "PAKE note created"
+        while name:
+            chain.append(nodes[name]["type"])
+            nxt = wf["connections"].get(name, {}).get("main", [[]])[0]
+            name = nxt[0]["node"] if nxt else None
+        self.assertEqual(chain, ["n8n-nodes-base.webhook", "n8n-nodes-base.code", "n8n-nodes-base.code",
+                                 "n8n-nodes-base.httpRequest"])
+        verify = nodes["Verify PAKE signature"]["parameters"]["jsCode"]
+        sign_js = nodes["Build and sign callback"]["parameters"]["jsCode"]
+        http = nodes["POST to PAKE hook"]["parameters"]
+        self.assertEqual([h["name"] for h in http["headerParameters"]["parameters"]][:2],
+                         ["X-Pake-Timestamp", "X-Pake-Signature"])
+
+        note = self.srv.create_note(title="for the example workflow", tags=["a"])
+        req = self.rcv.wait_for(lambda q: q["path"] == "/webhook/on-new"
+                                and q["json"].get("note", {}).get("id") == note["id"])[0]
+        code, out, err = run_code_node(verify, {"headers": req["headers"]}, {"PAKE_WORKFLOW_SECRET": SECRET},
+                                       req["body"])
+        self.assertEqual(code, 0, err)
+        event = json.loads(out)[0]["json"]
+        self.assertEqual(event["note"]["id"], note["id"])
+        # the verifier refuses a tampered body and a wrong secret
+        code, _, err = run_code_node(verify, {"headers": req["headers"]}, {"PAKE_WORKFLOW_SECRET": SECRET},
+                                     req["body"].replace(b"example", b"exampl3"))
+        self.assertEqual((code, "bad PAKE signature" in err), (3, True), err)
+        code, _, err = run_code_node(verify, {"headers": req["headers"]}, {"PAKE_WORKFLOW_SECRET": "x" * 20},
+                                     req["body"])
+        self.assertEqual(code, 3, err)
+
+        code, out, err = run_code_node(sign_js, event, {"PAKE_HOOK_SECRET": HOOK_SECRET})
+        self.assertEqual(code, 0, err)
+        cb = json.loads(out)[0]["json"]
+        r = self.srv.request("POST", "/v1/hooks/inbox", body=cb["body"].encode(),
+                             headers={"Content-Type": "application/json", "X-Pake-Timestamp": cb["ts"],
+                                      "X-Pake-Signature": cb["signature"]})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.srv.get("/v1/notes/" + note["id"]).data["tags"], ["a", "seen-by-n8n"])
 
 
 class BreakerAndBlockPolicy(N8nTestCase):
