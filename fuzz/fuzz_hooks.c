@@ -28,8 +28,8 @@ static void check_signed_round_trip(const char *body, size_t blen)
     pk_webhook_signature_header(hex, hdr);
     uint8_t d[32];
     int64_t ts;
-    if (pk_webhook_verify(SECRET, strlen(SECRET), "1700000000", 10, hdr, strlen(hdr), body, blen, 1700000000, 300,
-                          d, &ts) != PK_WEBHOOK_OK)
+    if (pk_webhook_verify(SECRET, strlen(SECRET), "1700000000", 10, hdr, strlen(hdr), body, blen, 1700000000,
+                          300, d, &ts) != PK_WEBHOOK_OK)
         abort();
     /* fresh expiry each run: the cache may hold this digest from an earlier identical input */
     static int64_t now = 1;
@@ -40,8 +40,8 @@ static void check_signed_round_trip(const char *body, size_t blen)
         char *copy = malloc(blen);
         memcpy(copy, body, blen);
         copy[blen / 2] ^= 0x01;
-        if (pk_webhook_verify(SECRET, strlen(SECRET), "1700000000", 10, hdr, strlen(hdr), copy, blen, 1700000000,
-                              300, d, &ts) != PK_WEBHOOK_BAD_SIGNATURE)
+        if (pk_webhook_verify(SECRET, strlen(SECRET), "1700000000", 10, hdr, strlen(hdr), copy, blen,
+                              1700000000, 300, d, &ts) != PK_WEBHOOK_BAD_SIGNATURE)
             abort();
         free(copy);
     }
@@ -60,7 +60,8 @@ static void check_config(const char *s, size_t n)
         pk_err_free(e);
     } else {
         for (size_t i = 0; i < c.nworkflows; i++)
-            if (!c.workflows[i].secret || pk_webhook_config_workflow(&c, c.workflows[i].name) != &c.workflows[i])
+            if (!c.workflows[i].secret ||
+                pk_webhook_config_workflow(&c, c.workflows[i].name) != &c.workflows[i])
                 abort();
     }
     pk_webhook_config_free(&c);
