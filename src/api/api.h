@@ -19,6 +19,7 @@ void pk_api_link_create(pk_req *r);
 void pk_api_link_list(pk_req *r);
 void pk_api_note_history(pk_req *r);
 void pk_api_note_create_from(pk_req *r, const cJSON *obj);
+void pk_api_note_patch_from(pk_req *r, const char *id, const cJSON *obj); /* id: validated UUID */
 void pk_api_note_get_id(pk_req *r, const char *id);
 void pk_api_search_with(pk_req *r, struct pk_query_args *qa); /* takes ownership of qa */
 /* compat.c */
@@ -32,6 +33,8 @@ void pk_api_task_list(pk_req *r);
 void pk_api_task_cancel(pk_req *r);
 void pk_api_task_retry(pk_req *r);
 void pk_api_queues(pk_req *r);
+/* hooks.c: POST /v1/hooks/{name} (docs/n8n.md) */
+void pk_api_hook(pk_req *r);
 /* search_vector.c: GET /v1/search?mode=semantic|hybrid */
 void pk_api_search_vector(pk_req *r, bool hybrid);
 /* The semantic (hybrid: fused with full-text by RRF) ranking shared with MCP search_notes. Blocking (a

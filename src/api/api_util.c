@@ -579,5 +579,9 @@ pk_err *pk_api_parse_query_json(pk_req *r, const cJSON *obj, pk_query_args *a)
 pk_err *pk_api_guard(pk_req *r, int surface, const char *field, const char *text, size_t len,
                      pk_buf *flag_json)
 {
+    /* notes written through an inbound hook are screened on the hook's own surface (its own policy) */
+    if (r->route && r->route->handler == pk_api_hook &&
+        (surface == PK_SURFACE_NOTE_CONTENT || surface == PK_SURFACE_NOTE_FIELD))
+        surface = PK_SURFACE_WEBHOOK;
     return pk_services_guard(r, surface, field, text, len, flag_json);
 }

@@ -174,7 +174,7 @@ static void idem_done(pk_req *r, pk_job *j)
     if (d->replayed) pk_req_add_header(r, "idempotent-replayed", "true", 4);
     if (!j->err && d->version) set_etag(j, d->version);
     pk_job_respond(r, j);
-    if (!j->err) pk_services_note_changed(r->srv, d->id);
+    if (!j->err) pk_services_note_changed_req(r, d->id, true);
 }
 
 /* ---- create ---------------------------------------------------------------------------------- */
@@ -327,16 +327,24 @@ static void write_done(pk_req *r, pk_job *j)
 {
     note_job *d = j->data;
     /* invalidate before answering: once the client sees the ack, no read on this instance is stale */
-    if (!j->err || pk_err_is(j->err, "not_found")) pk_services_note_changed(r->srv, d->id);
+    if (!j->err || pk_err_is(j->err, "not_found")) pk_services_note_changed_req(r, d->id, false);
     pk_job_respond(r, j);
 }
 
 void pk_api_note_patch(pk_req *r)
 {
+    char id[37];
+    pk_err *e = pk_api_note_id(r, "id", id);
+    if (e) return pk_respond_error(r, e);
+    pk_api_note_patch_from(r, id, r->json);
+}
+
+void pk_api_note_patch_from(pk_req *r, const char *id, const cJSON *obj)
+{
     note_job *d = calloc(1, sizeof *d);
-    pk_err *e = pk_api_note_id(r, "id", d->id);
-    if (!e) e = parse_if_match(r, &d->if_version);
-    if (!e) e = pk_api_parse_note(r, r->json, false, &d->f);
+    memcpy(d->id, id, 37);
+    pk_err *e = parse_if_match(r, &d->if_version);
+    if (!e) e = pk_api_parse_note(r, obj, false, &d->f);
     if (!e && d->f.in.set == 0) e = pk_err_invalid("the patch changes nothing: give at least one field");
     if (e) {
         note_job_free(d);

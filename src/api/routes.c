@@ -24,6 +24,8 @@ const pk_route pk_routes[] = {
     {"DELETE", "/v1/tasks/{id}", PK_RC_WRITE, 0, pk_api_task_cancel, "cancelTask", NULL},
     {"POST", "/v1/tasks/{id}/retry", PK_RC_WRITE, 0, pk_api_task_retry, "retryTask", NULL},
     {"GET", "/v1/queues", PK_RC_READ, 0, pk_api_queues, "listQueues", NULL},
+    /* inbound workflow callbacks (docs/n8n.md) */
+    {"POST", "/v1/hooks/{name}", PK_RC_WRITE, PK_ROUTE_JSON_BODY, pk_api_hook, "receiveHook", NULL},
     /* admin */
     {"GET", "/v1/admin/breakers", PK_RC_ADMIN, 0, pk_api_admin_breakers, "listBreakers", NULL},
     {"POST", "/v1/admin/breakers/{name}/force-open", PK_RC_ADMIN, 0, pk_api_admin_breaker_action,

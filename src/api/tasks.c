@@ -153,6 +153,7 @@ static pk_err *parse_create(pk_req *r, pk_tasks *t, task_job *d)
         d->idem = pk_strndup(hk, hn);
     if (ve) return ve;
     pk_err *e = payload ? guard_payload(r, payload, 0) : NULL;
+    if (!e && !strcmp(d->type, "workflow.trigger")) e = pk_tasks_workflow_check(t, payload);
     if (!e && d->idem)
         e = pk_api_guard(r, PK_SURFACE_TASK_PAYLOAD, "idempotency_key", d->idem, strlen(d->idem), NULL);
     if (e) return e;

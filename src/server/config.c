@@ -4,6 +4,7 @@
  */
 #include "server/config.h"
 #include "core/buf.h"
+#include "net/webhook.h"
 #include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
@@ -195,6 +196,25 @@ static const opt OPTS[] = {
      "bearer token for the chat API (prefer the environment variable)"},
     {"ai-timeout-ms", "PAKE_AI_TIMEOUT_MS", T_INT, O(ai_timeout_ms), "30000",
      "time limit of one call to an AI provider"},
+    {"workflows", "PAKE_WORKFLOWS", T_STR, O(workflows), "",
+     "named workflow webhooks (n8n), e.g. on-new=http://127.0.0.1:5678/webhook/abc,digest=https://..."},
+    {"workflow-secret", "PAKE_WORKFLOW_SECRET", T_STR, O(workflow_secret), "",
+     "HMAC-SHA256 signing secret of workflow deliveries, at least 16 characters (prefer the environment)"},
+    {"workflow-secrets", "PAKE_WORKFLOW_SECRETS", T_STR, O(workflow_secrets), "",
+     "per-workflow signing secrets NAME=SECRET,... (override --workflow-secret)"},
+    {"workflow-triggers", "PAKE_WORKFLOW_TRIGGERS", T_STR, O(workflow_triggers), "",
+     "note events that trigger workflows, e.g. note.created=on-new|digest,note.updated=digest"},
+    {"workflow-timeout-ms", "PAKE_WORKFLOW_TIMEOUT_MS", T_INT, O(workflow_timeout_ms), "10000",
+     "time limit of one workflow webhook call"},
+    {"workflow-breaker-min-calls", "PAKE_WORKFLOW_BREAKER_MIN_CALLS", T_INT, O(workflow_breaker_min_calls),
+     "5", "calls in the n8n breaker window (last 20) before it may open at 50% failures"},
+    {"workflow-breaker-wait-ms", "PAKE_WORKFLOW_BREAKER_WAIT_MS", T_INT, O(workflow_breaker_wait_ms), "30000",
+     "time the open n8n breaker waits before half-open probes"},
+    {"hooks", "PAKE_HOOKS", T_STR, O(hooks), "",
+     "inbound hooks NAME=SECRET,... accepted at POST /v1/hooks/{name} (prefer the environment)"},
+    {"hook-replay-window-s", "PAKE_HOOK_REPLAY_WINDOW_S", T_INT, O(hook_replay_window_s), "300",
+     "inbound hooks: largest accepted clock difference of X-Pake-Timestamp; signatures are remembered this "
+     "long"},
 #ifdef PAKE_FAULT_INJECTION
     {"fault-store-fail-rate", "PAKE_FAULT_STORE_FAIL_RATE", T_STR, O(fault_store_fail_rate), "",
      "test builds: fraction of store calls that fail"},
@@ -275,6 +295,9 @@ void pk_config_free(pk_config *c)
         }
     free(c->listen_host);
     c->listen_host = NULL;
+    if (c->webhooks) pk_webhook_config_free(c->webhooks);
+    free(c->webhooks);
+    c->webhooks = NULL;
 }
 
 pk_err *pk_config_parse(pk_config *c, int argc, char **argv, bool *help)
@@ -342,7 +365,19 @@ pk_err *pk_config_parse(pk_config *c, int argc, char **argv, bool *help)
         return pk_err_new("bad_config", 2, "--vector-hnsw-ef-search must be 1..1000");
     if (*c->redis_url && (c->redis_lease_ms < 2 * c->redis_ping_ms || c->redis_ping_ms < 1))
         return pk_err_new("bad_config", 2, "--redis-lease-ms must be at least twice --redis-ping-ms");
-    return NULL;
+    if (c->hook_replay_window_s < 1)
+        return pk_err_new("bad_config", 2, "--hook-replay-window-s must be positive");
+    if (c->workflow_timeout_ms < 1)
+        return pk_err_new("bad_config", 2, "--workflow-timeout-ms must be positive");
+    if (c->workflow_breaker_min_calls < 1 || c->workflow_breaker_min_calls > 20)
+        return pk_err_new("bad_config", 2, "--workflow-breaker-min-calls must be 1..20");
+    pk_webhook_settings ws = {.workflows = c->workflows,
+                              .secret = c->workflow_secret,
+                              .secrets = c->workflow_secrets,
+                              .triggers = c->workflow_triggers,
+                              .hooks = c->hooks};
+    c->webhooks = malloc(sizeof *c->webhooks);
+    return pk_webhook_config_parse(&ws, c->webhooks);
 }
 
 void pk_config_usage(FILE *out, const char *command)

@@ -70,8 +70,12 @@ typedef struct pk_config {
     int vector_hnsw_m, vector_hnsw_ef_construction, vector_hnsw_ef_search;
     char *chat_url, *chat_model, *chat_api_key;
     int ai_timeout_ms;
-    char *fault_store_fail_rate; /* test builds only */
-    char *fault_store_delay_ms;  /* test builds only */
+    /* workflows (n8n) and inbound hooks (docs/n8n.md); secrets never appear in logs or --help */
+    char *workflows, *workflow_secret, *workflow_secrets, *workflow_triggers, *hooks;
+    int workflow_timeout_ms, workflow_breaker_min_calls, workflow_breaker_wait_ms, hook_replay_window_s;
+    struct pk_webhook_config *webhooks; /* the lists above, parsed and validated (net/webhook.h); owned */
+    char *fault_store_fail_rate;        /* test builds only */
+    char *fault_store_delay_ms;         /* test builds only */
 } pk_config;
 
 /* Fills defaults, then env, then argv (argv[0] is the command name). Returns an error for unknown

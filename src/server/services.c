@@ -79,6 +79,9 @@ struct pk_services {
     breaker_stat redis_breaker_stats[5];
     pk_metric_family *rl_backend;
     struct pk_tasks *tasks; /* the task service (pake serve), or NULL */
+    /* breakers of other modules (pk_services_breaker_add) and their metric bindings */
+    breaker_stat extra_breaker_stats[8][5];
+    int nextra_breakers;
 };
 
 /* ---- metrics --------------------------------------------------------------------------------- */
@@ -633,6 +636,43 @@ void pk_services_note_changed(pk_server *s, const char *id)
     }
     for (int i = 0; i < v->nnote_observers; i++)
         v->note_observers[i].fn(v->note_observers[i].ud, id);
+}
+
+/* The request whose write is being announced, for the observers it calls (loop thread). */
+static _Thread_local struct {
+    pk_req *r;
+    bool created;
+} tl_change;
+
+void pk_services_note_changed_req(pk_req *r, const char *id, bool created)
+{
+    tl_change.r = r;
+    tl_change.created = created;
+    pk_services_note_changed(r->srv, id);
+    tl_change.r = NULL;
+    tl_change.created = false;
+}
+
+pk_req *pk_services_note_change_req(bool *created)
+{
+    if (created) *created = tl_change.r && tl_change.created;
+    return tl_change.r;
+}
+
+pk_err *pk_services_breaker_add(pk_server *s, pk_breaker_config *cfg, pk_breaker **out)
+{
+    struct pk_services *v = s->svc;
+    if (v->nextra_breakers == (int)(sizeof v->extra_breaker_stats / sizeof v->extra_breaker_stats[0]))
+        return pk_err_internal("too many circuit breakers");
+    cfg->on_transition = on_breaker_transition;
+    cfg->on_transition_ud = v;
+    pk_breaker *b = NULL;
+    pk_err *e = pk_breaker_new(cfg, pk_clock_real(), &b);
+    if (e) return pk_err_wrap(e, "bad_config", 2, "%s circuit breaker", cfg->name);
+    if ((e = pk_breaker_registry_add(v->breakers, b))) return e; /* the registry freed b */
+    register_breaker_metrics(v, b, v->extra_breaker_stats[v->nextra_breakers++]);
+    *out = b;
+    return NULL;
 }
 
 void pk_services_on_note_changed(pk_server *s, pk_note_observer fn, void *ud)

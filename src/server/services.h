@@ -60,6 +60,17 @@ void pk_services_note_changed(pk_server *s, const char *id);
  * serving (not thread-safe against concurrent changes); at most 4. */
 typedef void (*pk_note_observer)(void *ud, const char *id);
 void pk_services_on_note_changed(pk_server *s, pk_note_observer fn, void *ud);
+/* The same as pk_services_note_changed for a write answered on request r's loop thread: while the
+ * observers run, pk_services_note_change_req returns r (its trace, its route) and whether the write
+ * created the note; outside, or for changes without a request (MCP, tasks), it returns NULL. */
+void pk_services_note_changed_req(pk_req *r, const char *id, bool created);
+pk_req *pk_services_note_change_req(bool *created);
+/* Creates a circuit breaker of another module (e.g. "n8n"), owned by the registry: it shows in
+ * /v1/admin/breakers, takes the operator actions and gets the pake_breaker_* metrics and transition
+ * logs. Start-up only (not thread-safe against itself). Errors: bad config, a taken name. */
+struct pk_breaker_config;
+struct pk_breaker;
+pk_err *pk_services_breaker_add(pk_server *s, struct pk_breaker_config *cfg, struct pk_breaker **out);
 /* Ops endpoints. */
 void pk_services_health_checks(pk_server *s, pk_jw *w); /* extra members of "checks" */
 void pk_services_render_metrics(pk_server *s, pk_buf *out);

@@ -508,6 +508,7 @@ static void *worker_main(void *arg)
         atomic_store(&t->last_seen[w->index], wall_now());
         pk_metric_gauge_set(t->m_heartbeat, (const char *const[]){w->name}, 1, (double)wall_now() / 1e9);
         drain_pending(t);
+        pk_workflows_drain(t);
         maintenance(t);
         pk_task task;
         pk_err *e = t->q->ops->claim(t->q, w->name, NULL, 0, &task);
@@ -613,6 +614,11 @@ pk_err *pk_tasks_init(struct pk_server *s, const pk_tasks_config *cfg, pk_tasks 
     register_handler(t, "noop", pk_task_noop);
     register_handler(t, "note.summarize", pk_task_note_summarize);
     register_handler(t, "note.embed", pk_task_note_embed);
+    register_handler(t, "workflow.trigger", pk_task_workflow_trigger);
+    if ((e = pk_workflows_init(t))) {
+        pk_tasks_dispose(t);
+        return e;
+    }
     pk_services_on_note_changed(s, on_note_changed, t);
     pk_services_set_tasks(s, t);
     *out = t;
@@ -657,6 +663,7 @@ void pk_tasks_dispose(pk_tasks *t)
     pk_services_set_tasks(t->srv, NULL);
     pk_vecstore_close(t->vs);
     pk_queue_close(t->q);
+    pk_workflows_dispose(t);
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cv);
     free(t->workers);

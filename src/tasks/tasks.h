@@ -81,6 +81,9 @@ pk_queue *pk_tasks_queue(pk_tasks *t);
 bool pk_tasks_type_known(pk_tasks *t, const char *type);
 /* Comma-separated registered types, for error messages (static storage of t). */
 const char *pk_tasks_type_list(pk_tasks *t);
+/* Validates a workflow.trigger payload given to POST /v1/tasks: {"workflow": a configured name, and
+ * exactly one of "data": {...} or "note_id": UUID}. 422 validation_failed otherwise. Any thread. */
+pk_err *pk_tasks_workflow_check(pk_tasks *t, const cJSON *payload);
 /* Wakes idle workers (any thread, never blocks for long). */
 void pk_tasks_wake(pk_tasks *t);
 

@@ -10,6 +10,7 @@
 
 struct worker;
 struct pk_metric_family;
+typedef struct pk_workflows pk_workflows;
 
 struct pk_tasks {
     struct pk_server *srv;
@@ -41,6 +42,7 @@ struct pk_tasks {
     char (*pending)[37];
     int npending;
     uint64_t pending_dropped;
+    pk_workflows *wf; /* workflow.c: NULL without --workflows */
     /* metrics */
     struct pk_metric_family *m_events, *m_wait, *m_run, *m_depth, *m_oldest, *m_states, *m_heartbeat, *m_busy;
 };
@@ -51,4 +53,10 @@ pk_err *pk_task_note_summarize(pk_task_ctx *c, const pk_task *t, const cJSON *pa
 pk_err *pk_task_note_embed(pk_task_ctx *c, const pk_task *t, const cJSON *payload, pk_buf *result);
 /* embeddings.c: the embedded vecstore over the queue's SQLite file (q must outlive it). */
 pk_err *pk_vecstore_open_queue(pk_queue *q, pk_vecstore **out);
+/* workflow.c (docs/n8n.md): init registers the "n8n" breaker, metrics and the trigger observer
+ * (nothing without --workflows); drain enqueues the triggers of recorded note changes (workers). */
+pk_err *pk_task_workflow_trigger(pk_task_ctx *c, const pk_task *t, const cJSON *payload, pk_buf *result);
+pk_err *pk_workflows_init(pk_tasks *t);
+void pk_workflows_drain(pk_tasks *t);
+void pk_workflows_dispose(pk_tasks *t);
 #endif
