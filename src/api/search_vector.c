@@ -1,9 +1,11 @@
 /*
  * GET /v1/search?mode=semantic|hybrid (mode=fulltext, the default, is notes.c's FTS search).
  *
- * semantic: the query is embedded with the same local embedder as the notes (src/tasks/embed.c) and
- * compared with every stored note vector (exact scan, cosine); results are the top `limit` notes with
- * "score" = cosine similarity.
+ * semantic: the query is embedded by the same embeddings provider as the notes (src/ai/: the local
+ * embedder or the OpenAI-compatible API, within the request's deadline) and compared with every stored
+ * note vector of that model (exact scan, cosine); results are the top `limit` notes with "score" =
+ * cosine similarity. A provider failure is the request's error (503 with Retry-After while its breaker
+ * is open, 504 on timeout, 502 when it refuses).
  * hybrid: reciprocal rank fusion (Cormack et al. 2009) of the full-text ranking and the vector
  * ranking, each cut at 50: score = sum over the lists of 1 / (60 + rank), rank from 1. RRF needs no
  * score calibration between BM25 and cosine, which is why it is the usual choice.
@@ -12,6 +14,7 @@
  * are one page (next_cursor null). Notes deleted since they were embedded are skipped.
  */
 #include "api/api.h"
+#include "ai/ai.h"
 #include "server/services.h"
 #include "tasks/tasks.h"
 #include <stdio.h>
@@ -59,13 +62,19 @@ static void work_vector(pk_job *j)
 {
     vjob *d = j->data;
     pk_tasks *t = pk_services_tasks(j->srv);
-    float qv[PK_EMBED_DIMS];
-    pk_embed_text(d->q, strlen(d->q), qv);
+    pk_ai *ai = pk_services_ai(j->srv);
+    int dims = pk_ai_embed_dims(ai);
+    float *qv = malloc(sizeof(float) * (size_t)dims);
+    pk_ai_call call = {.deadline_ns = j->op.deadline_ns};
+    size_t qlen = strlen(d->q);
+    const char *texts[1] = {d->q};
+    j->err = pk_ai_embed(ai, &call, texts, &qlen, 1, qv);
     int k = d->hybrid ? (d->limit > DEPTH ? d->limit : DEPTH) : d->limit;
     pk_vector_hit *hits = calloc((size_t)k, sizeof *hits);
     cand *c = calloc((size_t)(k + DEPTH), sizeof *c);
     int nh = 0, nc = 0;
-    j->err = pk_tasks_vector_search(t, qv, k, hits, &nh);
+    if (!j->err) j->err = pk_tasks_vector_search(t, qv, dims, pk_ai_embed_model(ai), k, hits, &nh);
+    free(qv);
     for (int i = 0; !j->err && i < nh; i++) {
         cand *x = find_or_add(c, &nc, hits[i].note_id);
         x->vec_rank = i + 1;

@@ -3,6 +3,7 @@
  * without its flag, its variable and its line of documentation.
  */
 #include "server/config.h"
+#include "ai/ai.h"
 #include "core/buf.h"
 #include <ctype.h>
 #include <errno.h>
@@ -330,7 +331,14 @@ pk_err *pk_config_parse(pk_config *c, int argc, char **argv, bool *help)
     if (c->deadline_ms < 1) return pk_err_new("bad_config", 2, "--deadline-ms must be positive");
     if (*c->redis_url && (c->redis_lease_ms < 2 * c->redis_ping_ms || c->redis_ping_ms < 1))
         return pk_err_new("bad_config", 2, "--redis-lease-ms must be at least twice --redis-ping-ms");
-    return NULL;
+    if (c->ai_timeout_ms < 1) return pk_err_new("bad_config", 2, "--ai-timeout-ms must be positive");
+    pk_ai_config ac = {.embed_provider = c->embed_provider,
+                       .embed_url = c->embed_url,
+                       .embed_model = c->embed_model,
+                       .embed_dims = c->embed_dims,
+                       .chat_url = c->chat_url,
+                       .chat_model = c->chat_model};
+    return pk_ai_config_check(&ac);
 }
 
 void pk_config_usage(FILE *out, const char *command)

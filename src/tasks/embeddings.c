@@ -2,8 +2,10 @@
  * embeddings: one vector per note in the queue's SQLite file (table `embeddings`), derived from the
  * note's title and content by note.embed, rebuildable at any time (re-enqueue note.embed).
  *
- * A vector is PK_EMBED_DIMS little-endian float32 values (a 1536-byte blob) with the model name and
- * the SHA-256 of the text it was computed from, so an unchanged note is not rewritten. Search is an
+ * A vector is `dims` little-endian float32 values (1536 bytes for the local embedder's 384) with the
+ * model name and the SHA-256 of the text it was computed from, so an unchanged note is not rewritten.
+ * Search only reads vectors of the configured model and length (src/ai/: --embed-provider, -model,
+ * -dims): after a change of model the old vectors are ignored until note.embed rewrites them. Search is an
  * exact scan: every vector is read and dotted with the query (vectors are unit length, so the dot
  * product is the cosine); a k-sized sorted array keeps the best. The inner loop is a plain float
  * loop the compiler vectorises. It runs under the queue's connection lock (a scan of 10k notes reads
@@ -12,6 +14,7 @@
 #include "tasks/tasks_internal.h"
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static pk_err *sq_err(sqlite3 *db, const char *what)
@@ -37,11 +40,13 @@ pk_err *pk_tasks_embeddings_init(pk_tasks *t)
 typedef struct put_args {
     const char *note_id;
     const float *vec;
+    int dims;
+    const char *model;
     const char *hash;
     bool unchanged;
 } put_args;
 
-static pk_err *put_fn(sqlite3 *db, void *ud)
+static pk_err *same_fn(sqlite3 *db, void *ud)
 {
     put_args *a = ud;
     sqlite3_stmt *st;
@@ -51,9 +56,26 @@ static pk_err *put_fn(sqlite3 *db, void *ud)
     sqlite3_bind_text(st, 1, a->note_id, -1, SQLITE_STATIC);
     a->unchanged = sqlite3_step(st) == SQLITE_ROW &&
                    !strcmp((const char *)sqlite3_column_text(st, 0), a->hash) &&
-                   !strcmp((const char *)sqlite3_column_text(st, 1), PK_EMBED_MODEL);
+                   !strcmp((const char *)sqlite3_column_text(st, 1), a->model);
     sqlite3_finalize(st);
-    if (a->unchanged) return NULL;
+    return NULL;
+}
+
+pk_err *pk_tasks_embedding_current(pk_tasks *t, const char *note_id, const char *model, const char *hash,
+                                   bool *same)
+{
+    put_args a = {.note_id = note_id, .model = model, .hash = hash};
+    pk_err *e = pk_queue_sqlite_with_db(t->q, same_fn, &a);
+    *same = !e && a.unchanged;
+    return e;
+}
+
+static pk_err *put_fn(sqlite3 *db, void *ud)
+{
+    put_args *a = ud;
+    pk_err *e = same_fn(db, ud);
+    if (e || a->unchanged) return e;
+    sqlite3_stmt *st;
     if (sqlite3_prepare_v2(
             db,
             "INSERT OR REPLACE INTO embeddings (note_id, model, dims, vec, text_hash, updated_at) "
@@ -61,9 +83,9 @@ static pk_err *put_fn(sqlite3 *db, void *ud)
             -1, &st, NULL) != SQLITE_OK)
         return sq_err(db, "prepare");
     sqlite3_bind_text(st, 1, a->note_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, PK_EMBED_MODEL, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, PK_EMBED_DIMS);
-    sqlite3_bind_blob(st, 4, a->vec, (int)(PK_EMBED_DIMS * sizeof(float)), SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, a->model, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, a->dims);
+    sqlite3_bind_blob(st, 4, a->vec, (int)((size_t)a->dims * sizeof(float)), SQLITE_STATIC);
     sqlite3_bind_text(st, 5, a->hash, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, pk_wall_ns());
     int rc = sqlite3_step(st);
@@ -71,10 +93,10 @@ static pk_err *put_fn(sqlite3 *db, void *ud)
     return rc == SQLITE_DONE ? NULL : sq_err(db, "put");
 }
 
-pk_err *pk_tasks_embedding_put(pk_tasks *t, const char *note_id, const float *vec, const char *hash,
-                               bool *unchanged)
+pk_err *pk_tasks_embedding_put(pk_tasks *t, const char *note_id, const float *vec, int dims, const char *model,
+                               const char *hash, bool *unchanged)
 {
-    put_args a = {note_id, vec, hash, false};
+    put_args a = {note_id, vec, dims, model, hash, false};
     pk_err *e = pk_queue_sqlite_with_db(t->q, put_fn, &a);
     if (!e && unchanged) *unchanged = a.unchanged;
     return e;
@@ -98,14 +120,16 @@ pk_err *pk_tasks_embedding_delete(pk_tasks *t, const char *note_id)
 
 typedef struct search_args {
     const float *q;
+    int dims;
+    const char *model;
     int k, n;
     pk_vector_hit *hits;
 } search_args;
 
-static float dot(const float *a, const float *b)
+static float dot(const float *a, const float *b, int dims)
 {
     float s = 0;
-    for (int i = 0; i < PK_EMBED_DIMS; i++)
+    for (int i = 0; i < dims; i++)
         s += a[i] * b[i];
     return s;
 }
@@ -117,14 +141,15 @@ static pk_err *search_fn(sqlite3 *db, void *ud)
     if (sqlite3_prepare_v2(db, "SELECT note_id, vec FROM embeddings WHERE dims = ? AND model = ?", -1, &st,
                            NULL) != SQLITE_OK)
         return sq_err(db, "prepare");
-    sqlite3_bind_int(st, 1, PK_EMBED_DIMS);
-    sqlite3_bind_text(st, 2, PK_EMBED_MODEL, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 1, a->dims);
+    sqlite3_bind_text(st, 2, a->model, -1, SQLITE_STATIC);
     int rc;
-    float v[PK_EMBED_DIMS];
+    size_t vbytes = (size_t)a->dims * sizeof(float);
+    float *v = malloc(vbytes);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (sqlite3_column_bytes(st, 1) != (int)sizeof v) continue;
-        memcpy(v, sqlite3_column_blob(st, 1), sizeof v); /* the blob may be unaligned */
-        float s = dot(a->q, v);
+        if ((size_t)sqlite3_column_bytes(st, 1) != vbytes) continue;
+        memcpy(v, sqlite3_column_blob(st, 1), vbytes); /* the blob may be unaligned */
+        float s = dot(a->q, v, a->dims);
         if (a->n == a->k && s <= a->hits[a->n - 1].score) continue;
         int i = a->n < a->k ? a->n++ : a->n - 1;
         while (i > 0 && a->hits[i - 1].score < s) {
@@ -135,14 +160,15 @@ static pk_err *search_fn(sqlite3 *db, void *ud)
         snprintf(a->hits[i].note_id, sizeof a->hits[i].note_id, "%s",
                  (const char *)sqlite3_column_text(st, 0));
     }
+    free(v);
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? NULL : sq_err(db, "scan");
 }
 
-pk_err *pk_tasks_vector_search(pk_tasks *t, const float query[PK_EMBED_DIMS], int k, pk_vector_hit *hits,
-                               int *n)
+pk_err *pk_tasks_vector_search(pk_tasks *t, const float *query, int dims, const char *model, int k,
+                               pk_vector_hit *hits, int *n)
 {
-    search_args a = {query, k, 0, hits};
+    search_args a = {query, dims, model, k, 0, hits};
     *n = 0;
     if (k <= 0) return NULL;
     pk_err *e = pk_queue_sqlite_with_db(t->q, search_fn, &a);

@@ -1,7 +1,8 @@
 /*
  * tasks: asynchronous work inside `pake serve`. pk_tasks owns the embedded queue (DATA_DIR/queue.db,
  * src/queue/), N worker threads, the task handlers (noop, note.summarize, note.embed), the
- * embeddings they produce and the task metrics.
+ * embeddings they produce and the task metrics. The AI operations go through the server's AI
+ * providers (src/ai/ai.h, pk_services_ai).
  *
  * Workers. Each worker loops: enqueue the note.embed tasks that note changes asked for, reclaim
  * expired leases (at most every 200 ms, whichever worker gets there), claim the most urgent task and
@@ -99,8 +100,9 @@ typedef struct pk_vector_hit {
     char note_id[37];
     float score; /* cosine similarity */
 } pk_vector_hit;
-/* Exact top-k by cosine over every stored embedding; fills hits (sorted, best first), *n <= k. */
-pk_err *pk_tasks_vector_search(pk_tasks *t, const float query[PK_EMBED_DIMS], int k, pk_vector_hit *hits,
-                               int *n);
+/* Exact top-k by cosine over the stored embeddings of `model` with `dims` dimensions (the query has
+ * dims floats, unit length: src/ai/ pk_ai_embed); fills hits (sorted, best first), *n <= k. */
+pk_err *pk_tasks_vector_search(pk_tasks *t, const float *query, int dims, const char *model, int k,
+                               pk_vector_hit *hits, int *n);
 pk_err *pk_tasks_embedding_count(pk_tasks *t, int64_t *n);
 #endif
