@@ -343,11 +343,15 @@ static bool sleep_checked(const pk_ai_call *call, int64_t ns)
     }
 }
 
-static void note_attempts(pk_err *e, int n)
+/* The final error says how many attempts were made and, when the breaker refused the last one, what
+ * the attempt before it got (the cause, which "breaker open" alone would hide). */
+static void note_attempts(pk_err *e, int n, const char *previous)
 {
     if (n < 2) return;
     pk_buf b = PK_BUF_INIT;
-    pk_buf_printf(&b, "%s (after %d attempts)", e->message, n);
+    pk_buf_printf(&b, "%s (after %d attempts", e->message, n);
+    if (previous) pk_buf_printf(&b, "; the previous one: %s", previous);
+    pk_buf_putc(&b, ')');
     free(e->message);
     e->message = pk_buf_steal(&b, NULL);
 }
@@ -357,29 +361,37 @@ static pk_err *call_http(pk_ai *ai, endpoint *ep, const pk_buf *body, const pk_a
 {
     int64_t deadline = call && call->deadline_ns ? call->deadline_ns : PK_DEADLINE_NONE;
     pk_retry_budget_note_request(ep->budget);
+    char *previous = NULL;
+    pk_err *e = NULL;
     for (int a = 0;; a++) {
         attempt_result res;
-        pk_err *e = attempt(ai, ep, body, deadline, parse, ud, &res);
-        if (!e) return NULL;
+        e = attempt(ai, ep, body, deadline, parse, ud, &res);
+        if (!e) break;
         int64_t sleep_ns = 0;
-        if (res.breaker_open || !pk_retry_should(&ai->policy, ep->budget, e, a, pk_mono_ns(), deadline, &sleep_ns)) {
-            note_attempts(e, a + 1);
-            return e;
-        }
-        if (res.retry_after_ms > 0 && res.retry_after_ms * 1000000 > sleep_ns) {
+        bool again = !res.breaker_open && pk_retry_should(&ai->policy, ep->budget, e, a, pk_mono_ns(), deadline,
+                                                          &sleep_ns);
+        if (again && res.retry_after_ms > 0 && res.retry_after_ms * 1000000 > sleep_ns) {
             sleep_ns = res.retry_after_ms * 1000000;
-            if (deadline != PK_DEADLINE_NONE && pk_mono_ns() + sleep_ns >= deadline) {
-                note_attempts(e, a + 1);
-                return e; /* the provider asked for more time than we have */
-            }
+            /* the provider asked for more time than we have */
+            again = deadline == PK_DEADLINE_NONE || pk_mono_ns() + sleep_ns < deadline;
+        }
+        if (!again) {
+            note_attempts(e, a + 1, res.breaker_open ? previous : NULL);
+            break;
         }
         if (!sleep_checked(call, sleep_ns)) {
-            pk_err *s = pk_err_wrap(e, "ai_stopped", 503, "the %s call was stopped between attempts", ep->op);
-            s->retryable = true;
-            return s;
+            e = pk_err_wrap(e, "ai_stopped", 503, "the %s call was stopped between attempts: %s", ep->op,
+                            e->message);
+            e->retryable = true;
+            break;
         }
+        free(previous);
+        previous = e->message;
+        e->message = NULL;
         pk_err_free(e);
     }
+    free(previous);
+    return e;
 }
 
 /* ---- embeddings ------------------------------------------------------------------------------ */
