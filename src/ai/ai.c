@@ -64,14 +64,17 @@ pk_err *pk_ai_config_check(const pk_ai_config *c)
 {
     bool openai = !empty(c->embed_provider) && !strcmp(c->embed_provider, "openai");
     if (!empty(c->embed_provider) && !openai && strcmp(c->embed_provider, "local"))
-        return pk_err_new("bad_config", 2, "--embed-provider must be local or openai, got '%s'", c->embed_provider);
+        return pk_err_new("bad_config", 2, "--embed-provider must be local or openai, got '%s'",
+                          c->embed_provider);
     int dims = c->embed_dims ? c->embed_dims : PK_EMBED_DIMS;
-    if (dims < 1 || dims > 16384) return pk_err_new("bad_config", 2, "--embed-dims must be 1..16384, got %d", dims);
+    if (dims < 1 || dims > 16384)
+        return pk_err_new("bad_config", 2, "--embed-dims must be 1..16384, got %d", dims);
     if (!openai && dims != PK_EMBED_DIMS)
-        return pk_err_new("bad_config", 2,
-                          "--embed-dims must be %d with --embed-provider local (the built-in embedder's size), "
-                          "got %d",
-                          PK_EMBED_DIMS, dims);
+        return pk_err_new(
+            "bad_config", 2,
+            "--embed-dims must be %d with --embed-provider local (the built-in embedder's size), "
+            "got %d",
+            PK_EMBED_DIMS, dims);
     if (openai && (empty(c->embed_url) || empty(c->embed_model)))
         return pk_err_new("bad_config", 2,
                           "--embed-provider openai needs --embed-url (e.g. http://127.0.0.1:11434/v1) and "
@@ -101,8 +104,8 @@ static char *join_url(const char *base, const char *path)
     return pk_buf_steal(&b, NULL);
 }
 
-static pk_err *endpoint_init(endpoint *ep, const char *op, const char *base, const char *path, const char *model,
-                             const char *key, const pk_ai_config *c)
+static pk_err *endpoint_init(endpoint *ep, const char *op, const char *base, const char *path,
+                             const char *model, const char *key, const pk_ai_config *c)
 {
     ep->op = op;
     ep->url = join_url(base, path);
@@ -164,19 +167,20 @@ pk_err *pk_ai_new(const pk_ai_config *c, pk_ai **out)
                                    .base_ms = c->retry_base_ms ? c->retry_base_ms : 200,
                                    .cap_ms = c->retry_cap_ms ? c->retry_cap_ms : 5000};
     if (ai->embed_http)
-        e = endpoint_init(&ai->embed, "embeddings", c->embed_url, "embeddings", c->embed_model, c->embed_api_key,
-                          c);
+        e = endpoint_init(&ai->embed, "embeddings", c->embed_url, "embeddings", c->embed_model,
+                          c->embed_api_key, c);
     if (!e && ai->chat_http)
-        e = endpoint_init(&ai->chat, "chat", c->chat_url, "chat/completions", c->chat_model, c->chat_api_key, c);
+        e = endpoint_init(&ai->chat, "chat", c->chat_url, "chat/completions", c->chat_model, c->chat_api_key,
+                          c);
     if (e) {
         pk_ai_free(ai);
         return e;
     }
     if (c->metrics) {
         const char *lc[] = {"provider", "operation", "outcome"};
-        ai->m_calls = pk_metrics_counter(c->metrics, "pake_ai_requests_total",
-                                         "Calls to AI providers (each HTTP attempt, each local call), by outcome.",
-                                         3, lc);
+        ai->m_calls = pk_metrics_counter(
+            c->metrics, "pake_ai_requests_total",
+            "Calls to AI providers (each HTTP attempt, each local call), by outcome.", 3, lc);
         static const double buckets[] = {0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                          0.5,    1,     2.5,   5,    10,    30,   60};
         ai->m_duration = pk_metrics_histogram(c->metrics, "pake_ai_request_duration_seconds",
@@ -249,12 +253,12 @@ static pk_err *status_error(const endpoint *ep, const pk_httpc_resp *resp, const
     pk_err *e;
     if (st == 429 || st >= 500) {
         *outcome = st == 429 ? "rate_limited" : "server_error";
-        e = pk_err_new("ai_unavailable", 503, "the %s provider (model %s) answered HTTP %ld: %s", ep->op, ep->model,
-                       st, m.data);
+        e = pk_err_new("ai_unavailable", 503, "the %s provider (model %s) answered HTTP %ld: %s", ep->op,
+                       ep->model, st, m.data);
     } else if (st == 408) {
         *outcome = "timeout";
-        e = pk_err_new("ai_timeout", 504, "the %s provider (model %s) answered HTTP 408: %s", ep->op, ep->model,
-                       m.data);
+        e = pk_err_new("ai_timeout", 504, "the %s provider (model %s) answered HTTP 408: %s", ep->op,
+                       ep->model, m.data);
     } else if (st >= 400) {
         *outcome = "client_error";
         *bo = PK_OUTCOME_IGNORED;
@@ -270,8 +274,8 @@ static pk_err *status_error(const endpoint *ep, const pk_httpc_resp *resp, const
     return e;
 }
 
-static pk_err *attempt(pk_ai *ai, endpoint *ep, const pk_buf *body, int64_t deadline, parse_fn parse, void *ud,
-                       attempt_result *res)
+static pk_err *attempt(pk_ai *ai, endpoint *ep, const pk_buf *body, int64_t deadline, parse_fn parse,
+                       void *ud, attempt_result *res)
 {
     res->retry_after_ms = -1;
     res->breaker_open = false;
@@ -280,8 +284,8 @@ static pk_err *attempt(pk_ai *ai, endpoint *ep, const pk_buf *body, int64_t dead
         count(ai, "openai", ep->op, "breaker_open", 0);
         res->breaker_open = true;
         pk_err *e = pk_err_new("ai_unavailable", 503,
-                               "the %s provider is failing: circuit breaker %s is open, retry in %lld ms", ep->op,
-                               pk_breaker_name(ep->breaker), (long long)permit.retry_after_ms);
+                               "the %s provider is failing: circuit breaker %s is open, retry in %lld ms",
+                               ep->op, pk_breaker_name(ep->breaker), (long long)permit.retry_after_ms);
         e->retry_after_s = (int)((permit.retry_after_ms + 999) / 1000);
         if (e->retry_after_s < 1) e->retry_after_s = 1;
         return e;
@@ -306,9 +310,14 @@ static pk_err *attempt(pk_ai *ai, endpoint *ep, const pk_buf *body, int64_t dead
         bool config = pk_err_is(e, "bad_config");
         outcome = timeout ? "timeout" : "transport_error";
         if (config) bo = PK_OUTCOME_IGNORED;
-        pk_err *w = pk_err_wrap(e, timeout ? "ai_timeout" : config ? "ai_rejected" : "ai_unavailable",
-                                timeout ? 504 : config ? 502 : 503, "the %s provider at %s: %s", ep->op, ep->url,
-                                e->message);
+        pk_err *w = pk_err_wrap(e,
+                                timeout  ? "ai_timeout"
+                                : config ? "ai_rejected"
+                                         : "ai_unavailable",
+                                timeout  ? 504
+                                : config ? 502
+                                         : 503,
+                                "the %s provider at %s: %s", ep->op, ep->url, e->message);
         e = w;
     } else if (resp.status >= 200 && resp.status < 300) {
         e = parse(ud, resp.body.data, resp.body.len);
@@ -368,8 +377,8 @@ static pk_err *call_http(pk_ai *ai, endpoint *ep, const pk_buf *body, const pk_a
         e = attempt(ai, ep, body, deadline, parse, ud, &res);
         if (!e) break;
         int64_t sleep_ns = 0;
-        bool again = !res.breaker_open && pk_retry_should(&ai->policy, ep->budget, e, a, pk_mono_ns(), deadline,
-                                                          &sleep_ns);
+        bool again = !res.breaker_open &&
+                     pk_retry_should(&ai->policy, ep->budget, e, a, pk_mono_ns(), deadline, &sleep_ns);
         if (again && res.retry_after_ms > 0 && res.retry_after_ms * 1000000 > sleep_ns) {
             sleep_ns = res.retry_after_ms * 1000000;
             /* the provider asked for more time than we have */
@@ -439,7 +448,8 @@ static pk_err *parse_chat(void *ud, const char *body, size_t len)
     return pk_ai_parse_chat(body, len, out);
 }
 
-pk_err *pk_ai_summarize(pk_ai *ai, const pk_ai_call *call, const char *title, const char *content, pk_buf *out)
+pk_err *pk_ai_summarize(pk_ai *ai, const pk_ai_call *call, const char *title, const char *content,
+                        pk_buf *out)
 {
     if (!ai->chat_http) {
         int64_t t0 = pk_mono_ns();

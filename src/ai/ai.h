@@ -68,8 +68,8 @@ typedef struct pk_ai_config {
     const char *chat_url;      /* empty or NULL: the local extractive summariser */
     const char *chat_model;
     const char *chat_api_key;
-    int timeout_ms;   /* one HTTP call; 0 = 30000 */
-    int max_attempts; /* per operation call, HTTP attempts in total; 0 = 3 */
+    int timeout_ms;                      /* one HTTP call; 0 = 30000 */
+    int max_attempts;                    /* per operation call, HTTP attempts in total; 0 = 3 */
     int64_t retry_base_ms, retry_cap_ms; /* full jitter; 0 = 200 / 5000 */
     /* Breakers "ai.embeddings" and "ai.chat" (only for HTTP providers) are added to this registry
      * (which then owns them) when non-NULL; otherwise pk_ai owns them. */

@@ -68,7 +68,8 @@ void pk_ai_embeddings_request(const char *model, const char *const *texts, const
 /* One item of "data": its row index and its values into out. */
 static pk_err *parse_item(const cJSON *item, size_t pos, size_t n, int dims, bool *seen, float *out)
 {
-    if (!cJSON_IsObject(item)) return BAD(false, "the embeddings answer has a data item that is not an object");
+    if (!cJSON_IsObject(item))
+        return BAD(false, "the embeddings answer has a data item that is not an object");
     const cJSON *ix = cJSON_GetObjectItemCaseSensitive(item, "index");
     size_t row = pos;
     if (ix) {
@@ -82,11 +83,12 @@ static pk_err *parse_item(const cJSON *item, size_t pos, size_t n, int dims, boo
     const cJSON *emb = cJSON_GetObjectItemCaseSensitive(item, "embedding");
     if (cJSON_IsString(emb))
         return BAD(false, "the embeddings answer is base64-encoded; PAKE asks for float arrays");
-    if (!cJSON_IsArray(emb)) return BAD(false, "the embeddings answer has an item without an embedding array");
+    if (!cJSON_IsArray(emb))
+        return BAD(false, "the embeddings answer has an item without an embedding array");
     int got = cJSON_GetArraySize(emb);
     if (got != dims)
-        return BAD(false, "wrong embedding length: the provider returned %d dimensions, --embed-dims is %d", got,
-                   dims);
+        return BAD(false, "wrong embedding length: the provider returned %d dimensions, --embed-dims is %d",
+                   got, dims);
     float *v = out + row * (size_t)dims;
     int i = 0;
     for (const cJSON *x = emb->child; x; x = x->next, i++) {
@@ -259,7 +261,8 @@ bool pk_ai_error_message(const char *body, size_t len, pk_buf *out)
     if (ok) {
         put_clean(out, msg->valuestring, 300);
         const cJSON *code = cJSON_IsObject(err) ? cJSON_GetObjectItemCaseSensitive(err, "code") : NULL;
-        if (!cJSON_IsString(code) && cJSON_IsObject(err)) code = cJSON_GetObjectItemCaseSensitive(err, "type");
+        if (!cJSON_IsString(code) && cJSON_IsObject(err))
+            code = cJSON_GetObjectItemCaseSensitive(err, "type");
         if (cJSON_IsString(code) && *code->valuestring) {
             pk_buf_puts(out, " (");
             put_clean(out, code->valuestring, 60);

@@ -139,8 +139,9 @@ pk_err *pk_services_guard_stored(pk_server *s, int surface, const char *field, c
     pk_guard_result res;
     scan(s, surface, text, len, &res);
     if (res.decision == PK_GUARD_BLOCK) {
-        pk_err *e = pk_err_new("input_rejected", 422, "the security guard rejected the value of '%s' (score %.2f)",
-                               field, res.score);
+        pk_err *e =
+            pk_err_new("input_rejected", 422, "the security guard rejected the value of '%s' (score %.2f)",
+                       field, res.score);
         e->retryable = false;
         pk_log_ctx ctx = {request_id, NULL, NULL};
         char f[128];

@@ -93,8 +93,8 @@ static pk_err *put_fn(sqlite3 *db, void *ud)
     return rc == SQLITE_DONE ? NULL : sq_err(db, "put");
 }
 
-pk_err *pk_tasks_embedding_put(pk_tasks *t, const char *note_id, const float *vec, int dims, const char *model,
-                               const char *hash, bool *unchanged)
+pk_err *pk_tasks_embedding_put(pk_tasks *t, const char *note_id, const float *vec, int dims,
+                               const char *model, const char *hash, bool *unchanged)
 {
     put_args a = {note_id, vec, dims, model, hash, false};
     pk_err *e = pk_queue_sqlite_with_db(t->q, put_fn, &a);

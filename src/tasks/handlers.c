@@ -121,7 +121,8 @@ static bool keep_going(void *ud)
 
 static pk_ai_call ai_call_for(pk_task_ctx *c, const pk_task *t)
 {
-    return (pk_ai_call){.deadline_ns = pk_mono_ns() + t->timeout_ms * 1000000, .keep_going = keep_going, .ud = c};
+    return (pk_ai_call){
+        .deadline_ns = pk_mono_ns() + t->timeout_ms * 1000000, .keep_going = keep_going, .ud = c};
 }
 
 /* The note's current guard verdict when it is flagged (so a summary only replaces a milder one). */
@@ -161,9 +162,11 @@ pk_err *pk_task_note_summarize(pk_task_ctx *c, const pk_task *t, const cJSON *pa
     if (!e) {
         flagged_verdict(note, &verdict);
         seed = pk_strndup(verdict.data ? verdict.data : "", verdict.len);
-        e = pk_services_guard_stored(s, PK_SURFACE_NOTE_CONTENT, "ai_summary", sum.data, sum.len, t->id, &verdict);
+        e = pk_services_guard_stored(s, PK_SURFACE_NOTE_CONTENT, "ai_summary", sum.data, sum.len, t->id,
+                                     &verdict);
     }
-    bool flagged = !e && verdict.len && (verdict.len != strlen(seed) || memcmp(verdict.data, seed, verdict.len));
+    bool flagged =
+        !e && verdict.len && (verdict.len != strlen(seed) || memcmp(verdict.data, seed, verdict.len));
     free(seed);
     cJSON_Delete(note);
     if (e) {

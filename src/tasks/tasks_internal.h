@@ -52,8 +52,8 @@ pk_err *pk_task_note_embed(pk_task_ctx *c, const pk_task *t, const cJSON *payloa
 pk_err *pk_tasks_embeddings_init(pk_tasks *t);
 /* Stores (or replaces) a note's vector (dims floats, from `model`); *unchanged when the stored text hash
  * and model equal `hash` and `model`. */
-pk_err *pk_tasks_embedding_put(pk_tasks *t, const char *note_id, const float *vec, int dims, const char *model,
-                               const char *hash, bool *unchanged);
+pk_err *pk_tasks_embedding_put(pk_tasks *t, const char *note_id, const float *vec, int dims,
+                               const char *model, const char *hash, bool *unchanged);
 /* *same = the note's stored vector was computed by `model` from text with this hash. */
 pk_err *pk_tasks_embedding_current(pk_tasks *t, const char *note_id, const char *model, const char *hash,
                                    bool *same);
