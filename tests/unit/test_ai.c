@@ -7,8 +7,13 @@
 #include "core/json.h"
 #include "tasks/tasks.h"
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
 #include <math.h>
+#include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static pk_err *parse_emb(const char *body, size_t n, int dims, float *out)
 {
@@ -343,10 +348,18 @@ Test(ai_local, local_providers_match_the_built_ins)
 
 Test(ai_http, unreachable_provider_fails_retryably_and_opens_its_breaker)
 {
-    /* port 9 (discard) on loopback: connection refused at once */
+    /* a loopback port that was just free: connection refused at once */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    close(fd);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", ntohs(sa.sin_port));
     pk_ai *ai = NULL;
     pk_ai_config c = {.embed_provider = "openai",
-                      .embed_url = "http://127.0.0.1:9/v1",
+                      .embed_url = url,
                       .embed_model = "m",
                       .embed_dims = 4,
                       .timeout_ms = 500,
