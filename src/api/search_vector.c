@@ -1,10 +1,12 @@
 /*
  * GET /v1/search?mode=semantic|hybrid (mode=fulltext, the default, is notes.c's FTS search).
  *
- * semantic: the query is embedded with the same local embedder as the notes (src/tasks/embed.c) and
- * ranked against the stored note vectors through the task service's vector store (store/vecstore.h:
- * exact scan, or pgvector's HNSW index on PostgreSQL; meta.vector_index says which); results are the
- * top `limit` notes with "score" = cosine similarity.
+ * semantic: the query is embedded by the same embeddings provider as the notes (src/ai/: the local
+ * embedder or the OpenAI-compatible API, within the request's deadline) and ranked against the stored
+ * note vectors of that model through the task service's vector store (store/vecstore.h: exact scan, or
+ * pgvector's HNSW index on PostgreSQL; meta.vector_index says which); results are the top `limit` notes
+ * with "score" = cosine similarity. A provider failure is the request's error (503 with Retry-After
+ * while its breaker is open, 504 on timeout, 502 when it refuses).
  * hybrid: reciprocal rank fusion (Cormack et al. 2009) of the full-text ranking and the vector
  * ranking, each cut at 50: score = sum over the lists of 1 / (60 + rank), rank from 1. RRF needs no
  * score calibration between BM25 and cosine, which is why it is the usual choice.
@@ -14,6 +16,7 @@
  * search_notes with mode semantic|hybrid runs the same pk_api_vector_search_run.
  */
 #include "api/api.h"
+#include "ai/ai.h"
 #include "server/services.h"
 #include "tasks/tasks.h"
 #include <stdio.h>
@@ -60,11 +63,17 @@ static int by_score(const void *a, const void *b)
 /* The vector ranking: the k nearest note vectors to the embedded query. */
 static void vector_hits(pk_job *j, pk_vecstore *vs, const char *q, int k, pk_vector_hit *hits, int *nh)
 {
-    float *qv = malloc(sizeof(float) * PK_EMBED_DIMS);
+    pk_ai *ai = pk_services_ai(j->srv);
+    int dims = pk_ai_embed_dims(ai);
+    float *qv = malloc(sizeof(float) * (size_t)dims);
     if (!qv) abort();
-    pk_embed_text(q, strlen(q), qv);
+    pk_ai_call call = {.deadline_ns = j->op.deadline_ns};
+    size_t qlen = strlen(q);
+    const char *texts[1] = {q};
     *nh = 0;
-    PK_STORE_CALL(j, pk_vecstore_search(vs, &j->op, PK_EMBED_MODEL, qv, PK_EMBED_DIMS, k, hits, nh));
+    j->err = pk_ai_embed(ai, &call, texts, &qlen, 1, qv);
+    if (!j->err)
+        PK_STORE_CALL(j, pk_vecstore_search(vs, &j->op, pk_ai_embed_model(ai), qv, dims, k, hits, nh));
     free(qv);
 }
 

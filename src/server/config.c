@@ -3,6 +3,7 @@
  * without its flag, its variable and its line of documentation.
  */
 #include "server/config.h"
+#include "ai/ai.h"
 #include "core/buf.h"
 #include "net/webhook.h"
 #include <ctype.h>
@@ -365,6 +366,15 @@ pk_err *pk_config_parse(pk_config *c, int argc, char **argv, bool *help)
         return pk_err_new("bad_config", 2, "--vector-hnsw-ef-search must be 1..1000");
     if (*c->redis_url && (c->redis_lease_ms < 2 * c->redis_ping_ms || c->redis_ping_ms < 1))
         return pk_err_new("bad_config", 2, "--redis-lease-ms must be at least twice --redis-ping-ms");
+    if (c->ai_timeout_ms < 1) return pk_err_new("bad_config", 2, "--ai-timeout-ms must be positive");
+    pk_ai_config ac = {.embed_provider = c->embed_provider,
+                       .embed_url = c->embed_url,
+                       .embed_model = c->embed_model,
+                       .embed_dims = c->embed_dims,
+                       .chat_url = c->chat_url,
+                       .chat_model = c->chat_model};
+    pk_err *ae = pk_ai_config_check(&ac);
+    if (ae) return ae;
     if (c->hook_replay_window_s < 1)
         return pk_err_new("bad_config", 2, "--hook-replay-window-s must be positive");
     if (c->workflow_timeout_ms < 1)

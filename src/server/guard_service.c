@@ -102,20 +102,65 @@ static double score_in(const pk_buf *b)
     return p ? strtod(p + 8, NULL) : -1;
 }
 
+/* Scans and counts the decision per category. */
+static void scan(pk_server *s, int surface, const char *text, size_t len, pk_guard_result *res)
+{
+    int64_t t0 = pk_mono_ns();
+    pk_guard_scan(g_guard, text, len, (pk_guard_surface)surface, res);
+    double dt = (double)(pk_mono_ns() - t0) / 1e9;
+    const char *sname = pk_guard_surface_name((pk_guard_surface)surface);
+    const char *dname = pk_guard_decision_name(res->decision);
+    if (!res->categories) pk_services_guard_metrics(s, sname, dname, "none", dt);
+    for (int c = 0; c < PK_GC_COUNT; c++)
+        if (res->categories & (1u << c))
+            pk_services_guard_metrics(s, sname, dname, pk_guard_category_name((pk_guard_category)c), dt);
+}
+
+/* A flag verdict replaces *flag_json when it is worse: {"flagged":true,"field":...,<result members>}. */
+static void keep_worst(const pk_guard_result *res, const char *field, pk_buf *flag_json)
+{
+    if (res->decision != PK_GUARD_FLAG || !flag_json || res->score <= score_in(flag_json)) return;
+    pk_buf_reset(flag_json);
+    pk_buf v = PK_BUF_INIT;
+    pk_jw w;
+    pk_jw_init(&w, &v);
+    pk_guard_result_json(res, &w);
+    pk_buf_puts(flag_json, "{\"flagged\":true,\"field\":\"");
+    pk_json_escape(flag_json, field, strlen(field));
+    pk_buf_puts(flag_json, "\",");
+    pk_buf_append(flag_json, v.data + 1, v.len - 1); /* the result object's members */
+    pk_buf_free(&v);
+}
+
+pk_err *pk_services_guard_stored(pk_server *s, int surface, const char *field, const char *text, size_t len,
+                                 const char *request_id, pk_buf *flag_json)
+{
+    if (!g_guard || len == 0) return NULL;
+    pk_guard_result res;
+    scan(s, surface, text, len, &res);
+    if (res.decision == PK_GUARD_BLOCK) {
+        pk_err *e =
+            pk_err_new("input_rejected", 422, "the security guard rejected the value of '%s' (score %.2f)",
+                       field, res.score);
+        e->retryable = false;
+        pk_log_ctx ctx = {request_id, NULL, NULL};
+        char f[128];
+        snprintf(f, sizeof f, "\"surface\":\"%s\",\"field\":\"%.40s\",\"score\":%.3f",
+                 pk_guard_surface_name((pk_guard_surface)surface), field, res.score);
+        pk_log_write(PK_LOG_WARN, &ctx, f, "stored content blocked by the security guard");
+        return e;
+    }
+    keep_worst(&res, field, flag_json);
+    return NULL;
+}
+
 pk_err *pk_services_guard(pk_req *r, int surface, const char *field, const char *text, size_t len,
                           pk_buf *flag_json)
 {
     if (!g_guard || len == 0) return NULL;
-    int64_t t0 = pk_mono_ns();
     pk_guard_result res;
-    pk_guard_scan(g_guard, text, len, (pk_guard_surface)surface, &res);
-    double dt = (double)(pk_mono_ns() - t0) / 1e9;
+    scan(r->srv, surface, text, len, &res);
     const char *sname = pk_guard_surface_name((pk_guard_surface)surface);
-    const char *dname = pk_guard_decision_name(res.decision);
-    if (!res.categories) pk_services_guard_metrics(r->srv, sname, dname, "none", dt);
-    for (int c = 0; c < PK_GC_COUNT; c++)
-        if (res.categories & (1u << c))
-            pk_services_guard_metrics(r->srv, sname, dname, pk_guard_category_name((pk_guard_category)c), dt);
 
     if (res.decision == PK_GUARD_BLOCK) {
         pk_services_note_blocked(r);
@@ -145,18 +190,6 @@ pk_err *pk_services_guard(pk_req *r, int surface, const char *field, const char 
         pk_log_write(PK_LOG_WARN, &ctx, f, "input blocked by the security guard");
         return e;
     }
-    if (res.decision == PK_GUARD_FLAG && flag_json && res.score > score_in(flag_json)) {
-        /* keep the worst verdict of the request: {"flagged":true,"field":...,<result members>} */
-        pk_buf_reset(flag_json);
-        pk_buf v = PK_BUF_INIT;
-        pk_jw w;
-        pk_jw_init(&w, &v);
-        pk_guard_result_json(&res, &w);
-        pk_buf_puts(flag_json, "{\"flagged\":true,\"field\":\"");
-        pk_json_escape(flag_json, field, strlen(field));
-        pk_buf_puts(flag_json, "\",");
-        pk_buf_append(flag_json, v.data + 1, v.len - 1); /* the result object's members */
-        pk_buf_free(&v);
-    }
+    keep_worst(&res, field, flag_json); /* the worst verdict of the request */
     return NULL;
 }

@@ -17,6 +17,7 @@
  *    lease (pk_redis_svc_l1_trusted).
  */
 #include "server/services.h"
+#include "ai/ai.h"
 #include "api/api.h"
 #include "core/clock.h"
 #include "core/fmt.h"
@@ -82,6 +83,8 @@ struct pk_services {
     /* breakers of other modules (pk_services_breaker_add) and their metric bindings */
     breaker_stat extra_breaker_stats[8][5];
     int nextra_breakers;
+    pk_ai *ai; /* AI providers (embeddings, chat) */
+    breaker_stat ai_breaker_stats[2][5];
 };
 
 /* ---- metrics --------------------------------------------------------------------------------- */
@@ -251,6 +254,32 @@ static void register_cache_metrics(struct pk_services *v)
 
 /* ---- init ------------------------------------------------------------------------------------ */
 
+/* The AI providers: their breakers join the registry (admin endpoints, breaker metrics). */
+static pk_err *ai_init(struct pk_services *v, const pk_config *c)
+{
+    pk_ai_config ac = {.embed_provider = c->embed_provider,
+                       .embed_url = c->embed_url,
+                       .embed_model = c->embed_model,
+                       .embed_api_key = c->embed_api_key,
+                       .embed_dims = c->embed_dims,
+                       .chat_url = c->chat_url,
+                       .chat_model = c->chat_model,
+                       .chat_api_key = c->chat_api_key,
+                       .timeout_ms = c->ai_timeout_ms,
+                       .breakers = v->breakers,
+                       .on_transition = on_breaker_transition,
+                       .on_transition_ud = v,
+                       .metrics = v->metrics};
+    pk_err *e = pk_ai_new(&ac, &v->ai);
+    if (e) return e;
+    static const char *ops[] = {"embeddings", "chat"};
+    for (int i = 0; i < 2; i++) {
+        pk_breaker *b = pk_ai_breaker(v->ai, ops[i]);
+        if (b) register_breaker_metrics(v, b, v->ai_breaker_stats[i]);
+    }
+    return NULL;
+}
+
 static void set_class(pk_rate_class *c, const char *name, double rate, int burst)
 {
     /* rates are per second; fractional rates are expressed over a longer period */
@@ -315,6 +344,7 @@ pk_err *pk_services_init(pk_server *s)
     pk_retry_budget_config rbc = PK_RETRY_BUDGET_DEFAULT;
     v->store_budget = pk_retry_budget_new(&rbc, pk_clock_real());
     v->store_retry = (pk_retry_policy){.max_attempts = 3, .base_ms = 10, .cap_ms = 200};
+    if ((e = ai_init(v, c))) return e;
 
     if (c->cache_bytes > 0) {
         pk_cache_config cc = {.max_bytes = (size_t)c->cache_bytes};
@@ -365,6 +395,7 @@ void pk_services_dispose(pk_server *s)
     pk_services_guard_dispose(s);
     pk_redis_svc_dispose(v->redis); /* before the cache and the breakers it uses */
     if (v->cache) pk_cache_free(v->cache);
+    pk_ai_free(v->ai); /* before the registry that owns its breakers */
     pk_retry_budget_free(v->store_budget);
     pk_bulkhead_free(v->store_bulkhead);
     pk_breaker_registry_free(v->breakers);
@@ -853,4 +884,9 @@ void pk_services_set_tasks(pk_server *s, struct pk_tasks *t)
 struct pk_tasks *pk_services_tasks(pk_server *s)
 {
     return s->svc ? s->svc->tasks : NULL;
+}
+
+pk_ai *pk_services_ai(pk_server *s)
+{
+    return s->svc ? s->svc->ai : NULL;
 }

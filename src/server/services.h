@@ -83,6 +83,12 @@ pk_err *pk_services_guard_init(pk_server *s);
 void pk_services_guard_dispose(pk_server *s);
 void pk_services_guard_metrics(pk_server *s, const char *surface, const char *decision, const char *category,
                                double seconds);
+/* Screens a string the server itself is about to store (an AI provider's summary), outside any request:
+ * the same surfaces, policies and metrics as pk_services_guard, but no principal is charged. Block ->
+ * "input_rejected" (422, not retryable) naming `field`; flag -> the verdict into *flag_json (keeping the
+ * worst, as pk_services_guard); allow -> NULL. `request_id` (may be NULL) goes into the log line. */
+pk_err *pk_services_guard_stored(pk_server *s, int surface, const char *field, const char *text, size_t len,
+                                 const char *request_id, pk_buf *flag_json);
 /* A principal's input was blocked: counts against its own abuse budget (429 once spent). */
 void pk_services_note_blocked(pk_req *r);
 /* ---- Redis (redis_service.c); every function is a no-op / false without --redis-url ---- */
@@ -120,6 +126,10 @@ bool pk_services_degraded(pk_server *s);
 struct pk_tasks;
 void pk_services_set_tasks(pk_server *s, struct pk_tasks *t);
 struct pk_tasks *pk_services_tasks(pk_server *s);
+/* The AI providers (src/ai/): embeddings for note.embed and semantic search, chat for summaries.
+ * Created by pk_services_init from the embed-* / chat-* settings; never NULL after it succeeded. */
+struct pk_ai;
+struct pk_ai *pk_services_ai(pk_server *s);
 
 /* Called once per finished request (metrics). */
 void pk_services_observe(pk_req *r, int status, int64_t duration_ns);

@@ -47,6 +47,7 @@ typedef struct pk_vecstore_ops {
     pk_err *(*search)(pk_vecstore *v, const pk_op_ctx *c, const char *model, const float *q, int dims, int k,
                       pk_vector_hit *hits, int *n);
     pk_err *(*count)(pk_vecstore *v, const pk_op_ctx *c, int64_t *n);
+    pk_err *(*current)(pk_vecstore *v, const pk_op_ctx *c, const pk_embedding *e, bool *same);
     void (*close)(pk_vecstore *v);
 } pk_vecstore_ops;
 
@@ -85,6 +86,14 @@ static inline pk_err *pk_vecstore_count(pk_vecstore *v, const pk_op_ctx *c, int6
 {
     *n = 0;
     return v->ops->count(v, c, n);
+}
+/* *same = the note's stored vector was computed by e->model with e->dims from text hashing to
+ * e->text_hash (e->vec is not read): the caller can skip the provider call. */
+static inline pk_err *pk_vecstore_current(pk_vecstore *v, const pk_op_ctx *c, const pk_embedding *e,
+                                          bool *same)
+{
+    *same = false;
+    return v->ops->current(v, c, e, same);
 }
 static inline void pk_vecstore_close(pk_vecstore *v)
 {

@@ -106,6 +106,26 @@ static pk_err *pg_put(pk_vecstore *vs, const pk_op_ctx *c, const pk_embedding *e
     return e;
 }
 
+static pk_err *pg_current(pk_vecstore *vs, const pk_op_ctx *c, const pk_embedding *em, bool *same)
+{
+    pgvs *v = (pgvs *)vs;
+    char dims[16];
+    snprintf(dims, sizeof dims, "%d", em->dims);
+    const char *p[] = {em->note_id, em->model, dims, em->text_hash};
+    pk_pg_conn *k;
+    pk_err *e = acquire(v, c, &k);
+    PGresult *r = NULL;
+    if (!e)
+        e = pk_pg_query(k, "vector_current",
+                        "SELECT 1 FROM note_embeddings WHERE note_id = $1 AND model = $2 AND dims = $3::int"
+                        " AND text_hash = $4",
+                        4, p, dl(c), &r);
+    if (!e) *same = PQntuples(r) > 0;
+    PQclear(r);
+    pk_pg_pool_release(k);
+    return e;
+}
+
 static pk_err *pg_remove(pk_vecstore *vs, const pk_op_ctx *c, const char *note_id)
 {
     pgvs *v = (pgvs *)vs;
@@ -199,7 +219,7 @@ static void pg_close(pk_vecstore *vs)
     free(vs);
 }
 
-static const pk_vecstore_ops pg_vec_ops = {pg_put, pg_remove, pg_search, pg_count, pg_close};
+static const pk_vecstore_ops pg_vec_ops = {pg_put, pg_remove, pg_search, pg_count, pg_current, pg_close};
 
 /* ---- set-up ---- */
 

@@ -10,7 +10,7 @@
  *     "embedding" and "embeddings" share most trigrams, so a query matches inflected forms)
  * Each feature kind has its own hash seed. The vector is L2-normalised, so a dot product is the
  * cosine similarity. Semantic quality is lexical-plus (close to TF vectors with sub-word matching);
- * an OpenAI-compatible provider is the planned upgrade (docs/tasks.md).
+ * an OpenAI-compatible embeddings API is the upgrade (src/ai/, --embed-provider openai).
  */
 #include "tasks/tasks.h"
 #include <math.h>

@@ -44,7 +44,7 @@ typedef struct put_args {
     bool unchanged;
 } put_args;
 
-static pk_err *put_fn(sqlite3 *db, void *ud)
+static pk_err *same_fn(sqlite3 *db, void *ud)
 {
     put_args *a = ud;
     const pk_embedding *em = a->e;
@@ -57,7 +57,16 @@ static pk_err *put_fn(sqlite3 *db, void *ud)
         sqlite3_step(st) == SQLITE_ROW && !strcmp((const char *)sqlite3_column_text(st, 0), em->text_hash) &&
         !strcmp((const char *)sqlite3_column_text(st, 1), em->model) && sqlite3_column_int(st, 2) == em->dims;
     sqlite3_finalize(st);
-    if (a->unchanged) return NULL;
+    return NULL;
+}
+
+static pk_err *put_fn(sqlite3 *db, void *ud)
+{
+    put_args *a = ud;
+    const pk_embedding *em = a->e;
+    pk_err *e = same_fn(db, ud);
+    if (e || a->unchanged) return e;
+    sqlite3_stmt *st;
     if (sqlite3_prepare_v2(
             db,
             "INSERT OR REPLACE INTO embeddings (note_id, model, dims, vec, text_hash, updated_at) "
@@ -83,6 +92,15 @@ static pk_err *sq_put(pk_vecstore *v, const pk_op_ctx *c, const pk_embedding *e,
     put_args a = {e, false};
     pk_err *err = pk_queue_sqlite_with_db(((sqvs *)v)->q, put_fn, &a);
     if (!err) *unchanged = a.unchanged;
+    return err;
+}
+
+static pk_err *sq_current(pk_vecstore *v, const pk_op_ctx *c, const pk_embedding *e, bool *same)
+{
+    (void)c;
+    put_args a = {e, false};
+    pk_err *err = pk_queue_sqlite_with_db(((sqvs *)v)->q, same_fn, &a);
+    if (!err) *same = a.unchanged;
     return err;
 }
 
@@ -184,7 +202,7 @@ static void sq_close(pk_vecstore *v)
     free(v);
 }
 
-static const pk_vecstore_ops sq_ops = {sq_put, sq_remove, sq_search, sq_count, sq_close};
+static const pk_vecstore_ops sq_ops = {sq_put, sq_remove, sq_search, sq_count, sq_current, sq_close};
 
 pk_err *pk_vecstore_open_queue(pk_queue *q, pk_vecstore **out)
 {

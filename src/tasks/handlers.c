@@ -6,16 +6,22 @@
  *                   waits `ms` (checking for cancel/timeout/shutdown every 5 ms), then fails on purpose
  *                   when `fail` is true, the attempt number is <= fail_attempts, or the wall clock is
  *                   before fail_until (retryable unless `permanent`). For tests and benchmarks.
- *   note.summarize  {"note_id": "<uuid>"}: extractive summary of the note's content (pk_summarize),
- *                   stored in ai_summary through the store's update (the note's version moves).
- *   note.embed      {"note_id": "<uuid>"}: the local embedding of title + content into the vector store
- *                   table; skipped when the text is unchanged; a deleted note drops its vector.
+ *   note.summarize  {"note_id": "<uuid>"}: a summary of the note from the chat provider (src/ai/: an
+ *                   OpenAI-compatible chat API, else the extractive pk_summarize), screened by the
+ *                   security guard as stored note content (blocked: the task fails, not retryable;
+ *                   flagged: the verdict is stored with the note, as for an API write), stored in
+ *                   ai_summary through the store's update (the note's version moves).
+ *   note.embed      {"note_id": "<uuid>"}: the embedding of title + content from the embeddings provider
+ *                   into the vector store (store/vecstore.h); skipped when the text and model are unchanged;
+ * a deleted note drops its vector.
  *
- * Store calls carry the task id as request id (the audit log shows which task wrote) and the task's
- * timeout as deadline. A missing note or a malformed payload is not retryable; store errors keep the
- * store's retryable flag (busy, unavailable).
+ * Store and provider calls carry the task id as request id (the audit log shows which task wrote) and
+ * the task's timeout as deadline; between provider retries the handler's pk_task_check runs (heartbeat,
+ * cancel). A missing note or a malformed payload is not retryable; store and provider errors keep their
+ * retryable flag (busy, unavailable, provider 5xx/429/timeouts; not a provider 4xx or wrong dimensions).
  */
 #include "tasks/tasks_internal.h"
+#include "ai/ai.h"
 #include "core/clock.h"
 #include "core/id.h"
 #include "server/server.h"
@@ -108,6 +114,27 @@ static const char *str_of(const cJSON *note, const char *k)
     return cJSON_IsString(v) ? v->valuestring : "";
 }
 
+static bool keep_going(void *ud)
+{
+    return pk_task_check(ud, -1) == PK_TASK_GO;
+}
+
+static pk_ai_call ai_call_for(pk_task_ctx *c, const pk_task *t)
+{
+    return (pk_ai_call){
+        .deadline_ns = pk_mono_ns() + t->timeout_ms * 1000000, .keep_going = keep_going, .ud = c};
+}
+
+/* The note's current guard verdict when it is flagged (so a summary only replaces a milder one). */
+static void flagged_verdict(const cJSON *note, pk_buf *out)
+{
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(note, "guard");
+    if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(g, "flagged"))) return;
+    pk_jw w;
+    pk_jw_init(&w, out);
+    pk_jw_cjson(&w, g);
+}
+
 pk_err *pk_task_note_summarize(pk_task_ctx *c, const pk_task *t, const cJSON *payload, pk_buf *result)
 {
     char id[37];
@@ -120,18 +147,39 @@ pk_err *pk_task_note_summarize(pk_task_ctx *c, const pk_task *t, const cJSON *pa
         cJSON_Delete(note);
         return stopped(r);
     }
-    const char *content = str_of(note, "content");
-    pk_buf sum = PK_BUF_INIT;
-    int n = pk_summarize(content, strlen(content), 3, 600, &sum);
-    if (!sum.len) pk_buf_puts(&sum, str_of(note, "title"));
-    cJSON_Delete(note);
-    if ((r = pk_task_check(c, 0.6))) {
-        pk_buf_free(&sum);
-        return stopped(r);
-    }
     pk_server *s = pk_task_ctx_server(c);
+    pk_ai *ai = pk_services_ai(s);
+    pk_buf sum = PK_BUF_INIT, verdict = PK_BUF_INIT;
+    pk_ai_call call = ai_call_for(c, t);
+    e = pk_ai_summarize(ai, &call, str_of(note, "title"), str_of(note, "content"), &sum);
+    if ((r = pk_task_check(c, 0.6))) {
+        pk_err_free(e);
+        e = stopped(r);
+    }
+    /* the model's answer is stored content: the guard screens it as it screens an API write of it; a
+     * flag replaces the note's verdict only when it is worse (pk_services_guard keeps the worst) */
+    char *seed = NULL;
+    if (!e) {
+        flagged_verdict(note, &verdict);
+        seed = pk_strndup(verdict.data ? verdict.data : "", verdict.len);
+        e = pk_services_guard_stored(s, PK_SURFACE_NOTE_CONTENT, "ai_summary", sum.data, sum.len, t->id,
+                                     &verdict);
+    }
+    bool flagged =
+        !e && verdict.len && (verdict.len != strlen(seed) || memcmp(verdict.data, seed, verdict.len));
+    free(seed);
+    cJSON_Delete(note);
+    if (e) {
+        pk_buf_free(&sum);
+        pk_buf_free(&verdict);
+        return e;
+    }
     pk_op_ctx op = op_for(c, t);
-    pk_note_input in = {.set = PK_NF_AI_SUMMARY, .ai_summary = sum.data};
+    pk_note_input in = {.set = PK_NF_AI_SUMMARY, .ai_summary = sum.data ? sum.data : ""};
+    if (flagged) {
+        in.set |= PK_NF_GUARD;
+        in.guard_json = verdict.data;
+    }
     pk_buf out = PK_BUF_INIT;
     e = pk_store_note_update(s->store, &op, id, 0, &in, &out);
     pk_buf_free(&out);
@@ -142,13 +190,16 @@ pk_err *pk_task_note_summarize(pk_task_ctx *c, const pk_task *t, const cJSON *pa
         pk_jw_obj_open(&w);
         pk_jw_key(&w, "note_id");
         pk_jw_str(&w, id);
-        pk_jw_key(&w, "sentences");
-        pk_jw_int(&w, n);
+        pk_jw_key(&w, "provider");
+        pk_jw_str(&w, pk_ai_chat_provider(ai));
         pk_jw_key(&w, "summary");
-        pk_jw_str(&w, sum.data);
+        pk_jw_strn(&w, sum.data ? sum.data : "", sum.len);
+        pk_jw_key(&w, "flagged");
+        pk_jw_bool(&w, flagged);
         pk_jw_obj_close(&w);
     }
     pk_buf_free(&sum);
+    pk_buf_free(&verdict);
     return e;
 }
 
@@ -179,32 +230,57 @@ pk_err *pk_task_note_embed(pk_task_ctx *c, const pk_task *t, const cJSON *payloa
     pk_buf_puts(&text, "\n\n");
     pk_buf_puts(&text, str_of(note, "content"));
     cJSON_Delete(note);
+    pk_ai *ai = pk_services_ai(pk_task_ctx_server(c));
+    const char *model = pk_ai_embed_model(ai);
+    int dims = pk_ai_embed_dims(ai);
     unsigned char md[32];
     char hash[65];
     pk_buf hin = PK_BUF_INIT;
-    pk_buf_puts(&hin, PK_EMBED_MODEL "\n");
+    pk_buf_printf(&hin, "%s\n", model);
     pk_buf_append(&hin, text.data, text.len);
     EVP_Digest(hin.data, hin.len, md, NULL, EVP_sha256(), NULL);
     pk_buf_free(&hin);
     pk_hex(md, sizeof md, hash);
-    float *vec = malloc(sizeof(float) * PK_EMBED_DIMS);
-    pk_embed_text(text.data, text.len, vec);
+    /* the same text and model already stored: no provider call (a summary write, for one, changes
+     * the note without changing what is embedded) */
+    bool unchanged = false;
+    pk_embedding em = {.note_id = id, .model = model, .dims = dims, .vec = NULL, .text_hash = hash};
+    e = pk_vecstore_current(pk_tasks_vectors(ts), &op, &em, &unchanged);
+    float *vec = NULL;
+    if (!e && !unchanged) {
+        vec = malloc(sizeof(float) * (size_t)dims);
+        pk_ai_call call = ai_call_for(c, t);
+        const char *texts[1] = {text.data};
+        e = pk_ai_embed(ai, &call, texts, &text.len, 1, vec);
+    }
     pk_buf_free(&text);
     pk_task_check_result r = pk_task_check(c, 0.8);
-    bool unchanged = false;
-    pk_embedding em = {
-        .note_id = id, .model = PK_EMBED_MODEL, .dims = PK_EMBED_DIMS, .vec = vec, .text_hash = hash};
-    if (r)
+    if (r) {
+        pk_err_free(e);
         e = stopped(r);
-    else
-        e = pk_vecstore_put(pk_tasks_vectors(ts), &op, &em, &unchanged);
+    }
+    em.vec = vec;
+    if (!e && !unchanged) e = pk_vecstore_put(pk_tasks_vectors(ts), &op, &em, &unchanged);
     free(vec);
     if (e && pk_err_is(e, "not_found")) { /* deleted while we embedded it */
         pk_err_free(e);
         return embed_deleted(ts, &op, id, result);
     }
-    if (!e)
-        pk_buf_printf(result, "{\"note_id\":\"%s\",\"model\":\"%s\",\"dims\":%d,\"unchanged\":%s}", id,
-                      PK_EMBED_MODEL, PK_EMBED_DIMS, unchanged ? "true" : "false");
+    if (!e) {
+        pk_jw w;
+        pk_jw_init(&w, result);
+        pk_jw_obj_open(&w);
+        pk_jw_key(&w, "note_id");
+        pk_jw_str(&w, id);
+        pk_jw_key(&w, "provider");
+        pk_jw_str(&w, pk_ai_embed_provider(ai));
+        pk_jw_key(&w, "model");
+        pk_jw_str(&w, model);
+        pk_jw_key(&w, "dims");
+        pk_jw_int(&w, dims);
+        pk_jw_key(&w, "unchanged");
+        pk_jw_bool(&w, unchanged);
+        pk_jw_obj_close(&w);
+    }
     return e;
 }
