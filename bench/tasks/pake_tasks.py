@@ -9,7 +9,8 @@ usage: pake_tasks.py BASE_URL N CONNS DEADLINE_S WRK_BIN LUA_SCRIPT
    answers are in and this driver then interrupts wrk (wrk always runs for its -d duration).
 2. Completion: GET /v1/queues every 100 ms until the succeeded count reaches N (or failed/dead tasks
    make that impossible, or the deadline passes). The polling only decides when to stop: no figure
-   depends on its period.
+   depends on its period. Then the file $BENCH_DONE_MARK (when set) is created: run.sh stops counting
+   CPU there, before the tasks are read.
 3. Figures, from the tasks (GET /v1/tasks?state=succeeded, pages of 100 through the cursor):
    enqueue/s = N / (last created_at - first created_at); e2e tasks/s = N / (last finished_at - first
    created_at); latency = finished_at - created_at per task (p50, p99). The timestamps are the
@@ -103,6 +104,8 @@ def main():
                 break
             time.sleep(0.1)
         out["states"] = done
+        if os.environ.get("BENCH_DONE_MARK"):
+            open(os.environ["BENCH_DONE_MARK"], "w").close()
         if sum(done.values()) != n:
             out["error"] = "the server holds %d tasks, not %d (a fresh data dir / Redis is expected)" % (
                 sum(done.values()), n)
