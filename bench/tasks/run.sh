@@ -6,9 +6,13 @@
 # stopped by pid at the end), FLUSHALL before each system. Each system gets the same worker budget:
 # BENCH_TASKS_PROCS worker processes (default 2, one per core) x BENCH_TASKS_CONCURRENCY tasks in
 # flight each (default 4), and N no-op tasks (BENCH_TASKS_N, default 20000):
-#   PAKE    redis mode: `pake serve --queue-backend redis --redis-url URL --workers 0` (API only) plus
-#           PROCS x `pake worker --queue-backend redis --redis-url URL --workers CONC`; sqlite mode
-#           (the embedded queue; until the Redis backend exists): `pake serve --workers PROCS*CONC`.
+#   PAKE    BENCH_TASKS_BACKEND=redis: `pake serve --queue-backend redis --redis-url URL --workers 0`
+#           (API only) plus PROCS x `pake worker --queue-backend redis --redis-url URL --workers CONC`;
+#           sqlite-workers: the same over the embedded queue file (`pake serve --workers 0` and PROCS x
+#           `pake worker --workers CONC` on the same data dir); sqlite: the embedded queue with the
+#           workers inside the server (`pake serve --workers PROCS*CONC`). auto (default): redis when
+#           this pake has `worker` and --queue-backend (and sqlite when its Redis backend turns
+#           out not to be built in), else sqlite.
 #           Tasks are POSTed over HTTP: wrk, one thread, BENCH_TASKS_CLIENT_CONNS keep-alive
 #           connections (default 32), enqueue.lua sends exactly N POST /v1/tasks
 #           {"type":"noop","payload":{"ms":0}}; pake_tasks.py waits for the N successes and reads
@@ -28,7 +32,7 @@
 # tasks. The table is printed and written to bench/out/tasks-<date>.md.
 #
 # Environment: BENCH_TASKS_N, BENCH_TASKS_PROCS, BENCH_TASKS_CONCURRENCY, BENCH_TASKS_CLIENT_CONNS,
-# BENCH_TASKS_BACKEND (redis | sqlite | auto: redis when this pake has `worker` and --queue-backend),
+# BENCH_TASKS_BACKEND (redis | sqlite-workers | sqlite | auto, see above),
 # BENCH_TASKS_SYSTEMS (default "pake bullmq celery"), BENCH_TASKS_TIMEOUT (s per system, default 120),
 # BENCH_CELERY_POOL, BENCH_CELERY_PRODUCER_THREADS, BENCH_PAKE_FLAGS (extra `pake serve` flags),
 # BENCH_PAKE_WORKER_FLAGS (replace the default `pake worker` flags after --redis-url), BENCH_OUT,
@@ -84,14 +88,16 @@ fi
 if has pake; then
     [[ -x $PAKE_BIN ]] || die "pake binary $PAKE_BIN not found (build it: ninja -C build pake)"
     command -v "$WRK" >/dev/null 2>&1 || die "$WRK not found (Debian: wrk)"
+    AUTO=0
     if [[ $BACKEND == auto ]]; then
+        AUTO=1
         BACKEND=sqlite
         if "$PAKE_BIN" serve --help 2>&1 | grep -q -- '--queue-backend' &&
             "$PAKE_BIN" worker --help >/dev/null 2>&1; then
             BACKEND=redis
         fi
     fi
-    [[ $BACKEND == redis || $BACKEND == sqlite ]] || die "BENCH_TASKS_BACKEND must be redis, sqlite or auto"
+    [[ $BACKEND =~ ^(redis|sqlite|sqlite-workers)$ ]] || die "BENCH_TASKS_BACKEND: redis, sqlite, sqlite-workers or auto"
 fi
 
 TMP=$(mktemp -d /tmp/pake-bench-tasks.XXXXXX)
@@ -201,32 +207,39 @@ run_pake() {
     flags=(--listen "127.0.0.1:$port" --data-dir "$data" --no-access-log --log-level warn
         --no-task-auto-embed --rate-read 1000000000 --burst-read 1000000000
         --rate-write 1000000000 --burst-write 1000000000)
-    if [[ $BACKEND == redis ]]; then
-        flags+=(--queue-backend redis --redis-url "$REDIS_URL" --workers 0)
-        want=$((PROCS * CONC))
-    else
-        flags+=(--workers $((PROCS * CONC)))
-        want=$((PROCS * CONC))
-    fi
+    want=$((PROCS * CONC))
+    case $BACKEND in
+    redis) flags+=(--queue-backend redis --redis-url "$REDIS_URL" --workers 0) ;;
+    sqlite-workers) flags+=(--workers 0) ;;
+    sqlite) flags+=(--workers "$want") ;;
+    esac
     # shellcheck disable=SC2086 # BENCH_PAKE_FLAGS holds several flags
     "$PAKE_BIN" serve "${flags[@]}" ${BENCH_PAKE_FLAGS:-} >>"$TMP/pake.log" 2>&1 &
     PIDS+=($!)
     wait_ready "$url/health/ready" "${PIDS[0]}" 30 || {
+        if ((AUTO)) && [[ $BACKEND == redis ]] && grep -q 'not built into this binary' "$TMP/pake.log"; then
+            log "this pake has no Redis queue backend yet: measuring the embedded queue (sqlite)"
+            stop_system
+            BACKEND=sqlite
+            run_pake
+            return
+        fi
         tail -n 20 "$TMP/pake.log" >&2
         die "pake serve did not start"
     }
-    if [[ $BACKEND == redis ]]; then
-        local wflags
+    if [[ $BACKEND != sqlite ]]; then
+        local qflags=() wflags
+        [[ $BACKEND == redis ]] && qflags=(--queue-backend redis --redis-url "$REDIS_URL")
         # shellcheck disable=SC2206 # BENCH_PAKE_WORKER_FLAGS holds several flags
         wflags=(${BENCH_PAKE_WORKER_FLAGS:---data-dir $data --log-level warn --no-task-auto-embed --workers $CONC})
         for ((i = 0; i < PROCS; i++)); do
-            "$PAKE_BIN" worker --queue-backend redis --redis-url "$REDIS_URL" "${wflags[@]}" \
-                >>"$TMP/pake-worker-$i.log" 2>&1 &
+            "$PAKE_BIN" worker "${qflags[@]}" "${wflags[@]}" --worker-name "bench-w$i" >>"$TMP/pake-worker-$i.log" 2>&1 &
             PIDS+=($!)
         done
     fi
-    # ready: GET /v1/queues lists the worker threads (bounded; the run goes on with a warning)
-    local deadline=$((SECONDS + 15)) seen=0
+    # ready: GET /v1/queues counts the worker threads (this process's `workers`, or the threads of the
+    # processes in `workers_seen`); bounded, the run goes on with a warning
+    local deadline=$((SECONDS + 15)) seen=0 p
     while ((SECONDS < deadline)); do
         for p in "${PIDS[@]}"; do
             kill -0 "$p" 2>/dev/null || {
@@ -234,14 +247,16 @@ run_pake() {
                 die "a pake process exited"
             }
         done
-        seen=$(curl -fsS --max-time 2 "$url/v1/queues" 2>/dev/null |
-            python3 -c 'import json, sys; print(len(json.load(sys.stdin)["data"].get("workers") or []))' 2>/dev/null ||
+        seen=$(curl -fsS --max-time 2 "$url/v1/queues" 2>/dev/null | python3 -c '
+import json, sys
+d = json.load(sys.stdin)["data"]
+print(max(len(d.get("workers") or []), sum(w.get("threads", 0) for w in d.get("workers_seen") or [])))' 2>/dev/null ||
             echo 0)
         ((seen >= want)) && break
         sleep 0.2
     done
-    ((seen >= want)) || log "warning: /v1/queues lists $seen of $want workers after 15 s; measuring anyway"
-    log "pake ($BACKEND queue) ready on $url: ${#PIDS[@]} process(es), $want worker threads"
+    ((seen >= want)) || log "warning: /v1/queues shows $seen of $want worker threads after 15 s; measuring anyway"
+    log "pake ($BACKEND) ready on $url: ${#PIDS[@]} process(es), $want worker threads"
     measure pake python3 "$HERE/pake_tasks.py" "$url" "$N" "$CLIENT_CONNS" "$TIMEOUT" "$WRK" "$HERE/enqueue.lua"
     stop_system
 }
@@ -306,7 +321,9 @@ REPORT=$OUT_DIR/tasks-$(date +%Y%m%d-%H%M%S).md
     echo "N = $N tasks per system; workers: $PROCS processes x $CONC in flight each; one redis-server" \
         "$(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/') (no persistence, FLUSHALL between systems);" \
         "$(nproc) cores, load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
-    has pake && echo "PAKE: $BACKEND queue$([[ $BACKEND == sqlite ]] && echo " (embedded; Redis unused)")," \
+    has pake && echo "PAKE: $BACKEND ($(case $BACKEND in redis) echo "Redis queue, $PROCS pake worker processes" ;;
+        sqlite-workers) echo "embedded queue file, $PROCS pake worker processes; Redis unused" ;;
+        *) echo "embedded queue, worker threads in pake serve; Redis unused" ;; esac))," \
         "tasks POSTed over HTTP by wrk ($CLIENT_CONNS keep-alive connections)."
     has bullmq && echo "BullMQ $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["version"])' \
         "$BULL/node_modules/bullmq/package.json") on Node $("$NODE" --version): Queue.add, $CLIENT_CONNS in flight," \
@@ -318,7 +335,7 @@ REPORT=$OUT_DIR/tasks-$(date +%Y%m%d-%H%M%S).md
         "finish - enqueue per task. CPU ms per 1000 tasks: the system's server and worker processes (with" \
         "children) and redis-server, over the measured run."
     echo
-    python3 - "$N" "$TMP" "$CLK_TCK" "PAKE ($BACKEND queue, HTTP)" "Celery ($CELERY_POOL)" <<'EOF'
+    python3 - "$N" "$TMP" "$CLK_TCK" "PAKE ($BACKEND, HTTP)" "Celery ($CELERY_POOL)" <<'EOF'
 import json, os, sys
 n, tmp, hz = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 names = {"pake": sys.argv[4], "bullmq": "BullMQ", "celery": sys.argv[5]}
