@@ -175,6 +175,7 @@ measure() {
     local sys=$1 t0 r0 t1 r1 json dpid mark=$TMP/done-$1
     shift
     rm -f "$mark"
+    rcli config resetstat >/dev/null
     t0=$(tree_ticks "${PIDS[@]}")
     r0=$(cpu_ticks "$REDIS_PID")
     BENCH_DONE_MARK=$mark timeout $((TIMEOUT + 60)) "$@" >"$TMP/$sys-driver.out" 2>>"$TMP/$sys-driver.log" &
@@ -183,6 +184,7 @@ measure() {
     while [[ ! -e $mark ]] && kill -0 "$dpid" 2>/dev/null; do sleep 0.02; done
     t1=$(tree_ticks "${PIDS[@]}")
     r1=$(cpu_ticks "$REDIS_PID")
+    rcli info commandstats >"$TMP/cmds-$sys.txt"
     wait "$dpid" || true
     DRIVER_PID=
     json=$(tail -n 1 "$TMP/$sys-driver.out")
@@ -333,7 +335,8 @@ REPORT=$OUT_DIR/tasks-$(date +%Y%m%d-%H%M%S).md
         "finish time)."
     echo "enqueue/s = N / (last enqueue - first enqueue); e2e = N / (last finish - first enqueue); latency =" \
         "finish - enqueue per task. CPU ms per 1000 tasks: the system's server and worker processes (with" \
-        "children) and redis-server, over the measured run."
+        "children) and redis-server, over the measured run; Redis commands (INFO commandstats, scripts'" \
+        "inner calls included) over the same span."
     echo
     python3 - "$N" "$TMP" "$CLK_TCK" "PAKE ($BACKEND, HTTP)" "Celery ($CELERY_POOL)" <<'EOF'
 import json, os, sys
@@ -344,20 +347,35 @@ for s in names:
     if os.path.exists(os.path.join(tmp, "result-%s.json" % s)):
         res[s] = json.load(open(os.path.join(tmp, "result-%s.json" % s)))
         cpu[s] = tuple(int(x) for x in open(os.path.join(tmp, "cpu-%s.txt" % s)).read().split())
+cmds = {}  # system -> {command: calls}
+for s in res:
+    cmds[s] = {}
+    for line in open(os.path.join(tmp, "cmds-%s.txt" % s)):
+        if line.startswith("cmdstat_"):
+            name, rest = line[8:].split(":", 1)
+            fields = dict(kv.split("=") for kv in rest.strip().split(","))
+            if name not in ("config", "info"):  # this script's own
+                cmds[s][name] = int(fields["calls"])
 def f(v, fmt):
     return "-" if v is None else fmt % v
-print("| system | enqueue/s | e2e tasks/s | p50 | p99 | CPU ms/1000 tasks (workers+server / redis) |")
-print("|---|---:|---:|---:|---:|---:|")
+print("| system | enqueue/s | e2e tasks/s | p50 | p99 | CPU ms/1000 tasks (workers+server / redis) | Redis commands/task |")
+print("|---|---:|---:|---:|---:|---:|---:|")
 for s in ("pake", "bullmq", "celery"):
     if s not in res:
         continue
     r = res[s]
     if not r.get("ok"):
-        print("| %s | failed: %s | | | | |" % (names[s], r.get("error", "?")))
+        print("| %s | failed: %s | | | | | |" % (names[s], r.get("error", "?")))
         continue
     c = cpu.get(s, (0, 0))
-    print("| %s | %.0f | %.0f | %s | %s | %.0f / %.0f |" % (names[s], r["enqueue_per_s"], r["e2e_per_s"],
-          f(r["p50_ms"], "%.0f ms"), f(r["p99_ms"], "%.0f ms"), c[0] / hz * 1e6 / n, c[1] / hz * 1e6 / n))
+    print("| %s | %.0f | %.0f | %s | %s | %.0f / %.0f | %.1f |" % (names[s], r["enqueue_per_s"], r["e2e_per_s"],
+          f(r["p50_ms"], "%.0f ms"), f(r["p99_ms"], "%.0f ms"), c[0] / hz * 1e6 / n, c[1] / hz * 1e6 / n,
+          sum(cmds[s].values()) / n))
+print()
+for s in ("pake", "bullmq", "celery"):
+    if res.get(s, {}).get("ok") and cmds[s]:
+        top = sorted(cmds[s].items(), key=lambda kv: -kv[1])[:6]
+        print("- Redis commands per task, %s: %s" % (names[s], ", ".join("%s %.2f" % (k, v / n) for k, v in top)))
 if res.get("bullmq", {}).get("bulk_enqueue_per_s"):
     print()
     print("BullMQ addBulk (batches of %d, enqueue only): %.0f jobs/s." % (res["bullmq"]["bulk"],
