@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""End-to-end no-op task throughput and latency on the embedded queue (not a comparison with BullMQ or
-Celery yet: that benchmark, against Redis, is not built). Starts `pake serve` on a free loopback port with
+"""End-to-end no-op task throughput and latency on the embedded queue, quick and without references
+(the comparison with BullMQ and Celery against one Redis is bench/tasks/run.sh). Starts `pake serve` on a free loopback port with
 a temporary data dir, enqueues N noop tasks over one keep-alive HTTP connection (enqueue rate), waits
 until all succeeded (end-to-end throughput), and prints the queue latency from the tasks' own
 timestamps (created -> started, created -> finished).
