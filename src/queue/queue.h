@@ -177,9 +177,9 @@ void pk_queue_stats_free(pk_queue_stats *s);
  * Each such process beats about once a second; the registry is shared by every process on the queue
  * (a table in the SQLite file, a sorted set scored by last-seen time plus a hash in Redis). */
 typedef struct pk_queue_worker_info {
-    char name[64];      /* unique per process: "<host>-<pid>" unless named (--worker-name) */
-    char host[64];      /* gethostname() */
-    char kind[16];      /* "serve" (threads in `pake serve`) or "worker" (`pake worker`) */
+    char name[64]; /* unique per process: "<host>-<pid>" unless named (--worker-name) */
+    char host[64]; /* gethostname() */
+    char kind[16]; /* "serve" (threads in `pake serve`) or "worker" (`pake worker`) */
     int pid;
     int threads;        /* worker threads in the process */
     int busy;           /* of which running a task at the last beat */

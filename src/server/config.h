@@ -63,6 +63,9 @@ typedef struct pk_config {
     int task_max_attempts, task_timeout_ms, task_lease_ms, task_retry_base_ms, task_retry_cap_ms;
     char *task_leases;
     bool task_auto_embed;
+    char *queue_backend;         /* "sqlite" | "redis" (validated) */
+    char *task_limits;           /* pk_queue_limits_parse grammar (validated) */
+    char *worker_name;           /* registry name of this process; empty = HOST-PID */
     char *fault_store_fail_rate; /* test builds only */
     char *fault_store_delay_ms;  /* test builds only */
 } pk_config;

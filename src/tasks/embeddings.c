@@ -1,6 +1,8 @@
 /*
  * embeddings: one vector per note in the queue's SQLite file (table `embeddings`), derived from the
- * note's title and content by note.embed, rebuildable at any time (re-enqueue note.embed).
+ * note's title and content by note.embed, rebuildable at any time (re-enqueue note.embed). With the
+ * Redis queue backend the file DATA_DIR/queue.db still holds them (t->sq), so `pake serve` and the
+ * `pake worker`s that share a data directory share the vectors.
  *
  * A vector is PK_EMBED_DIMS little-endian float32 values (a 1536-byte blob) with the model name and
  * the SHA-256 of the text it was computed from, so an unchanged note is not rewritten. Search is an
@@ -31,7 +33,7 @@ static pk_err *init_fn(sqlite3 *db, void *ud)
 
 pk_err *pk_tasks_embeddings_init(pk_tasks *t)
 {
-    return pk_queue_sqlite_with_db(t->q, init_fn, NULL);
+    return pk_queue_sqlite_with_db(t->sq, init_fn, NULL);
 }
 
 typedef struct put_args {
@@ -75,7 +77,7 @@ pk_err *pk_tasks_embedding_put(pk_tasks *t, const char *note_id, const float *ve
                                bool *unchanged)
 {
     put_args a = {note_id, vec, hash, false};
-    pk_err *e = pk_queue_sqlite_with_db(t->q, put_fn, &a);
+    pk_err *e = pk_queue_sqlite_with_db(t->sq, put_fn, &a);
     if (!e && unchanged) *unchanged = a.unchanged;
     return e;
 }
@@ -93,7 +95,7 @@ static pk_err *delete_fn(sqlite3 *db, void *ud)
 
 pk_err *pk_tasks_embedding_delete(pk_tasks *t, const char *note_id)
 {
-    return pk_queue_sqlite_with_db(t->q, delete_fn, (void *)note_id);
+    return pk_queue_sqlite_with_db(t->sq, delete_fn, (void *)note_id);
 }
 
 typedef struct search_args {
@@ -145,7 +147,7 @@ pk_err *pk_tasks_vector_search(pk_tasks *t, const float query[PK_EMBED_DIMS], in
     search_args a = {query, k, 0, hits};
     *n = 0;
     if (k <= 0) return NULL;
-    pk_err *e = pk_queue_sqlite_with_db(t->q, search_fn, &a);
+    pk_err *e = pk_queue_sqlite_with_db(t->sq, search_fn, &a);
     if (!e) *n = a.n;
     return e;
 }
@@ -164,5 +166,5 @@ static pk_err *count_fn(sqlite3 *db, void *ud)
 pk_err *pk_tasks_embedding_count(pk_tasks *t, int64_t *n)
 {
     *n = 0;
-    return pk_queue_sqlite_with_db(t->q, count_fn, n);
+    return pk_queue_sqlite_with_db(t->sq, count_fn, n);
 }

@@ -78,25 +78,25 @@ Test(limits, bad_specs_are_config_errors_naming_the_part)
     static const struct {
         const char *spec, *mentions;
     } cases[] = {
-        {"noop", "noop"},                                  /* no '=' */
-        {"noop=", "noop"},                                 /* no limit */
-        {"=concurrency:1", "type"},                        /* no type */
-        {"Noop=concurrency:1", "type"},                    /* bad alphabet */
-        {"noop=concurrency", "KEY:VALUE"},                 /* no value */
-        {"noop=concurrency:-1", "integer"},                /* negative */
-        {"noop=concurrency:two", "integer"},               /* not a number */
-        {"noop=concurrency:1x", "integer"},                /* trailing junk */
-        {"noop=rate:0", "rate"},                           /* zero rate */
-        {"noop=rate:5/d", "unit"},                         /* unknown unit */
-        {"noop=rate:abc/s", "rate"},                       /* not a number */
-        {"noop=burst:3", "burst needs a rate"},            /* burst alone */
-        {"noop=rate:1;burst:0", "integer"},                /* burst < 1 */
-        {"noop=speed:3", "unknown parameter"},             /* unknown key */
-        {"noop=concurrency:1;concurrency:2", "twice"},     /* repeated key */
-        {"noop=concurrency:1,noop=rate:1", "twice"},       /* repeated type */
-        {"noop=concurrency:1,,x=concurrency:1", "empty"},  /* empty entry */
-        {"noop=concurrency:1;;rate:1", "empty"},           /* empty param */
-        {"noop=concurrency:1,", "empty"},                  /* trailing comma */
+        {"noop", "noop"},                                 /* no '=' */
+        {"noop=", "noop"},                                /* no limit */
+        {"=concurrency:1", "type"},                       /* no type */
+        {"Noop=concurrency:1", "type"},                   /* bad alphabet */
+        {"noop=concurrency", "KEY:VALUE"},                /* no value */
+        {"noop=concurrency:-1", "integer"},               /* negative */
+        {"noop=concurrency:two", "integer"},              /* not a number */
+        {"noop=concurrency:1x", "integer"},               /* trailing junk */
+        {"noop=rate:0", "rate"},                          /* zero rate */
+        {"noop=rate:5/d", "unit"},                        /* unknown unit */
+        {"noop=rate:abc/s", "rate"},                      /* not a number */
+        {"noop=burst:3", "burst needs a rate"},           /* burst alone */
+        {"noop=rate:1;burst:0", "integer"},               /* burst < 1 */
+        {"noop=speed:3", "unknown parameter"},            /* unknown key */
+        {"noop=concurrency:1;concurrency:2", "twice"},    /* repeated key */
+        {"noop=concurrency:1,noop=rate:1", "twice"},      /* repeated type */
+        {"noop=concurrency:1,,x=concurrency:1", "empty"}, /* empty entry */
+        {"noop=concurrency:1;;rate:1", "empty"},          /* empty param */
+        {"noop=concurrency:1,", "empty"},                 /* trailing comma */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         lim = (pk_queue_type_limit *)1; /* must be reset to NULL on error */
@@ -107,8 +107,8 @@ Test(limits, bad_specs_are_config_errors_naming_the_part)
         cr_assert(pk_err_is(e, "bad_config"), "'%s': code %s", cases[i].spec, e->code);
         cr_assert_eq(e->status, 2);
         cr_assert(strstr(e->message, "--task-limits") != NULL, "%s", e->message);
-        cr_assert(strstr(e->message, cases[i].mentions) != NULL, "'%s': message '%s' lacks '%s'", cases[i].spec,
-                  e->message, cases[i].mentions);
+        cr_assert(strstr(e->message, cases[i].mentions) != NULL, "'%s': message '%s' lacks '%s'",
+                  cases[i].spec, e->message, cases[i].mentions);
         cr_assert_null(lim);
         cr_assert_null(buf);
         cr_assert_eq(n, 0);
