@@ -658,3 +658,84 @@ Test(queue, worker_registry_beats_lists_forgets_and_leaves)
     cr_assert_str_eq(ws[0].name, "c-3");
     free(ws);
 }
+
+/* A second queue over the same fake clock, with limits. */
+static pk_queue *open_limited(const pk_queue_type_limit *lims, size_t n)
+{
+    pk_queue_config c = {
+        .path = ":memory:", .clock = &fake, .unit_random = fixed_random, .limits = lims, .nlimits = n};
+    pk_queue *lq = NULL;
+    pk_err *e = pk_queue_open_sqlite(&c, &lq);
+    cr_assert_null(e, "%s", e ? e->message : "");
+    return lq;
+}
+
+static void enqueue_on(pk_queue *lq, const char *type, char id[37])
+{
+    pk_task_input in = {.type = type, .priority = PK_PRIO_NORMAL};
+    bool created = false;
+    pk_err *e = lq->ops->enqueue(lq, &in, NULL, &created, id);
+    cr_assert_null(e, "%s", e ? e->message : "");
+}
+
+/* Claims one task; returns its type (static buffer) or "" when none. */
+static const char *claim_on(pk_queue *lq, char id[37])
+{
+    static char type[PK_TASK_TYPE_MAX + 1];
+    pk_task t;
+    pk_err *e = lq->ops->claim(lq, "w1", NULL, 0, &t);
+    cr_assert_null(e, "%s", e ? e->message : "");
+    snprintf(type, sizeof type, "%s", t.id[0] ? t.type : "");
+    if (id) memcpy(id, t.id, 37);
+    pk_task_free(&t);
+    return type;
+}
+
+Test(queue, concurrency_limit_holds_a_type_back_until_one_finishes)
+{
+    static const pk_queue_type_limit lims[] = {{.type = "one", .concurrency = 1},
+                                               {.type = "two", .concurrency = 2}};
+    pk_queue *lq = open_limited(lims, 2);
+    char id[37], a[37];
+    for (int i = 0; i < 3; i++)
+        enqueue_on(lq, "one", id);
+    for (int i = 0; i < 3; i++)
+        enqueue_on(lq, "two", id);
+    enqueue_on(lq, "free", id);
+    cr_assert_str_eq(claim_on(lq, a), "one");
+    cr_assert_str_eq(claim_on(lq, NULL), "two"); /* "one" is at its limit: skipped, not blocking */
+    cr_assert_str_eq(claim_on(lq, NULL), "two");
+    cr_assert_str_eq(claim_on(lq, NULL), "free");
+    cr_assert_str_eq(claim_on(lq, NULL), ""); /* both limited types are full */
+    cr_assert_null(lq->ops->complete(lq, a, "w1", NULL));
+    cr_assert_str_eq(claim_on(lq, a), "one");
+    cr_assert_str_eq(claim_on(lq, NULL), "");
+    /* a released task frees its slot too */
+    cr_assert_null(lq->ops->release(lq, a, "w1"));
+    cr_assert_str_eq(claim_on(lq, NULL), "one");
+    pk_queue_close(lq);
+}
+
+Test(queue, rate_limit_spaces_starts_with_burst)
+{
+    static const pk_queue_type_limit lims[] = {{.type = "r", .rate_per_s = 2, .burst = 2}};
+    pk_queue *lq = open_limited(lims, 1);
+    char id[37];
+    for (int i = 0; i < 8; i++)
+        enqueue_on(lq, "r", id);
+    cr_assert_str_eq(claim_on(lq, NULL), "r"); /* a burst of 2 at once */
+    cr_assert_str_eq(claim_on(lq, NULL), "r");
+    cr_assert_str_eq(claim_on(lq, NULL), "");
+    now_ns += 499 * MS; /* one every 500 ms after that */
+    cr_assert_str_eq(claim_on(lq, NULL), "");
+    now_ns += 1 * MS;
+    cr_assert_str_eq(claim_on(lq, NULL), "r");
+    cr_assert_str_eq(claim_on(lq, NULL), "");
+    now_ns += 500 * MS;
+    cr_assert_str_eq(claim_on(lq, NULL), "r");
+    now_ns += 10 * SEC; /* idle time refills at most the burst */
+    cr_assert_str_eq(claim_on(lq, NULL), "r");
+    cr_assert_str_eq(claim_on(lq, NULL), "r");
+    cr_assert_str_eq(claim_on(lq, NULL), "");
+    pk_queue_close(lq);
+}
