@@ -651,6 +651,22 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* With no worker threads (`pake serve --workers 0`, the workers run elsewhere) nobody would turn note
+ * changes into note.embed tasks: this thread does only that. */
+static void *hook_main(void *arg)
+{
+    pk_tasks *t = arg;
+    for (;;) {
+        pthread_mutex_lock(&t->mu);
+        while (t->npending == 0 && !atomic_load(&t->stopping))
+            pthread_cond_wait(&t->cv, &t->mu);
+        bool stop = atomic_load(&t->stopping);
+        pthread_mutex_unlock(&t->mu);
+        if (stop) return NULL;
+        drain_pending(t);
+    }
+}
+
 /* ---- lifecycle ------------------------------------------------------------------------------- */
 
 static pk_err *parse_leases(pk_tasks *t, const char *spec)
@@ -779,6 +795,7 @@ void pk_tasks_start(pk_tasks *t)
         pthread_create(&t->workers[i].th, NULL, worker_main, &t->workers[i]);
     t->started = true;
     t->self.threads = n;
+    if (!n && t->cfg.auto_embed) t->hook_running = pthread_create(&t->hook_thread, NULL, hook_main, t) == 0;
     if (n) {
         beat(t);
         pk_log_info("task workers started: %d (queue %s, registered as %s)", n, t->q->backend, t->self.name);
@@ -793,6 +810,8 @@ void pk_tasks_stop(pk_tasks *t, int64_t deadline_ms)
     pk_tasks_wake(t);
     for (int i = 0; i < t->nworkers; i++)
         pthread_join(t->workers[i].th, NULL);
+    if (t->hook_running) pthread_join(t->hook_thread, NULL);
+    t->hook_running = false;
     t->started = false;
     if (t->nworkers && t->q->ops->worker_leave) {
         pk_err *e = t->q->ops->worker_leave(t->q, t->self.name);

@@ -32,6 +32,8 @@ struct pk_tasks {
     struct worker *workers;
     _Atomic int64_t *last_seen; /* wall ns, per worker */
     int nworkers;
+    pthread_t hook_thread; /* with 0 workers: enqueues the note.embed tasks that note changes ask for */
+    bool hook_running;
     bool started;
     atomic_bool stopping;
     _Atomic int64_t stop_deadline_mono;
