@@ -1,0 +1,427 @@
+"""`pake worker` processes next to a `pake serve --workers 0` (the API enqueues, the workers run).
+
+Each backend runs the same checks with real processes on one data directory:
+  (a) tasks enqueued over REST are run by a worker process (the result names its pid); a note change
+      on the server becomes a note.embed task the worker runs; note.summarize writes the note through
+      the store; GET /v1/queues lists the worker processes (workers_seen)
+  (b) kill -9 of a worker mid-task: after the short lease another worker reclaims the task and it
+      succeeds exactly once (attempt 2, one "lease expired" in its history, run by the survivor)
+  (c) SIGTERM: a task that can finish by the deadline finishes, one that cannot is released (attempt
+      not counted) and finished by another worker; exit 0; the process leaves the registry
+  (e) two worker processes, many short tasks: every task ran exactly once (attempts 1, no errors), both
+      processes took part
+  (f) --task-limits noop=concurrency:1 in two processes: the runs (start/finish in the results) never
+      overlap
+The Redis variant (when src/queue/queue_redis.c is built in and redis-server is installed) adds:
+  (d) Redis restarts on the same port, without and with persistence, while the workers run: they resume
+      on their own and new tasks complete (with persistence, the tasks enqueued before do too).
+Stdlib only."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pake_harness import PAKE_BIN, SANITIZER_MARKERS, SLOW, SOURCE_DIR, Server, main  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = os.path.join(SOURCE_DIR, "scripts", "redis-test-server.sh")
+HAVE_REDIS = shutil.which("redis-server") is not None and shutil.which("redis-cli") is not None
+REDIS_QUEUE = os.path.exists(os.path.join(SOURCE_DIR, "src", "queue", "queue_redis.c"))
+LEASE_MS = 1500
+
+
+def wait_for(what, fn, timeout):
+    """Polls fn until it returns a truthy value; fails with `what` after timeout * SLOW seconds."""
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.03)
+
+
+class Worker:
+    """One `pake worker` process; stderr kept in a file (JSON logs)."""
+
+    def __init__(self, data_dir, args=()):
+        self.args = [PAKE_BIN, "worker", "--data-dir", data_dir] + list(args)
+        fd, self.log = tempfile.mkstemp(prefix="pake-worker-", suffix=".log")
+        os.close(fd)
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:fast_unwind_on_malloc=0")
+        env.setdefault("LSAN_OPTIONS", "suppressions=%s:print_suppressions=0" % os.path.join(HERE, "..", "lsan.supp"))
+        self._errf = open(self.log, "wb")
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self._errf, env=env)
+        self.pid = self.proc.pid
+        wait_for("worker %d to start" % self.pid, self._started, 30)
+
+    def _started(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("pake worker exited %s:\n%s" % (self.proc.returncode, self.stderr()))
+        return any(l.get("msg", "").startswith("task workers started") for l in self.lines())
+
+    def stderr(self):
+        with open(self.log, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def lines(self):
+        out = []
+        for line in self.stderr().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def terminate(self, timeout=30):
+        """SIGTERM; returns the exit code (raises when it does not exit in time)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout * SLOW)
+        finally:
+            self._errf.close()
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+        self._errf.close()
+
+    def problems(self):
+        text = self.stderr()
+        found = [m for m in SANITIZER_MARKERS if m in text]
+        return ["sanitizer report in worker stderr:\n" + text[:4000]] if found else []
+
+    def cleanup(self):
+        if self.proc.poll() is None:
+            self.kill9()
+        if not os.environ.get("PAKE_KEEP_LOGS"):
+            os.unlink(self.log)
+
+
+class Redis:
+    """A redis-server from scripts/redis-test-server.sh; restarted on the same port and directory."""
+
+    def __init__(self, persist=False):
+        self.persist = persist
+        self.port = self.dir = self.pid = self.url = None
+
+    def start(self):
+        args = [SCRIPT] + (["--persist"] if self.persist else [])
+        if self.port:
+            args += ["--port", str(self.port), "--dir", self.dir]
+        out = subprocess.run(args, capture_output=True, text=True, timeout=30, check=True).stdout.split()
+        self.url, self.pid, self.dir = out[0], int(out[1]), out[2]
+        self.port = int(re.search(r":(\d+)/", self.url).group(1))
+        return self
+
+    def stop_process(self):
+        """SIGTERM by pid (a clean shutdown: with persistence the AOF is complete), wait until gone."""
+        os.kill(self.pid, signal.SIGTERM)
+        for _ in range(500):
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.02)
+        raise AssertionError("redis-server %d did not stop" % self.pid)
+
+    def cleanup(self):
+        try:
+            self.stop_process()
+        except (ProcessLookupError, AssertionError):
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class WorkerCase:
+    """The checks shared by the backends. Subclasses set queue_args() and start/stop the backend."""
+
+    srv = None
+    data_dir = None
+
+    @classmethod
+    def queue_args(cls):
+        return []
+
+    @classmethod
+    def start_server(cls):
+        cls.data_dir = tempfile.mkdtemp(prefix="pake-wtest-")
+        cls.srv = Server(["--workers", "0", "--task-leases", "noop=%d" % LEASE_MS] + cls.queue_args(),
+                         data_dir=cls.data_dir).start()
+        # the workers use the server's store (PostgreSQL when the harness gave it one)
+        a = cls.srv.extra_args
+        cls.store_args = a[a.index("--database-url"):a.index("--database-url") + 2] if "--database-url" in a else []
+
+    @classmethod
+    def stop_server(cls):
+        try:
+            code, problems = cls.srv.stop()
+            if problems:
+                raise AssertionError("server: " + "; ".join(problems))
+        finally:
+            cls.srv.cleanup()
+            shutil.rmtree(cls.data_dir, ignore_errors=True)
+
+    def setUp(self):
+        self.workers = []
+
+    def tearDown(self):
+        for w in self.workers:
+            w.cleanup()
+
+    def worker(self, *args, threads=2):
+        w = Worker(self.data_dir, ["--workers", str(threads), "--task-leases", "noop=%d" % LEASE_MS,
+                                   "--log-level", "info"] + self.queue_args() + self.store_args + list(args))
+        self.workers.append(w)
+        return w
+
+    def stop_worker(self, w):
+        code = w.terminate()
+        self.assertEqual(code, 0, w.stderr()[-2000:])
+        self.assertEqual(w.problems(), [])
+
+    def enqueue(self, payload=None, type_="noop", **extra):
+        body = dict({"type": type_, "payload": payload or {}}, **extra)
+        r = self.srv.post("/v1/tasks", body)
+        self.assertEqual(r.status, 201, r)
+        return r.data["id"]
+
+    def task(self, tid):
+        r = self.srv.get("/v1/tasks/" + tid)
+        self.assertEqual(r.status, 200, r)
+        return r.data
+
+    def wait_state(self, tid, states, timeout=20):
+        states = (states,) if isinstance(states, str) else states
+        return wait_for("task %s to be %s" % (tid, states),
+                        lambda: (lambda t: t if t["state"] in states else None)(self.task(tid)), timeout)
+
+    def wait_all(self, ids, timeout=30):
+        return [self.wait_state(i, ("succeeded", "failed", "dead", "cancelled"), timeout) for i in ids]
+
+    def workers_seen(self):
+        r = self.srv.get("/v1/queues")
+        self.assertEqual(r.status, 200, r)
+        return r.data.get("workers_seen", [])
+
+    # ---- (a) -------------------------------------------------------------------------------------
+    def test_a_rest_tasks_run_in_the_worker_process(self):
+        w = self.worker()
+        ids = [self.enqueue({"ms": 5}) for _ in range(8)]
+        for t in self.wait_all(ids):
+            self.assertEqual(t["state"], "succeeded", t)
+            self.assertEqual(t["result"]["pid"], w.pid, t)  # the server runs no workers
+            self.assertEqual(t["attempts"], 1, t)
+        seen = wait_for("the worker in workers_seen",
+                        lambda: [x for x in self.workers_seen() if x["pid"] == w.pid], 10)
+        self.assertEqual(seen[0]["kind"], "worker")
+        self.assertEqual(seen[0]["threads"], 2)
+        self.assertLess(seen[0]["age_ms"], 5000 * SLOW)
+        # a note written over REST: the server's hook enqueues note.embed, the worker runs it
+        note = self.srv.create_note(title="Photosynthesis",
+                                    content="Green leaves absorb red and blue light. Chlorophyll makes sugar.")
+        found = wait_for("the worker's embedding of the note", lambda: [
+            h for h in self.srv.get("/v1/search?q=leaves+absorbing+light&mode=semantic").data
+            if h["id"] == note["id"]], 20)
+        self.assertGreater(found[0]["score"], 0)
+        # note.summarize writes the note through the store from the worker process
+        t = self.wait_state(self.enqueue({"note_id": note["id"]}, "note.summarize"), ("succeeded", "failed", "dead"))
+        self.assertEqual(t["state"], "succeeded", t)
+        self.assertTrue(self.srv.get("/v1/notes/" + note["id"]).data.get("ai_summary"), t)
+        self.stop_worker(w)
+
+    # ---- (b) -------------------------------------------------------------------------------------
+    def test_b_kill9_mid_task_is_reclaimed_and_finishes_once(self):
+        w1 = self.worker()
+        tid = self.enqueue({"ms": 4000})
+        self.wait_state(tid, "running")
+        w2 = self.worker()  # cannot take it: the lease is valid
+        w1.kill9()
+        t0 = time.monotonic()
+        t = self.wait_state(tid, ("succeeded", "failed", "dead"), timeout=20)
+        self.assertEqual(t["state"], "succeeded", t)
+        self.assertEqual(t["attempts"], 2, t)
+        self.assertEqual(t["result"]["pid"], w2.pid, t)
+        self.assertEqual(t["result"]["attempt"], 2, t)
+        self.assertEqual([e["error"] for e in t["errors"]], ["lease expired"], t)
+        self.assertGreaterEqual(time.monotonic() - t0, 4.0)  # the second run took its whole 4 s again
+        self.stop_worker(w2)
+
+    # ---- (c) -------------------------------------------------------------------------------------
+    def test_c_sigterm_finishes_or_releases_and_exits_0(self):
+        # finishes within the deadline
+        w1 = self.worker("--shutdown-timeout-ms", str(int(5000 * SLOW)))
+        tid = self.enqueue({"ms": 600})
+        self.wait_state(tid, "running")
+        self.stop_worker(w1)
+        t = self.task(tid)
+        self.assertEqual(t["state"], "succeeded", t)
+        self.assertEqual(t["result"]["pid"], w1.pid, t)
+        self.assertFalse([x for x in self.workers_seen() if x["pid"] == w1.pid], "w1 did not leave the registry")
+        # cannot finish: released (not counted), then finished by another worker
+        w2 = self.worker("--shutdown-timeout-ms", "200")
+        tid = self.enqueue({"ms": 3000})
+        self.wait_state(tid, "running")
+        t0 = time.monotonic()
+        self.stop_worker(w2)
+        self.assertLess(time.monotonic() - t0, 2.5 * SLOW)
+        t = self.task(tid)
+        self.assertEqual(t["state"], "queued", t)
+        self.assertEqual(t["attempts"], 0, t)
+        w3 = self.worker()
+        t = self.wait_state(tid, ("succeeded", "failed", "dead"), timeout=20)
+        self.assertEqual(t["state"], "succeeded", t)
+        self.assertEqual(t["result"]["pid"], w3.pid, t)
+        self.assertEqual(t["attempts"], 1, t)
+        self.stop_worker(w3)
+
+    # ---- (e) -------------------------------------------------------------------------------------
+    def test_e_two_processes_never_run_a_task_twice(self):
+        w1, w2 = self.worker(), self.worker()
+        ids = [self.enqueue({"ms": 15}) for _ in range(40)]
+        pids = set()
+        for t in self.wait_all(ids):
+            self.assertEqual(t["state"], "succeeded", t)
+            self.assertEqual(t["attempts"], 1, t)  # one claim: nobody else ever started it
+            self.assertEqual(t["errors"], [], t)
+            pids.add(t["result"]["pid"])
+        self.assertEqual(pids, {w1.pid, w2.pid})
+        self.stop_worker(w1)
+        self.stop_worker(w2)
+
+    # ---- (f) -------------------------------------------------------------------------------------
+    def test_f_concurrency_limit_is_shared_by_processes(self):
+        lim = ("--task-limits", "noop=concurrency:1")
+        w1, w2 = self.worker(*lim), self.worker(*lim)
+        ids = [self.enqueue({"ms": 60}) for _ in range(10)]
+        runs = []
+        for t in self.wait_all(ids):
+            self.assertEqual(t["state"], "succeeded", t)
+            runs.append((t["result"]["started_us"], t["result"]["finished_us"], t["result"]["pid"]))
+        runs.sort()
+        for a, b in zip(runs, runs[1:]):
+            self.assertLessEqual(a[1], b[0], "two noop runs overlapped: %r %r" % (a, b))
+        # (which process runs them is not fixed: the thread that just finished one usually claims the
+        # next at once, while the other process polls every 10 ms; both keep trying all along)
+        self.stop_worker(w1)
+        self.stop_worker(w2)
+
+
+class SqliteWorkers(WorkerCase, unittest.TestCase):
+    """The embedded queue: DATA_DIR/queue.db shared by the server and the worker processes."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.start_server()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stop_server()
+
+    def test_bad_settings_are_startup_errors(self):
+        for args, needle in ((["--queue-backend", "redis"], "--redis-url"),
+                             (["--queue-backend", "kafka"], "sqlite or redis"),
+                             (["--task-limits", "noop=concurrency:x"], "--task-limits"),
+                             (["--task-limits", "noop=burst:2"], "burst needs a rate"),
+                             (["--workers", "0"], "at least 1")):
+            r = subprocess.run([PAKE_BIN, "worker", "--data-dir", self.data_dir] + args, capture_output=True,
+                               text=True, timeout=30 * SLOW)
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+            self.assertIn(needle, r.stderr, args)
+        h = subprocess.run([PAKE_BIN, "worker", "--help"], capture_output=True, text=True, timeout=30 * SLOW)
+        self.assertEqual(h.returncode, 0)
+        self.assertIn("SIGTERM", h.stdout)
+        self.assertIn("--queue-backend", h.stdout)
+        self.assertIn("worker", subprocess.run([PAKE_BIN, "help"], capture_output=True, text=True).stdout)
+
+
+@unittest.skipUnless(HAVE_REDIS and REDIS_QUEUE, "needs redis-server and the Redis queue backend")
+class RedisWorkers(WorkerCase, unittest.TestCase):
+    """Redis Streams: the server and the workers share one redis-server (and the data directory, for the
+    store and the embeddings)."""
+
+    redis = None
+
+    @classmethod
+    def queue_args(cls):
+        return ["--queue-backend", "redis", "--redis-url", cls.redis.url, "--redis-breaker-wait-ms", "300"]
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = Redis().start()
+        try:
+            cls.start_server()
+        except Exception:
+            cls.redis.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.stop_server()
+        finally:
+            cls.redis.cleanup()
+
+    def enqueue_when_up(self, payload):
+        """Enqueues, retrying while the server's Redis connection recovers (503 is the honest answer
+        during the outage)."""
+        def attempt():
+            r = self.srv.post("/v1/tasks", {"type": "noop", "payload": payload})
+            return r.data["id"] if r.status == 201 else None
+        return wait_for("an enqueue to succeed after the Redis restart", attempt, 20)
+
+    def make_persistent(self):
+        """Turns the AOF on in the running server (it rewrites the dataset into it) and waits until the
+        rewrite is done, so a clean stop leaves everything on disk."""
+        r = self.redis
+        subprocess.run(["redis-cli", "-p", str(r.port), "CONFIG", "SET", "appendonly", "yes"], check=True,
+                       capture_output=True, timeout=10)
+        subprocess.run(["redis-cli", "-p", str(r.port), "CONFIG", "SET", "appendfsync", "always"], check=True,
+                       capture_output=True, timeout=10)
+
+        def rewritten():
+            info = subprocess.run(["redis-cli", "-p", str(r.port), "INFO", "persistence"], capture_output=True,
+                                  text=True, timeout=10).stdout
+            return "aof_enabled:1" in info and "aof_rewrite_in_progress:0" in info and \
+                "aof_rewrite_scheduled:0" in info
+        wait_for("the AOF rewrite", rewritten, 20)
+        r.persist = True
+
+    def restart_redis(self, persist):
+        w1, w2 = self.worker(), self.worker()
+        waiting = []
+        if persist:
+            # tasks that sit in Redis across the restart (delayed, so no worker claims them before)
+            waiting = [self.enqueue({"ms": 5}, delay_ms=int(1500 * SLOW)) for _ in range(3)]
+            self.make_persistent()
+        self.redis.stop_process()
+        self.redis.start()  # the same port and directory; empty unless persistent
+        ids = [self.enqueue_when_up({"ms": 5}) for _ in range(5)]
+        for t in self.wait_all(ids + waiting, timeout=30):
+            self.assertEqual(t["state"], "succeeded", t)
+            self.assertIn(t["result"]["pid"], (w1.pid, w2.pid))
+        # both processes are back in the registry
+        wait_for("both workers in workers_seen", lambda: {w1.pid, w2.pid} <= {
+            x["pid"] for x in self.workers_seen()}, 10)
+        self.stop_worker(w1)
+        self.stop_worker(w2)
+
+    def test_d1_redis_restart_without_persistence(self):
+        self.restart_redis(persist=False)
+
+    def test_d2_redis_restart_with_persistence(self):
+        self.restart_redis(persist=True)
+
+
+if __name__ == "__main__":
+    main()
