@@ -179,9 +179,10 @@ static int cmd_mcp(int argc, char **argv)
     return rc;
 }
 
-/* `pake worker`: task workers without HTTP. SIGTERM/SIGINT are blocked in every thread (the mask is
- * set before any thread starts, so all inherit it) and taken by sigwait on the main thread, which then
- * runs the same graceful stop as `pake serve` after its drain. */
+/* `pake worker`: task workers without HTTP. SIGTERM/SIGINT (and SIGHUP) are blocked in every thread
+ * (the mask is set before any thread starts, so all inherit it) and taken by sigwait on the main
+ * thread: SIGHUP reloads the guard rules as in serve; SIGTERM/SIGINT run the same graceful stop as
+ * `pake serve` after its drain. */
 static int cmd_worker(int argc, char **argv)
 {
     static pk_server srv;
@@ -196,6 +197,7 @@ static int cmd_worker(int argc, char **argv)
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
     pk_err *e = open_context(&srv);
@@ -214,7 +216,8 @@ static int cmd_worker(int argc, char **argv)
     }
     pk_tasks_start(tasks);
     int sig = 0;
-    sigwait(&stop, &sig);
+    while (sigwait(&stop, &sig) == 0 && sig == SIGHUP) /* as in serve: reload the guard's rule file */
+        pk_services_reload(&srv);
     pk_log_info("signal %d: stopping workers (running tasks get %d ms, then are released)", sig,
                 srv.cfg.shutdown_timeout_ms);
     pk_tasks_stop(tasks, srv.cfg.shutdown_timeout_ms);
