@@ -13,11 +13,6 @@
  * through a partial index on (priority, not_before, seq) over the states queued/scheduled/retrying, so
  * scheduled and retrying tasks need no promotion step: they become claimable when not_before passes.
  *
- * Limits (cfg->limits): inside the claim's write transaction, the types at their concurrency limit
- * (running rows counted through the partial index of running tasks) or not yet allowed by their rate
- * (GCRA: a theoretical arrival time per type in table `type_rates`, advanced by each claim of the type)
- * are excluded from the SELECT. The file lock makes this exact for every process on the file.
- *
  * Worker registry: table `workers`, one row per process that runs workers, upserted by its beat
  * (about once a second), so GET /v1/queues shows the `pake worker` processes sharing this file too.
  *
@@ -39,7 +34,6 @@ typedef struct sq_queue {
     pk_queue base;
     pk_queue_config cfg;
     pk_queue_type_lease *leases; /* owned copy */
-    pk_queue_type_limit *limits; /* owned copy */
     sqlite3 *db;
     pthread_mutex_t mu;
     struct {
@@ -241,20 +235,17 @@ static const char SCHEMA_V1[] =
     "PRAGMA user_version = 1;";
 
 /* v2: the worker registry (one row per process that runs workers, see pk_queue_worker_info). */
-static const char SCHEMA_V2[] =
-    "CREATE TABLE IF NOT EXISTS workers ("
-    " name TEXT PRIMARY KEY,"
-    " host TEXT NOT NULL,"
-    " kind TEXT NOT NULL,"
-    " pid INTEGER NOT NULL,"
-    " threads INTEGER NOT NULL,"
-    " busy INTEGER NOT NULL,"
-    " started_at INTEGER NOT NULL,"
-    " last_seen INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS workers_seen ON workers(last_seen);"
-    "CREATE TABLE IF NOT EXISTS type_rates (type TEXT PRIMARY KEY, tat INTEGER NOT "
-    "NULL) WITHOUT ROWID;"
-    "PRAGMA user_version = 2;";
+static const char SCHEMA_V2[] = "CREATE TABLE IF NOT EXISTS workers ("
+                                " name TEXT PRIMARY KEY,"
+                                " host TEXT NOT NULL,"
+                                " kind TEXT NOT NULL,"
+                                " pid INTEGER NOT NULL,"
+                                " threads INTEGER NOT NULL,"
+                                " busy INTEGER NOT NULL,"
+                                " started_at INTEGER NOT NULL,"
+                                " last_seen INTEGER NOT NULL) WITHOUT ROWID;"
+                                "CREATE INDEX IF NOT EXISTS workers_seen ON workers(last_seen);"
+                                "PRAGMA user_version = 2;";
 
 /* The version is read inside the write transaction, so processes that open a new file at the same
  * time (several `pake worker`s) apply each step once. */
@@ -383,9 +374,6 @@ static void q_close(pk_queue *base)
     for (size_t i = 0; i < q->cfg.nleases; i++)
         free((char *)q->leases[i].type);
     free(q->leases);
-    for (size_t i = 0; i < q->cfg.nlimits; i++)
-        free((char *)q->limits[i].type);
-    free(q->limits);
     free(q);
 }
 
@@ -518,122 +506,6 @@ static char *col_dup(sqlite3_stmt *st, int c)
     return s ? strdup((const char *)s) : NULL;
 }
 
-/* The limit of a type, or NULL. */
-static const pk_queue_type_limit *limit_of(sq_queue *q, const char *type)
-{
-    for (size_t i = 0; i < q->cfg.nlimits; i++)
-        if (!strcmp(q->limits[i].type, type)) return &q->limits[i];
-    return NULL;
-}
-
-static int64_t rate_interval_ns(const pk_queue_type_limit *l)
-{
-    return (int64_t)(1e9 / l->rate_per_s);
-}
-
-/* Inside the claim's transaction: marks blocked[i] for each limited type that may not start now. */
-static pk_err *limited_types(sq_queue *q, int64_t now, bool *blocked)
-{
-    static const char running[] = "SELECT type, count(*) FROM tasks WHERE state = 2 GROUP BY type";
-    static const char tat_sql[] = "SELECT tat FROM type_rates WHERE type = ?1";
-    sqlite3_stmt *st;
-    pk_err *e = prep(q, running, &st);
-    if (e) return e;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const pk_queue_type_limit *l = limit_of(q, (const char *)sqlite3_column_text(st, 0));
-        if (l && l->concurrency > 0 && sqlite3_column_int64(st, 1) >= l->concurrency)
-            blocked[l - q->limits] = true;
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) return db_err(q, rc, "claim limits");
-    for (size_t i = 0; i < q->cfg.nlimits && !e; i++) {
-        const pk_queue_type_limit *l = &q->limits[i];
-        if (blocked[i] || l->rate_per_s <= 0) continue;
-        if ((e = prep(q, tat_sql, &st))) break;
-        bind_text(st, 1, l->type);
-        rc = sqlite3_step(st);
-        int64_t tat = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE) e = db_err(q, rc, "claim limits");
-        sqlite3_reset(st);
-        /* GCRA: a start is allowed when max(tat, now) + T - burst * T <= now */
-        int64_t T = rate_interval_ns(l), tau = T * (l->burst > 0 ? l->burst : 1);
-        if (tat < now) tat = now;
-        if (tat + T - tau > now) blocked[i] = true;
-    }
-    return e;
-}
-
-/* After a claim of a rate-limited type: its theoretical arrival time moves one interval on. */
-static pk_err *advance_rate(sq_queue *q, const pk_queue_type_limit *l, int64_t now)
-{
-    static const char sql[] = "INSERT INTO type_rates (type, tat) VALUES (?1, ?2 + ?3) ON CONFLICT(type) DO "
-                              "UPDATE SET tat = max(tat, ?2) + ?3";
-    sqlite3_stmt *st;
-    pk_err *e = prep(q, sql, &st);
-    if (e) return e;
-    bind_text(st, 1, l->type);
-    sqlite3_bind_int64(st, 2, now);
-    sqlite3_bind_int64(st, 3, rate_interval_ns(l));
-    return run(q, st, NULL);
-}
-
-/* Selects the seq of the most urgent claimable task (0: none) of `types` (all when none), leaving out
- * the types at their limit. */
-static pk_err *pick(sq_queue *q, int64_t now, const char *const *types, size_t ntypes, int64_t *seq)
-{
-    *seq = 0;
-    bool *blocked = calloc(q->cfg.nlimits ? q->cfg.nlimits : 1, sizeof *blocked);
-    size_t nblocked = 0;
-    pk_err *e = q->cfg.nlimits ? limited_types(q, now, blocked) : NULL;
-    for (size_t i = 0; i < q->cfg.nlimits; i++)
-        nblocked += blocked[i];
-    sqlite3_stmt *st = NULL;
-    bool dynamic = (types && ntypes) || nblocked;
-    if (e) {
-    } else if (dynamic) {
-        pk_buf sql = PK_BUF_INIT;
-        pk_buf_puts(&sql, "SELECT seq FROM tasks WHERE state IN (0,1,5) AND not_before <= ?1");
-        int arg = 2;
-        if (types && ntypes) {
-            pk_buf_puts(&sql, " AND type IN (");
-            for (size_t i = 0; i < ntypes; i++)
-                pk_buf_printf(&sql, "%s?%d", i ? "," : "", arg++);
-            pk_buf_puts(&sql, ")");
-        }
-        if (nblocked) {
-            pk_buf_puts(&sql, " AND type NOT IN (");
-            for (size_t i = 0, k = 0; i < q->cfg.nlimits; i++)
-                if (blocked[i]) pk_buf_printf(&sql, "%s?%d", k++ ? "," : "", arg++);
-            pk_buf_puts(&sql, ")");
-        }
-        pk_buf_puts(&sql, " ORDER BY priority, not_before, seq LIMIT 1");
-        int rc = sqlite3_prepare_v2(q->db, sql.data, -1, &st, NULL);
-        pk_buf_free(&sql);
-        if (rc != SQLITE_OK) e = db_err(q, rc, "claim");
-        arg = 2;
-        for (size_t i = 0; !e && types && i < ntypes; i++)
-            bind_text(st, arg++, types[i]);
-        for (size_t i = 0; !e && i < q->cfg.nlimits; i++)
-            if (blocked[i]) bind_text(st, arg++, q->limits[i].type);
-    } else {
-        static const char sql[] = "SELECT seq FROM tasks WHERE state IN (0,1,5) AND not_before <= ?1 "
-                                  "ORDER BY priority, not_before, seq LIMIT 1";
-        e = prep(q, sql, &st);
-    }
-    free(blocked);
-    if (e) return e;
-    sqlite3_bind_int64(st, 1, now);
-    int rc = sqlite3_step(st);
-    *seq = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) e = db_err(q, rc, "claim");
-    if (dynamic)
-        sqlite3_finalize(st);
-    else
-        sqlite3_reset(st);
-    return e;
-}
-
 static pk_err *q_claim(pk_queue *base, const char *worker, const char *const *types, size_t ntypes,
                        pk_task *out)
 {
@@ -642,10 +514,33 @@ static pk_err *q_claim(pk_queue *base, const char *worker, const char *const *ty
     pk_err *e = begin(q);
     if (e) return e;
     int64_t now = now_ns(q);
-    int64_t seq = 0;
-    e = pick(q, now, types, ntypes, &seq);
+    sqlite3_stmt *st = NULL;
+    bool dynamic = types && ntypes;
+    if (dynamic) {
+        pk_buf sql = PK_BUF_INIT;
+        pk_buf_puts(&sql, "SELECT seq FROM tasks WHERE state IN (0,1,5) AND not_before <= ?1 AND type IN (");
+        for (size_t i = 0; i < ntypes; i++)
+            pk_buf_printf(&sql, "%s?%zu", i ? "," : "", i + 2);
+        pk_buf_puts(&sql, ") ORDER BY priority, not_before, seq LIMIT 1");
+        int rc = sqlite3_prepare_v2(q->db, sql.data, -1, &st, NULL);
+        pk_buf_free(&sql);
+        if (rc != SQLITE_OK) return end(q, db_err(q, rc, "claim"));
+        for (size_t i = 0; i < ntypes; i++)
+            bind_text(st, (int)i + 2, types[i]);
+    } else {
+        static const char sql[] = "SELECT seq FROM tasks WHERE state IN (0,1,5) AND not_before <= ?1 "
+                                  "ORDER BY priority, not_before, seq LIMIT 1";
+        if ((e = prep(q, sql, &st))) return end(q, e);
+    }
+    sqlite3_bind_int64(st, 1, now);
+    int rc = sqlite3_step(st);
+    int64_t seq = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) e = db_err(q, rc, "claim");
+    if (dynamic)
+        sqlite3_finalize(st);
+    else
+        sqlite3_reset(st);
     if (e || !seq) return end(q, e);
-    sqlite3_stmt *st;
     static const char upd[] =
         "UPDATE tasks SET state = 2, attempts = attempts + 1, worker = ?2, lease_until = ?3 + lease_ms * "
         "1000000, "
@@ -655,7 +550,7 @@ static pk_err *q_claim(pk_queue *base, const char *worker, const char *const *ty
     sqlite3_bind_int64(st, 1, seq);
     bind_text(st, 2, worker);
     sqlite3_bind_int64(st, 3, now);
-    int rc = sqlite3_step(st);
+    rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         snprintf(out->id, sizeof out->id, "%s", (const char *)sqlite3_column_text(st, 0));
         out->type = col_dup(st, 1);
@@ -674,8 +569,6 @@ static pk_err *q_claim(pk_queue *base, const char *worker, const char *const *ty
     }
     if (rc != SQLITE_DONE) e = db_err(q, rc, "claim");
     sqlite3_reset(st);
-    const pk_queue_type_limit *l = !e && out->type ? limit_of(q, out->type) : NULL;
-    if (l && l->rate_per_s > 0) e = advance_rate(q, l, now);
     e = end(q, e);
     if (e) pk_task_free(out);
     return e;
@@ -1133,12 +1026,6 @@ pk_err *pk_queue_open_sqlite(const pk_queue_config *cfg, pk_queue **out)
     for (size_t i = 0; i < cfg->nleases; i++)
         q->leases[i] = (pk_queue_type_lease){strdup(cfg->leases[i].type), cfg->leases[i].lease_ms};
     q->cfg.leases = q->leases;
-    q->limits = calloc(cfg->nlimits ? cfg->nlimits : 1, sizeof *q->limits);
-    for (size_t i = 0; i < cfg->nlimits; i++) {
-        q->limits[i] = cfg->limits[i];
-        q->limits[i].type = strdup(cfg->limits[i].type);
-    }
-    q->cfg.limits = q->limits;
     q->cfg.path = NULL; /* borrowed; not kept */
     pthread_mutex_init(&q->mu, NULL);
     int rc = sqlite3_open_v2(cfg->path, &q->db,
