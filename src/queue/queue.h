@@ -1,7 +1,7 @@
 /*
  * queue: the task queue contract. Workers (src/tasks/) and the task API only see this header; the
- * embedded SQLite backend (queue_sqlite.c) implements it now, a Redis Streams backend later, through
- * the same vtable.
+ * embedded SQLite backend (queue_sqlite.c) and the Redis Streams backend (queue_redis.c) implement it
+ * through the same vtable, with the same semantics, JSON and error codes.
  *
  * Model. A task is a unit of asynchronous work: a `type` naming its handler, a JSON `payload`, a
  * `queue` name and a `priority` (critical > high > normal > low). Its life:
@@ -41,7 +41,7 @@
  *
  * Errors (pk_err codes): "not_found" 404, "conflict" 409 (cancel of a finished task, retry of a task
  * that is not dead/failed/cancelled), "lease_lost" 409, "validation_failed" 422 (bad cursor, bad
- * input), "queue_error" 500/503 (SQLite; 503 and retryable for busy or I/O errors).
+ * input), "queue_error" 500/503 (SQLite or Redis; 503 and retryable for busy, I/O or connection errors).
  *
  * Threading. A pk_queue is shared by all threads; every function is thread-safe and BLOCKING (file
  * I/O): call it from workers, the offload pool or the CLI, never from an event-loop thread. Times are

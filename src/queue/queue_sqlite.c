@@ -13,6 +13,12 @@
  * through a partial index on (priority, not_before, seq) over the states queued/scheduled/retrying, so
  * scheduled and retrying tasks need no promotion step: they become claimable when not_before passes.
  *
+ * Per-type limits (cfg->limits): the claim checks the candidate's type before handing it out:
+ * concurrency counts running attempts of the type with an unexpired lease; rate is GCRA with the
+ * theoretical arrival time kept per type in queue_type_tat (so processes sharing the file share it).
+ * A task over its limit is deferred (not_before = the time the rate allows, or now + LIMIT_RETRY_MS
+ * for concurrency) and the claim looks at the next candidate, up to LIMIT_SCAN candidates per call.
+ *
  * Worker registry: table `workers`, one row per process that runs workers, upserted by its beat
  * (about once a second), so GET /v1/queues shows the `pake worker` processes sharing this file too.
  *
@@ -29,11 +35,14 @@
 #include <string.h>
 
 #define NCACHE 48
+#define LIMIT_RETRY_MS 50 /* a concurrency-limited task is offered again after this */
+#define LIMIT_SCAN 32     /* limited candidates one claim defers before it gives up */
 
 typedef struct sq_queue {
     pk_queue base;
     pk_queue_config cfg;
     pk_queue_type_lease *leases; /* owned copy */
+    pk_queue_type_limit *limits; /* owned copy */
     sqlite3 *db;
     pthread_mutex_t mu;
     struct {
@@ -374,6 +383,9 @@ static void q_close(pk_queue *base)
     for (size_t i = 0; i < q->cfg.nleases; i++)
         free((char *)q->leases[i].type);
     free(q->leases);
+    for (size_t i = 0; i < q->cfg.nlimits; i++)
+        free((char *)q->limits[i].type);
+    free(q->limits);
     free(q);
 }
 
@@ -506,6 +518,101 @@ static char *col_dup(sqlite3_stmt *st, int c)
     return s ? strdup((const char *)s) : NULL;
 }
 
+/* The limit of a type, or NULL. */
+static const pk_queue_type_limit *limit_of(sq_queue *q, const char *type)
+{
+    for (size_t i = 0; i < q->cfg.nlimits; i++)
+        if (!strcmp(q->cfg.limits[i].type, type)) return &q->cfg.limits[i];
+    return NULL;
+}
+
+/* Inside the claim's transaction: may a task of `type` start now? If not, *defer_to is when to offer
+ * it again. Counts the start against the rate limit when it may. */
+static pk_err *limit_check(sq_queue *q, const char *type, int64_t now, int64_t *defer_to)
+{
+    *defer_to = 0;
+    const pk_queue_type_limit *l = limit_of(q, type);
+    if (!l) return NULL;
+    sqlite3_stmt *st;
+    pk_err *e;
+    if (l->concurrency > 0) {
+        static const char sql[] =
+            "SELECT count(*) FROM tasks WHERE state = 2 AND type = ?1 AND lease_until >= ?2";
+        if ((e = prep(q, sql, &st))) return e;
+        bind_text(st, 1, type);
+        sqlite3_bind_int64(st, 2, now);
+        int rc = sqlite3_step(st);
+        int64_t running = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW) return db_err(q, rc, "claim");
+        if (running >= l->concurrency) {
+            *defer_to = now + LIMIT_RETRY_MS * 1000000LL;
+            return NULL;
+        }
+    }
+    if (l->rate_per_s > 0) {
+        int64_t iv = (int64_t)(1e9 / l->rate_per_s), burst = l->burst > 0 ? l->burst : 1;
+        static const char get[] = "SELECT tat FROM queue_type_tat WHERE type = ?1";
+        if ((e = prep(q, get, &st))) return e;
+        bind_text(st, 1, type);
+        int rc = sqlite3_step(st);
+        int64_t tat = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_err(q, rc, "claim");
+        if (tat < now) tat = now;
+        if (tat - (burst - 1) * iv > now) {
+            *defer_to = tat - (burst - 1) * iv;
+            return NULL;
+        }
+        static const char put[] = "INSERT INTO queue_type_tat (type, tat) VALUES (?1, ?2) "
+                                  "ON CONFLICT(type) DO UPDATE SET tat = excluded.tat";
+        if ((e = prep(q, put, &st))) return e;
+        bind_text(st, 1, type);
+        sqlite3_bind_int64(st, 2, tat + iv);
+        return run(q, st, NULL);
+    }
+    return NULL;
+}
+
+/* The most urgent claimable task (optionally of the given types): *seq = 0 when none. */
+static pk_err *pick(sq_queue *q, const char *const *types, size_t ntypes, int64_t now, int64_t *seq,
+                    char type[PK_TASK_TYPE_MAX + 1])
+{
+    sqlite3_stmt *st = NULL;
+    pk_err *e = NULL;
+    bool dynamic = types && ntypes;
+    *seq = 0;
+    if (dynamic) {
+        pk_buf sql = PK_BUF_INIT;
+        pk_buf_puts(&sql,
+                    "SELECT seq, type FROM tasks WHERE state IN (0,1,5) AND not_before <= ?1 AND type IN (");
+        for (size_t i = 0; i < ntypes; i++)
+            pk_buf_printf(&sql, "%s?%zu", i ? "," : "", i + 2);
+        pk_buf_puts(&sql, ") ORDER BY priority, not_before, seq LIMIT 1");
+        int rc = sqlite3_prepare_v2(q->db, sql.data, -1, &st, NULL);
+        pk_buf_free(&sql);
+        if (rc != SQLITE_OK) return db_err(q, rc, "claim");
+        for (size_t i = 0; i < ntypes; i++)
+            bind_text(st, (int)i + 2, types[i]);
+    } else {
+        static const char sql[] = "SELECT seq, type FROM tasks WHERE state IN (0,1,5) AND not_before <= ?1 "
+                                  "ORDER BY priority, not_before, seq LIMIT 1";
+        if ((e = prep(q, sql, &st))) return e;
+    }
+    sqlite3_bind_int64(st, 1, now);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *seq = sqlite3_column_int64(st, 0);
+        snprintf(type, PK_TASK_TYPE_MAX + 1, "%s", (const char *)sqlite3_column_text(st, 1));
+    } else if (rc != SQLITE_DONE)
+        e = db_err(q, rc, "claim");
+    if (dynamic)
+        sqlite3_finalize(st);
+    else
+        sqlite3_reset(st);
+    return e;
+}
+
 static pk_err *q_claim(pk_queue *base, const char *worker, const char *const *types, size_t ntypes,
                        pk_task *out)
 {
@@ -514,33 +621,21 @@ static pk_err *q_claim(pk_queue *base, const char *worker, const char *const *ty
     pk_err *e = begin(q);
     if (e) return e;
     int64_t now = now_ns(q);
-    sqlite3_stmt *st = NULL;
-    bool dynamic = types && ntypes;
-    if (dynamic) {
-        pk_buf sql = PK_BUF_INIT;
-        pk_buf_puts(&sql, "SELECT seq FROM tasks WHERE state IN (0,1,5) AND not_before <= ?1 AND type IN (");
-        for (size_t i = 0; i < ntypes; i++)
-            pk_buf_printf(&sql, "%s?%zu", i ? "," : "", i + 2);
-        pk_buf_puts(&sql, ") ORDER BY priority, not_before, seq LIMIT 1");
-        int rc = sqlite3_prepare_v2(q->db, sql.data, -1, &st, NULL);
-        pk_buf_free(&sql);
-        if (rc != SQLITE_OK) return end(q, db_err(q, rc, "claim"));
-        for (size_t i = 0; i < ntypes; i++)
-            bind_text(st, (int)i + 2, types[i]);
-    } else {
-        static const char sql[] = "SELECT seq FROM tasks WHERE state IN (0,1,5) AND not_before <= ?1 "
-                                  "ORDER BY priority, not_before, seq LIMIT 1";
+    int64_t seq = 0;
+    char type[PK_TASK_TYPE_MAX + 1];
+    for (int tries = 0;; tries++) {
+        if ((e = pick(q, types, ntypes, now, &seq, type)) || !seq) return end(q, e);
+        int64_t defer_to = 0;
+        if (q->cfg.nlimits && (e = limit_check(q, type, now, &defer_to))) return end(q, e);
+        if (!defer_to) break;
+        static const char sql[] = "UPDATE tasks SET not_before = ?2 WHERE seq = ?1";
+        sqlite3_stmt *st;
         if ((e = prep(q, sql, &st))) return end(q, e);
+        sqlite3_bind_int64(st, 1, seq);
+        sqlite3_bind_int64(st, 2, defer_to);
+        if ((e = run(q, st, NULL)) || tries + 1 >= LIMIT_SCAN) return end(q, e);
     }
-    sqlite3_bind_int64(st, 1, now);
-    int rc = sqlite3_step(st);
-    int64_t seq = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) e = db_err(q, rc, "claim");
-    if (dynamic)
-        sqlite3_finalize(st);
-    else
-        sqlite3_reset(st);
-    if (e || !seq) return end(q, e);
+    sqlite3_stmt *st;
     static const char upd[] =
         "UPDATE tasks SET state = 2, attempts = attempts + 1, worker = ?2, lease_until = ?3 + lease_ms * "
         "1000000, "
@@ -550,7 +645,7 @@ static pk_err *q_claim(pk_queue *base, const char *worker, const char *const *ty
     sqlite3_bind_int64(st, 1, seq);
     bind_text(st, 2, worker);
     sqlite3_bind_int64(st, 3, now);
-    rc = sqlite3_step(st);
+    int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         snprintf(out->id, sizeof out->id, "%s", (const char *)sqlite3_column_text(st, 0));
         out->type = col_dup(st, 1);
@@ -1026,6 +1121,12 @@ pk_err *pk_queue_open_sqlite(const pk_queue_config *cfg, pk_queue **out)
     for (size_t i = 0; i < cfg->nleases; i++)
         q->leases[i] = (pk_queue_type_lease){strdup(cfg->leases[i].type), cfg->leases[i].lease_ms};
     q->cfg.leases = q->leases;
+    q->limits = calloc(cfg->nlimits ? cfg->nlimits : 1, sizeof *q->limits);
+    for (size_t i = 0; i < cfg->nlimits; i++) {
+        q->limits[i] = cfg->limits[i];
+        q->limits[i].type = strdup(cfg->limits[i].type);
+    }
+    q->cfg.limits = q->limits;
     q->cfg.path = NULL; /* borrowed; not kept */
     pthread_mutex_init(&q->mu, NULL);
     int rc = sqlite3_open_v2(cfg->path, &q->db,
@@ -1038,9 +1139,10 @@ pk_err *pk_queue_open_sqlite(const pk_queue_config *cfg, pk_queue **out)
         sqlite3_busy_timeout(q->db, 5000);
         e = exec(q, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY;");
     }
-    if (!e) {
-        e = migrate(q);
-    }
+    if (!e) e = migrate(q);
+    if (!e)
+        e = exec(q,
+                 "CREATE TABLE IF NOT EXISTS queue_type_tat (type TEXT PRIMARY KEY, tat INTEGER NOT NULL)");
     if (e) {
         q_close(&q->base);
         return e;

@@ -1,14 +1,28 @@
-/* The embedded task queue's state machine over a fake clock: every transition, priority order,
- * delayed start, full-jitter retry backoff, dead letters with their error history, lease expiry and
- * reclaim, heartbeats, cancel (queued and running), release, retry from dead, idempotency keys,
- * cursor pages, stats and purge. The database is in memory; the jitter is a fixed fraction. */
+/* The task queue's state machine over a fake clock, run against BOTH backends (suite `queue` = the
+ * embedded SQLite one, suite `queue_redis` = Redis Streams): every transition, priority order, delayed
+ * start, full-jitter retry backoff, dead letters with their error history, lease expiry and reclaim,
+ * heartbeats, cancel (queued and running), release, retry from dead, idempotency keys, cursor pages,
+ * stats, purge, per-type limits (concurrency and rate) and concurrent claimers. The Redis suite also
+ * covers NOGROUP recovery, the dead-letter stream and the blocking `wait`.
+ *
+ * Redis: a throw-away redis-server (scripts/redis-test-server.sh) is started once for the whole run by
+ * a PRE_ALL hook (or PAKE_TEST_REDIS_URL names one); every test process uses its own key prefix. When
+ * redis-server is not installed the Redis tests are SKIPPED with a message; when it is installed but
+ * does not start, they FAIL. The SQLite database is in
+ * memory; the jitter is a fixed fraction. */
 #include "core/json.h"
 #include "queue/queue.h"
+#include "redis/redis.h"
 #include <criterion/criterion.h>
+#include <criterion/hooks.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #define MS 1000000LL
 #define SEC 1000000000LL
@@ -23,27 +37,133 @@ static double fixed_random(void *ud)
 }
 static pk_queue *q;
 static const pk_queue_type_lease leases[] = {{"slow", 120000}};
+static const pk_queue_type_limit limits[] = {{"one", 1, 0, 0}, {"rl", 0, 2.0, 1}, {"rb", 0, 1.0, 3}};
 
-static void setup(void)
+/* ---- the shared redis-server ---- */
+static int redis_pid;
+static char redis_dir[256];
+
+static const char *source_dir(void)
+{
+    const char *d = getenv("PAKE_SOURCE_DIR");
+    return d && *d ? d : PAKE_SOURCE_DIR;
+}
+
+ReportHook(PRE_ALL)(struct criterion_test_set *set)
+{
+    (void)set;
+    if (getenv("PAKE_TEST_REDIS_URL")) return;
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s/scripts/redis-test-server.sh 2>/dev/null", source_dir());
+    FILE *f = popen(cmd, "r");
+    char url[256] = "";
+    int ok = f && fscanf(f, "%255s %d %255s", url, &redis_pid, redis_dir) == 3;
+    if (f) pclose(f);
+    if (ok)
+        setenv("PAKE_TEST_REDIS_URL", url, 1);
+    else if (system("command -v redis-server >/dev/null 2>&1") == 0)
+        setenv("PAKE_TEST_REDIS_BROKEN", "1", 1); /* installed but not started: fail, do not skip */
+}
+
+ReportHook(POST_ALL)(struct criterion_global_stats *stats)
+{
+    (void)stats;
+    if (redis_pid <= 0) return;
+    kill(redis_pid, SIGTERM);
+    for (int i = 0; i < 200 && kill(redis_pid, 0) == 0; i++) {
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", redis_dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", redis_dir);
+}
+
+static pk_redis *rc;
+static char prefix[64];
+static bool is_redis;
+
+static pk_queue_config base_config(void)
+{
+    return (pk_queue_config){.path = ":memory:",
+                             .clock = &fake,
+                             .unit_random = fixed_random,
+                             .default_lease_ms = 10000,
+                             .leases = leases,
+                             .nleases = 1,
+                             .retry_base_ms = 1000,
+                             .retry_cap_ms = 8000,
+                             .limits = limits,
+                             .nlimits = sizeof limits / sizeof *limits};
+}
+
+static void setup_sqlite(void)
 {
     now_ns = 1800000000LL * SEC;
     jitter = 0.5;
-    pk_queue_config c = {.path = ":memory:",
-                         .clock = &fake,
-                         .unit_random = fixed_random,
-                         .default_lease_ms = 10000,
-                         .leases = leases,
-                         .nleases = 1,
-                         .retry_base_ms = 1000,
-                         .retry_cap_ms = 8000};
+    is_redis = false;
+    pk_queue_config c = base_config();
     pk_err *e = pk_queue_open_sqlite(&c, &q);
     cr_assert_null(e, "%s", e ? e->message : "");
 }
+
+static pk_redis *redis_client(void)
+{
+    const char *url = getenv("PAKE_TEST_REDIS_URL");
+    if (!url) return NULL;
+    pk_redis_config rcfg = {.url = url, .pool_size = 8, .command_timeout_ms = 3000, .bulkhead_wait_ms = 3000};
+    pk_redis *r = NULL;
+    pk_err *e = pk_redis_new(&rcfg, &r);
+    cr_assert_null(e, "%s", e ? e->message : "");
+    return r;
+}
+
+static void setup_redis(void)
+{
+    now_ns = 1800000000LL * SEC;
+    jitter = 0.5;
+    is_redis = true;
+    q = NULL;
+    if (!(rc = redis_client())) return;
+    snprintf(prefix, sizeof prefix, "t%d:", (int)getpid());
+    pk_queue_config c = base_config();
+    c.redis = rc;
+    c.redis_prefix = prefix;
+    pk_err *e = pk_queue_open_redis(&c, &q);
+    cr_assert_null(e, "%s", e ? e->message : "");
+}
+
 static void teardown(void)
 {
-    pk_queue_close(q);
+    if (q) pk_queue_close(q);
+    q = NULL;
+    if (rc) pk_redis_free(rc);
+    rc = NULL;
 }
-TestSuite(queue, .init = setup, .fini = teardown);
+
+#define NEED_QUEUE()                                                                                         \
+    do {                                                                                                     \
+        if (!q && getenv("PAKE_TEST_REDIS_BROKEN"))                                                          \
+            cr_assert_fail("redis-server is installed but did not start");                                   \
+        if (!q) cr_skip_test("redis-server is not installed: Redis queue tests skipped");                    \
+    } while (0)
+
+/* One test body, two tests: suite `queue` (SQLite) and suite `queue_redis`. */
+#define QTEST(name)                                                                                          \
+    static void name##_body(void);                                                                           \
+    Test(queue, name, .init = setup_sqlite, .fini = teardown)                                                \
+    {                                                                                                        \
+        name##_body();                                                                                       \
+    }                                                                                                        \
+    Test(queue_redis, name, .init = setup_redis, .fini = teardown)                                           \
+    {                                                                                                        \
+        NEED_QUEUE();                                                                                        \
+        name##_body();                                                                                       \
+    }                                                                                                        \
+    static void name##_body(void)
+
+/* A Redis-only test. */
+#define RTEST(name) Test(queue_redis, name, .init = setup_redis, .fini = teardown)
 
 static void enqueue(const char *type, int prio, int64_t not_before, char id[37])
 {
@@ -82,7 +202,7 @@ static bool claim(const char *worker, pk_task *t)
     return t->id[0] != 0;
 }
 
-Test(queue, enqueue_claim_complete)
+QTEST(enqueue_claim_complete)
 {
     char id[37];
     enqueue("noop", PK_PRIO_NORMAL, 0, id);
@@ -110,7 +230,7 @@ Test(queue, enqueue_claim_complete)
     pk_task_free(&t);
 }
 
-Test(queue, priority_then_age_order)
+QTEST(priority_then_age_order)
 {
     char low[37], normal1[37], normal2[37], crit[37];
     enqueue("noop", PK_PRIO_LOW, 0, low);
@@ -129,7 +249,7 @@ Test(queue, priority_then_age_order)
     }
 }
 
-Test(queue, claim_by_type)
+QTEST(claim_by_type)
 {
     char a[37], b[37];
     enqueue("alpha", PK_PRIO_CRITICAL, 0, a);
@@ -141,7 +261,7 @@ Test(queue, claim_by_type)
     pk_task_free(&t);
 }
 
-Test(queue, delayed_task_waits_for_its_time)
+QTEST(delayed_task_waits_for_its_time)
 {
     char id[37];
     enqueue("noop", PK_PRIO_NORMAL, now_ns + 2 * SEC, id);
@@ -159,7 +279,7 @@ Test(queue, delayed_task_waits_for_its_time)
     pk_task_free(&t);
 }
 
-Test(queue, failure_retries_with_full_jitter_then_dead_with_history)
+QTEST(failure_retries_with_full_jitter_then_dead_with_history)
 {
     char id[37];
     enqueue("noop", PK_PRIO_NORMAL, 0, id); /* max_attempts 3 by default */
@@ -197,7 +317,7 @@ Test(queue, failure_retries_with_full_jitter_then_dead_with_history)
     cr_assert_not(claim("w", &t2), "dead letters are not claimed");
 }
 
-Test(queue, backoff_is_capped)
+QTEST(backoff_is_capped)
 {
     jitter = 0.999;
     pk_task_input in = {.type = "noop", .priority = PK_PRIO_NORMAL, .max_attempts = 10};
@@ -216,7 +336,7 @@ Test(queue, backoff_is_capped)
     pk_task_free(&t);
 }
 
-Test(queue, not_retryable_failure_is_failed_at_once)
+QTEST(not_retryable_failure_is_failed_at_once)
 {
     char id[37];
     enqueue("noop", PK_PRIO_NORMAL, 0, id);
@@ -229,7 +349,7 @@ Test(queue, not_retryable_failure_is_failed_at_once)
     pk_task_free(&t);
 }
 
-Test(queue, retry_from_dead)
+QTEST(retry_from_dead)
 {
     pk_task_input in = {.type = "noop", .priority = PK_PRIO_NORMAL, .max_attempts = 1};
     char id[37];
@@ -253,7 +373,7 @@ Test(queue, retry_from_dead)
     pk_task_free(&t);
 }
 
-Test(queue, lease_expiry_reclaims_and_old_worker_is_refused)
+QTEST(lease_expiry_reclaims_and_old_worker_is_refused)
 {
     char id[37];
     enqueue("noop", PK_PRIO_NORMAL, 0, id);
@@ -287,7 +407,7 @@ Test(queue, lease_expiry_reclaims_and_old_worker_is_refused)
     pk_task_free(&t);
 }
 
-Test(queue, heartbeat_extends_the_lease_and_records_progress)
+QTEST(heartbeat_extends_the_lease_and_records_progress)
 {
     char id[37];
     enqueue("noop", PK_PRIO_NORMAL, 0, id);
@@ -308,7 +428,7 @@ Test(queue, heartbeat_extends_the_lease_and_records_progress)
     pk_task_free(&t);
 }
 
-Test(queue, per_type_lease)
+QTEST(per_type_lease)
 {
     char id[37];
     enqueue("slow", PK_PRIO_NORMAL, 0, id);
@@ -325,7 +445,7 @@ Test(queue, per_type_lease)
     pk_task_free(&t);
 }
 
-Test(queue, expired_last_attempt_goes_dead)
+QTEST(expired_last_attempt_goes_dead)
 {
     pk_task_input in = {.type = "noop", .priority = PK_PRIO_NORMAL, .max_attempts = 1};
     char id[37];
@@ -339,7 +459,7 @@ Test(queue, expired_last_attempt_goes_dead)
     pk_task_free(&t);
 }
 
-Test(queue, cancel_queued_never_starts)
+QTEST(cancel_queued_never_starts)
 {
     char id[37];
     enqueue("noop", PK_PRIO_NORMAL, 0, id);
@@ -356,7 +476,7 @@ Test(queue, cancel_queued_never_starts)
     pk_err_free(e);
 }
 
-Test(queue, cancel_scheduled_and_retrying)
+QTEST(cancel_scheduled_and_retrying)
 {
     char a[37], b[37];
     enqueue("noop", PK_PRIO_NORMAL, now_ns + SEC, a);
@@ -374,7 +494,7 @@ Test(queue, cancel_scheduled_and_retrying)
     pk_task_free(&t);
 }
 
-Test(queue, cancel_running_is_seen_at_heartbeat)
+QTEST(cancel_running_is_seen_at_heartbeat)
 {
     char id[37];
     enqueue("noop", PK_PRIO_NORMAL, 0, id);
@@ -391,7 +511,7 @@ Test(queue, cancel_running_is_seen_at_heartbeat)
     pk_task_free(&t);
 }
 
-Test(queue, cancel_requested_and_worker_gone)
+QTEST(cancel_requested_and_worker_gone)
 {
     char id[37];
     enqueue("noop", PK_PRIO_NORMAL, 0, id);
@@ -405,7 +525,7 @@ Test(queue, cancel_requested_and_worker_gone)
     pk_task_free(&t);
 }
 
-Test(queue, release_does_not_count_the_attempt)
+QTEST(release_does_not_count_the_attempt)
 {
     char id[37];
     enqueue("noop", PK_PRIO_NORMAL, 0, id);
@@ -419,7 +539,7 @@ Test(queue, release_does_not_count_the_attempt)
     pk_task_free(&t);
 }
 
-Test(queue, idempotency_key_dedupes)
+QTEST(idempotency_key_dedupes)
 {
     pk_task_input in = {
         .type = "noop", .priority = PK_PRIO_NORMAL, .idempotency_key = "k1", .idem_ttl_ms = 60000};
@@ -448,7 +568,7 @@ Test(queue, idempotency_key_dedupes)
     cr_assert_str_eq(a, b);
 }
 
-Test(queue, invalid_input)
+QTEST(invalid_input)
 {
     pk_task_input in = {.type = "Bad Type", .priority = PK_PRIO_NORMAL};
     pk_err *e = q->ops->enqueue(q, &in, NULL, NULL, NULL);
@@ -461,7 +581,7 @@ Test(queue, invalid_input)
     pk_err_free(e);
 }
 
-Test(queue, list_pages_and_filters)
+QTEST(list_pages_and_filters)
 {
     char ids[25][37];
     for (int i = 0; i < 25; i++) {
@@ -496,7 +616,7 @@ Test(queue, list_pages_and_filters)
     pk_task_page_free(&pg);
 }
 
-Test(queue, stats_and_purge)
+QTEST(stats_and_purge)
 {
     char a[37], b[37], c[37];
     enqueue("noop", PK_PRIO_HIGH, 0, a);
@@ -536,8 +656,148 @@ Test(queue, stats_and_purge)
     pk_task_free(&t);
 }
 
-/* Two queue handles on one file (as two processes would be) and four claiming threads: every task is
- * claimed exactly once while its lease is valid. */
+QTEST(concurrency_limit_defers_and_never_exceeds)
+{
+    char a[37], b[37], x[37];
+    enqueue("one", PK_PRIO_NORMAL, 0, a);
+    now_ns += MS;
+    enqueue("one", PK_PRIO_NORMAL, 0, b);
+    now_ns += MS;
+    enqueue("noop", PK_PRIO_LOW, 0, x);
+    pk_task t1, t2, t3;
+    cr_assert(claim("w1", &t1));
+    cr_assert_str_eq(t1.id, a);
+    cr_assert(claim("w2", &t2), "the limited task is skipped, the next one is handed out");
+    cr_assert_str_eq(t2.id, x);
+    cr_assert_not(claim("w3", &t3), "concurrency 1: the second 'one' waits");
+    cr_assert_str_eq(state_of(b), "queued", "deferred, not lost");
+    int64_t wake;
+    cr_assert_null(q->ops->next_wakeup(q, &wake));
+    cr_assert_eq(wake, now_ns + 50 * MS, "offered again after the retry interval");
+    cr_assert_null(q->ops->complete(q, a, "w1", NULL));
+    now_ns += 50 * MS;
+    cr_assert(claim("w3", &t3));
+    cr_assert_str_eq(t3.id, b);
+    pk_task_free(&t1);
+    pk_task_free(&t2);
+    pk_task_free(&t3);
+}
+
+QTEST(concurrency_limit_ignores_expired_leases)
+{
+    char a[37], b[37];
+    enqueue("one", PK_PRIO_NORMAL, 0, a);
+    enqueue("one", PK_PRIO_NORMAL, 0, b);
+    pk_task t1, t2;
+    cr_assert(claim("w1", &t1));
+    now_ns += 11 * SEC; /* w1's lease expired (not reclaimed yet): it no longer counts */
+    cr_assert(claim("w2", &t2));
+    cr_assert_str_eq(t2.id, b);
+    pk_task_free(&t1);
+    pk_task_free(&t2);
+}
+
+QTEST(rate_limit_gcra_with_burst)
+{
+    /* rl: 2/s, burst 1: one start per 500 ms */
+    for (int i = 0; i < 3; i++) {
+        char id[37];
+        enqueue("rl", PK_PRIO_NORMAL, 0, id);
+    }
+    int64_t t0 = now_ns;
+    pk_task t;
+    cr_assert(claim("w", &t));
+    pk_task_free(&t);
+    cr_assert_not(claim("w", &t), "the second start must wait 500 ms");
+    int64_t wake;
+    cr_assert_null(q->ops->next_wakeup(q, &wake));
+    cr_assert_eq(wake, t0 + 500 * MS);
+    now_ns = t0 + 499 * MS;
+    cr_assert_not(claim("w", &t));
+    now_ns = t0 + 500 * MS;
+    cr_assert(claim("w", &t));
+    pk_task_free(&t);
+    cr_assert_not(claim("w", &t));
+    now_ns = t0 + 1000 * MS;
+    cr_assert(claim("w", &t));
+    pk_task_free(&t);
+    /* rb: 1/s, burst 3: three at once, the fourth one second later */
+    for (int i = 0; i < 4; i++) {
+        char id[37];
+        enqueue("rb", PK_PRIO_NORMAL, 0, id);
+    }
+    int64_t t1 = now_ns;
+    for (int i = 0; i < 3; i++) {
+        cr_assert(claim("w", &t), "burst start %d", i);
+        pk_task_free(&t);
+    }
+    cr_assert_not(claim("w", &t));
+    now_ns = t1 + SEC;
+    cr_assert(claim("w", &t));
+    cr_assert_str_eq(t.type, "rb");
+    pk_task_free(&t);
+}
+
+QTEST(next_wakeup_reports_leases_and_nothing)
+{
+    int64_t wake;
+    cr_assert_null(q->ops->next_wakeup(q, &wake));
+    cr_assert_eq(wake, INT64_MAX, "nothing pending");
+    char id[37];
+    enqueue("noop", PK_PRIO_NORMAL, 0, id);
+    cr_assert_null(q->ops->next_wakeup(q, &wake));
+    cr_assert_leq(wake, now_ns, "a ready task: now");
+    pk_task t;
+    cr_assert(claim("w", &t));
+    cr_assert_null(q->ops->next_wakeup(q, &wake));
+    cr_assert_eq(wake, now_ns + 10 * SEC, "the lease expiry");
+    pk_task_free(&t);
+}
+
+QTEST(json_document_shape)
+{
+    pk_task_input in = {.type = "noop",
+                        .queue = "mail",
+                        .priority = PK_PRIO_HIGH,
+                        .payload_json = "{\"to\":\"a/b\"}",
+                        .idempotency_key = "k",
+                        .trace_context = "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"};
+    pk_buf b = PK_BUF_INIT;
+    char id[37];
+    cr_assert_null(q->ops->enqueue(q, &in, &b, NULL, id));
+    char want[1024];
+    snprintf(want, sizeof want,
+             "{\"id\":\"%s\",\"type\":\"noop\",\"queue\":\"mail\",\"priority\":\"high\",\"state\":\"queued\","
+             "\"payload\":{\"to\":\"a/b\"},\"attempts\":0,\"max_attempts\":3,\"idempotency_key\":\"k\","
+             "\"not_before\":\"2027-01-15T08:00:00.000Z\",\"timeout_ms\":30000,\"lease_ms\":10000,"
+             "\"trace_context\":\"00-0123456789abcdef0123456789abcdef-0123456789abcdef-01\",\"progress\":0,"
+             "\"cancel_requested\":false,\"result\":null,\"error\":null,\"errors\":[],"
+             "\"created_at\":\"2027-01-15T08:00:00.000Z\",\"started_at\":null,\"finished_at\":null,"
+             "\"updated_at\":\"2027-01-15T08:00:00.000Z\"}",
+             id);
+    cr_assert_str_eq(b.data, want);
+    pk_buf_free(&b);
+    pk_task t;
+    cr_assert(claim("w", &t));
+    cr_assert_str_eq(t.trace_context, in.trace_context);
+    cr_assert_str_eq(t.queue, "mail");
+    cr_assert_eq(t.priority, PK_PRIO_HIGH);
+    cr_assert_eq(t.created_ns, now_ns);
+    now_ns += 1500 * MS;
+    cr_assert_null(q->ops->fail(q, id, "w", "quote \" and / slash", true, NULL));
+    cJSON *j = get(id);
+    cJSON *e0 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "errors"), 0);
+    cr_assert_str_eq(cJSON_GetObjectItem(e0, "error")->valuestring, "quote \" and / slash");
+    cr_assert_str_eq(cJSON_GetObjectItem(e0, "at")->valuestring, "2027-01-15T08:00:01.500Z");
+    cr_assert_str_eq(cJSON_GetObjectItem(j, "not_before")->valuestring, "2027-01-15T08:00:02.000Z",
+                     "retry at +500 ms (jitter 0.5 of 1 s)");
+    cJSON_Delete(j);
+    pk_task_free(&t);
+    cr_assert_null(q->ops->get(q, id, NULL));
+}
+
+/* Two queue handles (as two processes would have) and four claiming threads: every task is claimed
+ * exactly once while its lease is valid. */
 typedef struct claimer {
     pk_queue *q;
     char name[16];
@@ -562,19 +822,11 @@ static void *claim_all(void *p)
     }
 }
 
-Test(queue, concurrent_claims_never_share_a_task)
+static void run_claimers(pk_queue *a, pk_queue *b)
 {
-    char path[] = "/tmp/pake-queue-test-XXXXXX";
-    cr_assert_not_null(mkdtemp(path));
-    char file[64];
-    snprintf(file, sizeof file, "%s/q.db", path);
-    pk_queue_config c = {.path = file};
-    pk_queue *a, *b;
-    cr_assert_null(pk_queue_open_sqlite(&c, &a));
-    cr_assert_null(pk_queue_open_sqlite(&c, &b));
     enum { N = 300 };
     for (int i = 0; i < N; i++) {
-        pk_task_input in = {.type = "noop", .priority = i % 4};
+        pk_task_input in = {.type = "noop", .priority = i % 4, .queue = i % 3 ? "default" : "other"};
         cr_assert_null(a->ops->enqueue(a, &in, NULL, NULL, NULL));
     }
     claimer cl[4];
@@ -597,12 +849,203 @@ Test(queue, concurrent_claims_never_share_a_task)
                     cr_assert_str_neq(cl[i].got[k], cl[j].got[m]);
     for (int i = 0; i < 4; i++)
         free(cl[i].got);
+}
+
+Test(queue, concurrent_claims_never_share_a_task, .init = setup_sqlite, .fini = teardown)
+{
+    char path[] = "/tmp/pake-queue-test-XXXXXX";
+    cr_assert_not_null(mkdtemp(path));
+    char file[64];
+    snprintf(file, sizeof file, "%s/q.db", path);
+    pk_queue_config c = {.path = file};
+    pk_queue *a, *b;
+    cr_assert_null(pk_queue_open_sqlite(&c, &a));
+    cr_assert_null(pk_queue_open_sqlite(&c, &b));
+    run_claimers(a, b);
     pk_queue_close(a);
     pk_queue_close(b);
     char cmd[96];
     snprintf(cmd, sizeof cmd, "rm -rf %s", path);
     cr_assert_eq(system(cmd), 0);
 }
+
+RTEST(concurrent_claims_never_share_a_task)
+{
+    NEED_QUEUE();
+    pk_redis *r2 = redis_client();
+    char p2[64];
+    snprintf(p2, sizeof p2, "t%dc:", (int)getpid());
+    pk_queue_config c = {.redis = rc, .redis_prefix = p2};
+    pk_queue *a, *b;
+    cr_assert_null(pk_queue_open_redis(&c, &a));
+    c.redis = r2;
+    cr_assert_null(pk_queue_open_redis(&c, &b));
+    run_claimers(a, b);
+    pk_queue_close(a);
+    pk_queue_close(b);
+    pk_redis_free(r2);
+}
+
+/* ---- Redis only ---- */
+
+static redisReply *rcmd(int argc, const char **argv)
+{
+    redisReply *r = NULL;
+    pk_err *e = pk_redis_call(rc, 0, 0, &r, argc, argv, NULL);
+    cr_assert_null(e, "%s", e ? e->message : "");
+    return r;
+}
+
+static long long rint_cmd(int argc, const char **argv)
+{
+    redisReply *r = rcmd(argc, argv);
+    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    freeReplyObject(r);
+    return v;
+}
+
+/* Deletes every key of this test's prefix (what a Redis restart without persistence does to it). */
+static void wipe_prefix(void)
+{
+    char pat[80];
+    snprintf(pat, sizeof pat, "%s*", prefix);
+    const char *argv[] = {"KEYS", pat};
+    redisReply *r = rcmd(2, argv);
+    for (size_t i = 0; i < r->elements; i++) {
+        const char *del[] = {"DEL", r->element[i]->str};
+        freeReplyObject(rcmd(2, del));
+    }
+    freeReplyObject(r);
+}
+
+RTEST(nogroup_recovery_after_stream_or_all_keys_vanish)
+{
+    NEED_QUEUE();
+    char a[37], b[37], c[37];
+    enqueue("noop", PK_PRIO_NORMAL, 0, a);
+    pk_task t;
+    cr_assert(claim("w", &t));
+    cr_assert_null(q->ops->complete(q, a, "w", NULL));
+    pk_task_free(&t);
+    /* the stream (and its group) vanish: the next claim recreates the group and goes on */
+    char key[96];
+    snprintf(key, sizeof key, "%sq:s:default:2", prefix);
+    const char *del[] = {"DEL", key};
+    cr_assert_eq(rint_cmd(2, del), 1);
+    cr_assert_not(claim("w", &t));
+    enqueue("noop", PK_PRIO_NORMAL, 0, b);
+    cr_assert(claim("w", &t), "NOGROUP recovered");
+    cr_assert_str_eq(t.id, b);
+    pk_task_free(&t);
+    /* everything vanishes */
+    wipe_prefix();
+    cr_assert_not(claim("w", &t));
+    enqueue("noop", PK_PRIO_NORMAL, 0, c);
+    cr_assert(claim("w", &t));
+    cr_assert_str_eq(t.id, c);
+    cr_assert_null(q->ops->complete(q, c, "w", NULL));
+    pk_task_free(&t);
+}
+
+RTEST(dead_letters_go_to_the_dead_stream_and_streams_hold_only_live_entries)
+{
+    NEED_QUEUE();
+    pk_task_input in = {.type = "noop", .priority = PK_PRIO_NORMAL, .max_attempts = 1};
+    char id[37], ok[37];
+    cr_assert_null(q->ops->enqueue(q, &in, NULL, NULL, id));
+    enqueue("noop", PK_PRIO_NORMAL, 0, ok);
+    char skey[96], dkey[96];
+    snprintf(skey, sizeof skey, "%sq:s:default:2", prefix);
+    snprintf(dkey, sizeof dkey, "%sq:dead", prefix);
+    const char *xlen[] = {"XLEN", skey}, *dlen[] = {"XLEN", dkey};
+    cr_assert_eq(rint_cmd(2, xlen), 2);
+    pk_task t, t2;
+    cr_assert(claim("w", &t));
+    cr_assert(claim("w", &t2));
+    cr_assert_eq(rint_cmd(2, xlen), 2, "running entries stay (pending) until they settle");
+    cr_assert_null(q->ops->fail(q, id, "w", "fatal", true, NULL));
+    cr_assert_null(q->ops->complete(q, ok, "w", NULL));
+    cr_assert_eq(rint_cmd(2, xlen), 0, "settled entries are acknowledged and deleted");
+    cr_assert_eq(rint_cmd(2, dlen), 1);
+    cr_assert_str_eq(state_of(id), "dead");
+    char tkey[160];
+    snprintf(tkey, sizeof tkey, "%sq:t:%s", prefix, ok);
+    const char *ttl[] = {"PTTL", tkey};
+    long long left = rint_cmd(2, ttl);
+    cr_assert(left > 0 && left <= 7LL * 86400 * 1000, "finished records expire (%lld)", left);
+    pk_task_free(&t);
+    pk_task_free(&t2);
+}
+
+static void *enqueue_later(void *p)
+{
+    (void)p;
+    struct timespec ts = {0, 100 * 1000000}; /* lets the waiter block first (not required for correctness) */
+    nanosleep(&ts, NULL);
+    pk_task_input in = {.type = "noop", .priority = PK_PRIO_LOW};
+    cr_assert_null(q->ops->enqueue(q, &in, NULL, NULL, NULL));
+    return NULL;
+}
+
+static int64_t mono_ms(void)
+{
+    return pk_mono_ns() / 1000000;
+}
+
+RTEST(wait_wakes_on_new_work_and_times_out)
+{
+    NEED_QUEUE();
+    cr_assert_not_null(q->ops->wait);
+    int64_t t0 = mono_ms();
+    cr_assert_null(q->ops->wait(q, 150));
+    int64_t idle = mono_ms() - t0;
+    cr_assert(idle >= 100 && idle < 2000, "nothing to do: waits about the timeout (%lld ms)",
+              (long long)idle);
+    pthread_t th;
+    pthread_create(&th, NULL, enqueue_later, NULL);
+    t0 = mono_ms();
+    cr_assert_null(q->ops->wait(q, 10000));
+    int64_t woke = mono_ms() - t0;
+    pthread_join(th, NULL);
+    cr_assert(woke < 5000, "woken by the enqueue, not the 10 s timeout (%lld ms)", (long long)woke);
+    pk_task t;
+    cr_assert(claim("w", &t));
+    pk_task_free(&t);
+    /* a delayed task: the wait ends at its due time (fake clock: 200 ms ahead) */
+    char id[37];
+    enqueue("noop", PK_PRIO_NORMAL, now_ns + 200 * MS, id);
+    t0 = mono_ms();
+    cr_assert_null(q->ops->wait(q, 10000));
+    woke = mono_ms() - t0;
+    cr_assert(woke < 5000, "woken at the due time (%lld ms)", (long long)woke);
+    /* ready work: returns at once */
+    now_ns += 200 * MS;
+    t0 = mono_ms();
+    cr_assert_null(q->ops->wait(q, 10000));
+    cr_assert(mono_ms() - t0 < 5000);
+    cr_assert(claim("w", &t));
+    cr_assert_str_eq(t.id, id);
+    pk_task_free(&t);
+}
+
+RTEST(redis_down_is_a_retryable_queue_error)
+{
+    NEED_QUEUE();
+    pk_redis_config rcfg = {.url = "redis://127.0.0.1:1/0", .connect_timeout_ms = 200};
+    pk_redis *dead = NULL;
+    cr_assert_null(pk_redis_new(&rcfg, &dead));
+    pk_queue_config c = {.redis = dead};
+    pk_queue *dq;
+    cr_assert_null(pk_queue_open_redis(&c, &dq));
+    pk_task t;
+    pk_err *e = dq->ops->claim(dq, "w", NULL, 0, &t);
+    cr_assert(e && pk_err_is(e, "queue_error") && e->status == 503 && e->retryable);
+    pk_err_free(e);
+    pk_queue_close(dq);
+    pk_redis_free(dead);
+}
+
+/* ---- worker registry (SQLite; the Redis one is tests/unit/test_queue_redis_workers.c: Redis's clock) */
 
 static void beat(const char *name, const char *kind, int busy)
 {
@@ -614,7 +1057,7 @@ static void beat(const char *name, const char *kind, int busy)
     cr_assert_null(e, "%s", e ? e->message : "");
 }
 
-Test(queue, worker_registry_beats_lists_forgets_and_leaves)
+Test(queue, worker_registry_beats_lists_forgets_and_leaves, .init = setup_sqlite, .fini = teardown)
 {
     pk_queue_worker_info *ws = NULL;
     size_t n = 99;

@@ -1,0 +1,1299 @@
+/*
+ * queue_redis: the distributed task queue on Redis Streams, the same contract as queue_sqlite.c
+ * (queue.h): same states, leases, idempotency, JSON output and error codes, so `pake worker`
+ * processes on any machine share one queue.
+ *
+ * Model. Every operation is ONE Lua script (EVALSHA; NOSCRIPT reloads it, redis.h), so each state
+ * transition is atomic in Redis and costs one round trip: enqueue, claim, heartbeat, complete, fail,
+ * cancel, retry, reclaim, stats, list and next_wakeup are one EVALSHA each, get is one HGETALL, and
+ * `wait` is one EVALSHA plus one blocking XREAD on a dedicated connection. Keys (P = redis_prefix +
+ * "q:", default "pake:q:"):
+ *
+ *   P t:<id>           hash, the task record (the source of truth; fields are short names, times are
+ *                      integer MICROseconds of the configured clock: exact in Lua's doubles)
+ *   P s:<queue>:<prio> stream of ready entries {id}, consumer group "g", one consumer "c"
+ *   P queues           set of queue names (the streams to read)
+ *   P delayed          zset id -> due time: scheduled, retrying and limit-deferred tasks
+ *   P running          zset id -> lease expiry: the lease table reclaim and next_wakeup read
+ *   P lr:<type>        zset id -> lease expiry, running tasks of a type with a concurrency limit
+ *   P tat:<type>       GCRA theoretical arrival time of a rate-limited type (expires when idle)
+ *   P limits           hash type -> "concurrency rate burst" (written at open, see below)
+ *   P i:<key>          idempotency key -> task id (with a TTL)
+ *   P index            zset id -> creation sequence (P seq): listing, newest first
+ *   P finished         zset "state|prio|queue|id" -> finish time: what purge deletes
+ *   P counts           hash "queue:prio:state" -> count: stats without scanning records
+ *   P dead             stream: dead-letter log {id, error}, capped (MAXLEN ~ 10000)
+ *   P wake             stream (MAXLEN 1): a tick when a queue appears or a new earliest due time
+ *   P workers          zset name -> last beat (Redis time), and P workers:info, hash name -> JSON: the
+ *                      worker registry (queue_redis_workers.c)
+ *
+ * Claim. The script first promotes due tasks from `delayed` into their stream (so a delayed task is
+ * never held unacknowledged by anyone), then reads streams in strict priority order (critical, high,
+ * normal, low; queues of one priority round-robin by a per-call counter) with XREADGROUP COUNT 1
+ * (non-blocking), checks the record (an entry whose task is no longer claimable, e.g. cancelled, is
+ * acknowledged and dropped), applies the per-type limits and marks the task running. One entry per
+ * call: a claim is one round trip whatever the queue depth; a COUNT>1 batch claim would save round
+ * trips per task but give leases to tasks a worker may not start for a while, so it is not done.
+ *
+ * Leases. The lease expiry is stored in the record and in `running`, computed from the configured
+ * clock, and reclaim_expired takes expired ones from `running` (ZRANGEBYSCORE). Why not XAUTOCLAIM:
+ * its idle time is Redis's own clock (tests could not drive it), it scans stream by stream, and leases
+ * differ per type, while one zset answers "which lease expires first" across all streams in O(log n)
+ * (next_wakeup needs that too). The running task's entry stays in the group's PEL until it settles
+ * (heartbeat also XCLAIMs it JUSTID, so XPENDING's idle time shows liveness to operators), and every
+ * settle does XACK + XDEL. A reclaimed task gets a fresh entry at the tail of its stream, or goes dead
+ * (record state dead with its error history, plus an entry in the dead-letter stream) when that was
+ * its last attempt. Completion calls check state = running and worker in the record inside the
+ * script, so a stale worker gets "lease_lost".
+ *
+ * Memory bounds. A stream holds only live entries: ready ones and the running ones' PEL entries (every
+ * settle, cancel and deferral XDELs its entry), so no trimming is needed and nothing pending is ever
+ * trimmed. Finished records get a TTL of keep_finished_ms and are also deleted (with their index,
+ * finished and count entries) by purge; the index drops ids whose record expired when list meets
+ * them. Idempotency keys expire (TTL + keep_finished + delay), TAT keys expire when idle, the
+ * dead-letter and wake streams are capped.
+ *
+ * Limits. cfg->limits are written to P limits at open (by a process that has any: the last one to
+ * start wins; the same --task-limits on every worker is the intended use). The claim script checks the
+ * candidate's type: concurrency = ZCOUNT of unexpired leases in P lr:<type>; rate = GCRA on P
+ * tat:<type>. A task over its limit is not handed out: its entry is dropped and the task is deferred
+ * into `delayed` until the time the rate allows, or LIMIT_RETRY_MS for concurrency, and the claim goes
+ * on with the next entry.
+ *
+ * Watchdog. A stream or group that vanished (Redis restarted without persistence, a key deleted) makes
+ * XREADGROUP fail with NOGROUP: the claim script recreates the group (XGROUP CREATE .. 0 MKSTREAM) and
+ * reads again, so a consumer never stalls. Connection errors surface as retryable "queue_error" 503
+ * (the pool reconnects with backoff).
+ *
+ * Wait. One script promotes due tasks and returns, for every stream, the group's last-delivered id,
+ * plus the earliest due time and lease expiry; then XREAD BLOCK on all streams from those ids (and on
+ * P wake) returns as soon as any stream has an undelivered entry, or at the earliest due time, or at
+ * timeout_ms. It does not claim: the caller claims after it returns. XREAD (not XREADGROUP) so that a
+ * waiting worker never owns an entry. Blocking reads use dedicated connections (not the pool), kept in
+ * a small free list, so idle workers cannot exhaust the pool.
+ *
+ * Not cluster-ready: scripts derive their keys from the prefix (no KEYS declared, no hash tags).
+ * Type-filtered claims (types != NULL) move entries of other types to the tail of their stream; fine for
+ * a few types per queue, slow when one queue holds thousands of tasks of types nobody here handles.
+ */
+#include "core/clock.h"
+#include "core/id.h"
+#include "core/json.h"
+#include "queue/queue.h"
+#include "queue/queue_redis_workers.h"
+#include "redis/redis.h"
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LIMIT_RETRY_MS 50 /* a concurrency-limited task is offered again after this */
+#define WAIT_IDLE_CONNS 8 /* dedicated blocking connections kept for `wait` */
+
+typedef struct rq_queue {
+    pk_queue base;
+    pk_queue_config cfg;
+    pk_queue_type_lease *leases; /* owned copy */
+    pk_redis *r;
+    char prefix[160]; /* redis_prefix + "q:" */
+    atomic_uint rr;   /* round-robin start across queues of one priority */
+    pthread_mutex_t mu;
+    redisContext *idle[WAIT_IDLE_CONNS];
+    int nidle;
+} rq_queue;
+
+/* ---- scripts ----------------------------------------------------------------------------------- */
+
+/* Shared by every script. ARGV[1] prefix, [2] now (us, floor), [3] now (us, ceiling: a lease expiring
+ * at L has expired once now > L, i.e. L < ceil(now)), [4] keep_finished_ms; op arguments follow. */
+#define LUA_PRELUDE                                                                                          \
+    "local P = ARGV[1]\n"                                                                                    \
+    "local NOWS = ARGV[2]\n"                                                                                 \
+    "local NOW = tonumber(ARGV[2])\n"                                                                        \
+    "local NOWC = tonumber(ARGV[3])\n"                                                                       \
+    "local KEEP = tonumber(ARGV[4])\n"                                                                       \
+    "local G = 'g'\n"                                                                                        \
+    "local function tk(id) return P .. 't:' .. id end\n"                                                     \
+    "local function sk(q, p) return P .. 's:' .. q .. ':' .. p end\n"                                        \
+    "local function fmt(n) return string.format('%.0f', n) end\n"                                            \
+    "local function count(q, p, st, d) redis.call('HINCRBY', P .. 'counts', q .. ':' .. p .. ':' .. st, d) " \
+    "end\n"                                                                                                  \
+    "local function ready(id, q, p)\n"                                                                       \
+    "  local sid = redis.call('XADD', sk(q, p), '*', 'id', id)\n"                                            \
+    "  redis.call('HSET', tk(id), 'sid', sid)\n"                                                             \
+    "end\n"                                                                                                  \
+    "local function unready(id, q, p, sid)\n"                                                                \
+    "  if sid then\n"                                                                                        \
+    "    redis.pcall('XACK', sk(q, p), G, sid)\n"                                                            \
+    "    redis.call('XDEL', sk(q, p), sid)\n"                                                                \
+    "    redis.call('HDEL', tk(id), 'sid')\n"                                                                \
+    "  end\n"                                                                                                \
+    "end\n"                                                                                                  \
+    "local function delay(id, due)\n"                                                                        \
+    "  local first = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')\n"                             \
+    "  redis.call('ZADD', P .. 'delayed', due, id)\n"                                                        \
+    "  if not first[2] or due < tonumber(first[2]) then\n"                                                   \
+    "    redis.call('XADD', P .. 'wake', 'MAXLEN', 1, '*', 'due', fmt(due))\n"                               \
+    "  end\n"                                                                                                \
+    "end\n"                                                                                                  \
+    "local function unrun(id, ty)\n"                                                                         \
+    "  redis.call('ZREM', P .. 'running', id)\n"                                                             \
+    "  redis.call('ZREM', P .. 'lr:' .. ty, id)\n"                                                           \
+    "  redis.call('HDEL', tk(id), 'wk', 'lu')\n"                                                             \
+    "end\n"                                                                                                  \
+    "local function fin(id, q, p, old, st)\n"                                                                \
+    "  count(q, p, old, -1)\n"                                                                               \
+    "  count(q, p, st, 1)\n"                                                                                 \
+    "  redis.call('HSET', tk(id), 'st', st, 'fa', NOWS, 'ua', NOWS)\n"                                       \
+    "  redis.call('ZADD', P .. 'finished', NOW, st .. '|' .. p .. '|' .. q .. '|' .. id)\n"                  \
+    "  redis.call('PEXPIRE', tk(id), KEEP)\n"                                                                \
+    "end\n"                                                                                                  \
+    "local function dead(id, err)\n"                                                                         \
+    "  redis.call('XADD', P .. 'dead', 'MAXLEN', '~', 10000, '*', 'id', id, 'error', err)\n"                 \
+    "end\n"                                                                                                  \
+    "local function adderr(es, att, at, ej)\n"                                                               \
+    "  local item = '{\"attempt\":' .. att .. ',\"at\":\"' .. at .. '\",\"error\":' .. ej .. '}'\n"          \
+    "  if not es or es == '[]' then return '[' .. item .. ']' end\n"                                         \
+    "  return string.sub(es, 1, -2) .. ',' .. item .. ']'\n"                                                 \
+    "end\n"                                                                                                  \
+    "local function promote(n)\n"                                                                            \
+    "  local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', NOWS, 'LIMIT', 0, n)\n"               \
+    "  for _, id in ipairs(due) do\n"                                                                        \
+    "    redis.call('ZREM', P .. 'delayed', id)\n"                                                           \
+    "    local r = redis.call('HMGET', tk(id), 'st', 'qu', 'pr')\n"                                          \
+    "    local st = tonumber(r[1])\n"                                                                        \
+    "    if st == 0 or st == 1 or st == 5 then ready(id, r[2], r[3]) end\n"                                  \
+    "  end\n"                                                                                                \
+    "end\n"                                                                                                  \
+    "local function queues()\n"                                                                              \
+    "  local qs = redis.call('SMEMBERS', P .. 'queues')\n"                                                   \
+    "  table.sort(qs)\n"                                                                                     \
+    "  return qs\n"                                                                                          \
+    "end\n"
+
+/* ARGV[5] id, [6] type, [7] queue, [8] prio, [9] payload, [10] max_attempts, [11] "" or "=" idem key,
+ * [12] idem ttl ms, [13] timeout ms, [14] lease ms, [15] "" or "=" trace, [16] not_before us, [17] "1"
+ * to return the whole record. Returns {created 0|1, record or {"id", id}}. */
+static pk_redis_script S_ENQUEUE = {
+    .src = LUA_PRELUDE
+    "local id, ty, q, p = ARGV[5], ARGV[6], ARGV[7], ARGV[8]\n"
+    "local ik = ARGV[11]\n"
+    "if ik ~= '' then\n"
+    "  ik = string.sub(ik, 2)\n"
+    "  local old = redis.call('GET', P .. 'i:' .. ik)\n"
+    "  if old then\n"
+    "    local r = redis.call('HMGET', tk(old), 'st', 'ca')\n"
+    "    local st = tonumber(r[1])\n"
+    "    if st and (st == 0 or st == 1 or st == 5 or tonumber(r[2]) > NOW - tonumber(ARGV[12]) * 1000) then\n"
+    "      if ARGV[17] == '1' then return {0, redis.call('HGETALL', tk(old))} end\n"
+    "      return {0, {'id', old}}\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local nb = tonumber(ARGV[16])\n"
+    "local st = 0\n"
+    "if nb > NOW then st = 1 else nb = NOW end\n"
+    "local seq = redis.call('INCR', P .. 'seq')\n"
+    "local f = {'id', id, 'ty', ty, 'qu', q, 'pr', p, 'st', st, 'pl', ARGV[9], 'att', 0, 'ma', ARGV[10],\n"
+    "  'nb', nb, 'to', ARGV[13], 'lm', ARGV[14], 'pg', 0, 'cr', 0, 'es', '[]', 'ca', NOWS, 'ua', NOWS, "
+    "'seq', "
+    "seq}\n"
+    "if ik ~= '' then f[#f + 1] = 'ik' f[#f + 1] = ik end\n"
+    "if ARGV[15] ~= '' then f[#f + 1] = 'tc' f[#f + 1] = string.sub(ARGV[15], 2) end\n"
+    "redis.call('HSET', tk(id), unpack(f))\n"
+    "redis.call('ZADD', P .. 'index', seq, id)\n"
+    "count(q, p, st, 1)\n"
+    "if redis.call('SADD', P .. 'queues', q) == 1 then\n"
+    "  for pp = 0, 3 do redis.pcall('XGROUP', 'CREATE', sk(q, pp), G, '0', 'MKSTREAM') end\n"
+    "  redis.call('XADD', P .. 'wake', 'MAXLEN', 1, '*', 'q', q)\n"
+    "end\n"
+    "if st == 1 then delay(id, nb) else ready(id, q, p) end\n"
+    "if ik ~= '' then\n"
+    "  local ttl = math.max(1, tonumber(ARGV[12])) + KEEP + math.floor((nb - NOW) / 1000)\n"
+    "  redis.call('SET', P .. 'i:' .. ik, id, 'PX', ttl)\n"
+    "end\n"
+    "if ARGV[17] == '1' then return {1, redis.call('HGETALL', tk(id))} end\n"
+    "return {1, {'id', id}}\n"};
+
+/* ARGV[5] worker, [6] round-robin counter, [7] concurrency retry us, [8] "" or "type,type,..".
+ * Returns false or {id, type, queue, payload, trace, prio, attempts, max, timeout, lease, created, nb,
+ * started, has_trace}. */
+static pk_redis_script S_CLAIM = {
+    .src = LUA_PRELUDE
+    "promote(100)\n"
+    "local qs = queues()\n"
+    "local nq = #qs\n"
+    "if nq == 0 then return false end\n"
+    "local worker, rr, defer = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+    "local want = nil\n"
+    "if ARGV[8] ~= '' then\n"
+    "  want = {}\n"
+    "  for t in string.gmatch(ARGV[8], '[^,]+') do want[t] = true end\n"
+    "end\n"
+    "local function read(key)\n"
+    "  local res = redis.pcall('XREADGROUP', 'GROUP', G, 'c', 'COUNT', 1, 'STREAMS', key, '>')\n"
+    "  if type(res) == 'table' and res.err then\n"
+    "    if not string.find(res.err, 'NOGROUP', 1, true) then return redis.error_reply(res.err) end\n"
+    "    redis.pcall('XGROUP', 'CREATE', key, G, '0', 'MKSTREAM')\n"
+    "    res = redis.call('XREADGROUP', 'GROUP', G, 'c', 'COUNT', 1, 'STREAMS', key, '>')\n"
+    "  end\n"
+    "  if not res then return nil end\n"
+    "  local e = res[1][2][1]\n"
+    "  return e[1], e[2][2]\n"
+    "end\n"
+    /* true[, limited by concurrency] when the type may start now; else false, the time it may */
+    "local function allowed(ty)\n"
+    "  local lim = redis.call('HGET', P .. 'limits', ty)\n"
+    "  if not lim then return true, false end\n"
+    "  local c, r, b = string.match(lim, '^(%S+) (%S+) (%S+)$')\n"
+    "  c, r, b = tonumber(c), tonumber(r), tonumber(b)\n"
+    "  if c > 0 and redis.call('ZCOUNT', P .. 'lr:' .. ty, NOWC, '+inf') >= c then\n"
+    "    return false, NOW + defer\n"
+    "  end\n"
+    "  if r > 0 then\n"
+    "    local iv = 1e6 / r\n"
+    "    local tat = tonumber(redis.call('GET', P .. 'tat:' .. ty) or '0')\n"
+    "    if tat < NOW then tat = NOW end\n"
+    "    local at = tat - (b - 1) * iv\n"
+    "    if at > NOW then return false, math.ceil(at) end\n"
+    "    redis.call('SET', P .. 'tat:' .. ty, fmt(tat + iv), 'PX', math.ceil((tat + iv - NOW) / 1000) + "
+    "1000)\n"
+    "  end\n"
+    "  return true, c > 0\n"
+    "end\n"
+    "local budget = 64\n"
+    "local moved = {}\n"
+    "for p = 0, 3 do\n"
+    "  for k = 0, nq - 1 do\n"
+    "    local q = qs[(rr + k) % nq + 1]\n"
+    "    local key = sk(q, p)\n"
+    "    while budget > 0 do\n"
+    "      budget = budget - 1\n"
+    "      local sid, id = read(key)\n"
+    "      if type(sid) == 'table' then return sid end\n"
+    "      if not sid then break end\n"
+    "      local r = redis.call('HMGET', tk(id), 'st', 'sid', 'ty', 'lm', 'att', 'pl', 'tc', 'ma', 'to', "
+    "'ca', "
+    "'nb')\n"
+    "      local st = tonumber(r[1])\n"
+    "      if not st or r[2] ~= sid or not (st == 0 or st == 1 or st == 5) then\n"
+    "        redis.pcall('XACK', key, G, sid)\n"
+    "        redis.call('XDEL', key, sid)\n"
+    "      elseif want and not want[r[3]] then\n"
+    "        unready(id, q, p, sid)\n"
+    "        ready(id, q, p)\n"
+    "        if moved[id] then break end\n"
+    "        moved[id] = true\n"
+    "      else\n"
+    "        local ok, x = allowed(r[3])\n"
+    "        if not ok then\n"
+    "          unready(id, q, p, sid)\n"
+    "          redis.call('HSET', tk(id), 'nb', x)\n"
+    "          delay(id, x)\n"
+    "        else\n"
+    "          local att = tonumber(r[5]) + 1\n"
+    "          local lease = NOW + tonumber(r[4]) * 1000\n"
+    "          redis.call('HSET', tk(id), 'st', 2, 'att', att, 'wk', worker, 'lu', lease, 'sa', NOWS, 'ua', "
+    "NOWS)\n"
+    "          redis.call('HDEL', tk(id), 'fa')\n"
+    "          redis.call('ZADD', P .. 'running', lease, id)\n"
+    "          if x then redis.call('ZADD', P .. 'lr:' .. r[3], lease, id) end\n"
+    "          count(q, p, st, -1)\n"
+    "          count(q, p, 2, 1)\n"
+    "          return {id, r[3], q, r[6], r[7] or '', p, att, r[8], r[9], r[4], r[10], r[11], NOWS,\n"
+    "                  r[7] and 1 or 0}\n"
+    "        end\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return false\n"};
+
+/* ARGV[5] id, [6] worker, [7] progress or "". Returns -1 (lease lost) or the cancel flag. */
+static pk_redis_script S_HEARTBEAT = {
+    .src =
+        LUA_PRELUDE "local id = ARGV[5]\n"
+                    "local r = redis.call('HMGET', tk(id), 'st', 'wk', 'lm', 'cr', 'qu', 'pr', 'sid', 'ty')\n"
+                    "if tonumber(r[1]) ~= 2 or r[2] ~= ARGV[6] then return -1 end\n"
+                    "local lease = NOW + tonumber(r[3]) * 1000\n"
+                    "redis.call('HSET', tk(id), 'lu', lease, 'ua', NOWS)\n"
+                    "if ARGV[7] ~= '' then redis.call('HSET', tk(id), 'pg', ARGV[7]) end\n"
+                    "redis.call('ZADD', P .. 'running', lease, id)\n"
+                    "redis.call('ZADD', P .. 'lr:' .. r[8], 'XX', lease, id)\n"
+                    "if r[7] then redis.pcall('XCLAIM', sk(r[5], r[6]), G, 'c', 0, r[7], 'JUSTID') end\n"
+                    "if r[4] == '1' then return 1 end\n"
+                    "return 0\n"};
+
+/* Settles a running attempt this worker holds. ARGV[5] id, [6] worker, [7] mode: c(omplete),
+ * x (cancelled), r(elease), f(ail); [8] result JSON / error as a JSON string, [9] error text, [10] now
+ * as RFC 3339, [11] retryable 0|1, [12] jitter [0,1), [13] retry base ms, [14] retry cap ms.
+ * Returns -1 (lease lost) or the new state. */
+static pk_redis_script S_SETTLE = {
+    .src = LUA_PRELUDE
+    "local id, mode = ARGV[5], ARGV[7]\n"
+    "local r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'sid', 'ty', 'att', 'ma', 'es')\n"
+    "if tonumber(r[1]) ~= 2 or r[2] ~= ARGV[6] then return -1 end\n"
+    "local q, p = r[3], r[4]\n"
+    "unrun(id, r[6])\n"
+    "unready(id, q, p, r[5])\n"
+    "if mode == 'c' then\n"
+    "  redis.call('HSET', tk(id), 'rs', ARGV[8], 'pg', 1)\n"
+    "  fin(id, q, p, 2, 3)\n"
+    "  return 3\n"
+    "elseif mode == 'x' then\n"
+    "  fin(id, q, p, 2, 7)\n"
+    "  return 7\n"
+    "elseif mode == 'r' then\n"
+    "  redis.call('HSET', tk(id), 'st', 0, 'att', math.max(0, tonumber(r[7]) - 1), 'nb', NOWS, 'ua', NOWS)\n"
+    "  count(q, p, 2, -1)\n"
+    "  count(q, p, 0, 1)\n"
+    "  ready(id, q, p)\n"
+    "  return 0\n"
+    "end\n"
+    "local att, ma = tonumber(r[7]), tonumber(r[8])\n"
+    "local nxt = 5\n"
+    "if ARGV[11] ~= '1' then nxt = 4 elseif att >= ma then nxt = 6 end\n"
+    "redis.call('HSET', tk(id), 'er', ARGV[9], 'es', adderr(r[9], att, ARGV[10], ARGV[8]))\n"
+    "if nxt == 5 then\n"
+    "  local ceil, cap = tonumber(ARGV[13]) * 1000, tonumber(ARGV[14]) * 1000\n"
+    "  local i = 1\n"
+    "  while i < att and ceil < cap do ceil = ceil * 2 i = i + 1 end\n"
+    "  if ceil > cap then ceil = cap end\n"
+    "  local b = math.floor(tonumber(ARGV[12]) * ceil)\n"
+    "  if b >= ceil then b = ceil - 1 end\n"
+    "  if b < 0 then b = 0 end\n"
+    "  local due = NOW + b\n"
+    "  redis.call('HSET', tk(id), 'st', 5, 'nb', due, 'ua', NOWS)\n"
+    "  redis.call('HDEL', tk(id), 'fa')\n"
+    "  count(q, p, 2, -1)\n"
+    "  count(q, p, 5, 1)\n"
+    "  delay(id, due)\n"
+    "  return 5\n"
+    "end\n"
+    "redis.call('HSET', tk(id), 'nb', NOWS)\n"
+    "fin(id, q, p, 2, nxt)\n"
+    "if nxt == 6 then dead(id, ARGV[9]) end\n"
+    "return nxt\n"};
+
+/* ARGV[5] id. Returns {-404} | {-409, state} | {1, record}. */
+static pk_redis_script S_CANCEL = {.src = LUA_PRELUDE
+                                   "local id = ARGV[5]\n"
+                                   "local r = redis.call('HMGET', tk(id), 'st', 'qu', 'pr', 'sid')\n"
+                                   "local st = tonumber(r[1])\n"
+                                   "if not st then return {-404} end\n"
+                                   "if st == 0 or st == 1 or st == 5 then\n"
+                                   "  redis.call('ZREM', P .. 'delayed', id)\n"
+                                   "  unready(id, r[2], r[3], r[4])\n"
+                                   "  fin(id, r[2], r[3], st, 7)\n"
+                                   "elseif st == 2 then\n"
+                                   "  redis.call('HSET', tk(id), 'cr', 1, 'ua', NOWS)\n"
+                                   "else\n"
+                                   "  return {-409, st}\n"
+                                   "end\n"
+                                   "return {1, redis.call('HGETALL', tk(id))}\n"};
+
+/* ARGV[5] id. Returns {-404} | {-409, state} | {1, record}. */
+static pk_redis_script S_RETRY = {
+    .src = LUA_PRELUDE
+    "local id = ARGV[5]\n"
+    "local r = redis.call('HMGET', tk(id), 'st', 'qu', 'pr')\n"
+    "local st = tonumber(r[1])\n"
+    "if not st then return {-404} end\n"
+    "if st ~= 4 and st ~= 6 and st ~= 7 then return {-409, st} end\n"
+    "local q, p = r[2], r[3]\n"
+    "redis.call('ZREM', P .. 'finished', st .. '|' .. p .. '|' .. q .. '|' .. id)\n"
+    "redis.call('PERSIST', tk(id))\n"
+    "redis.call('HSET', tk(id), 'st', 0, 'att', 0, 'nb', NOWS, 'cr', 0, 'pg', 0, 'ua', NOWS)\n"
+    "redis.call('HDEL', tk(id), 'fa')\n"
+    "count(q, p, st, -1)\n"
+    "count(q, p, 0, 1)\n"
+    "ready(id, q, p)\n"
+    "return {1, redis.call('HGETALL', tk(id))}\n"};
+
+/* ARGV[5] now as RFC 3339. Returns how many expired leases were settled (at most 100 per call). */
+static pk_redis_script S_RECLAIM = {
+    .src = LUA_PRELUDE
+    "local ids = redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', '(' .. ARGV[3], 'LIMIT', 0, 100)\n"
+    "local n = 0\n"
+    "for _, id in ipairs(ids) do\n"
+    "  local r = redis.call('HMGET', tk(id), 'st', 'cr', 'att', 'ma', 'qu', 'pr', 'sid', 'ty', 'es')\n"
+    "  redis.call('ZREM', P .. 'running', id)\n"
+    "  if tonumber(r[1]) == 2 then\n"
+    "    local q, p = r[5], r[6]\n"
+    "    unrun(id, r[8])\n"
+    "    unready(id, q, p, r[7])\n"
+    "    n = n + 1\n"
+    "    if r[2] == '1' then\n"
+    "      fin(id, q, p, 2, 7)\n"
+    "    else\n"
+    "      redis.call('HSET', tk(id), 'er', 'lease expired', 'es', adderr(r[9], r[3], ARGV[5], "
+    "'\"lease expired\"'))\n"
+    "      if tonumber(r[3]) >= tonumber(r[4]) then\n"
+    "        fin(id, q, p, 2, 6)\n"
+    "        dead(id, 'lease expired')\n"
+    "      else\n"
+    "        redis.call('HSET', tk(id), 'st', 0, 'nb', NOWS, 'ua', NOWS)\n"
+    "        count(q, p, 2, -1)\n"
+    "        count(q, p, 0, 1)\n"
+    "        ready(id, q, p)\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return n\n"};
+
+/* Ready entries of a stream: its length minus the group's pending count. */
+#define LUA_READY_COUNT                                                                                      \
+    "local function nready(key)\n"                                                                           \
+    "  local len = redis.call('XLEN', key)\n"                                                                \
+    "  if len == 0 then return 0 end\n"                                                                      \
+    "  local pe = redis.pcall('XPENDING', key, G)\n"                                                         \
+    "  if type(pe) == 'table' and not pe.err then return len - pe[1] end\n"                                  \
+    "  return len\n"                                                                                         \
+    "end\n"                                                                                                  \
+    "local function delivered(key)\n"                                                                        \
+    "  local gs = redis.pcall('XINFO', 'GROUPS', key)\n"                                                     \
+    "  if type(gs) == 'table' and not gs.err then\n"                                                         \
+    "    for _, g in ipairs(gs) do\n"                                                                        \
+    "      local name, last = nil, nil\n"                                                                    \
+    "      for i = 1, #g, 2 do\n"                                                                            \
+    "        if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + "   \
+    "1] "                                                                                                    \
+    "end\n"                                                                                                  \
+    "      end\n"                                                                                            \
+    "      if name == G then return last end\n"                                                              \
+    "    end\n"                                                                                              \
+    "  end\n"                                                                                                \
+    "  return '0-0'\n"                                                                                       \
+    "end\n"
+
+/* Returns the earliest time (us) something may be claimable, "" when nothing is pending. */
+static pk_redis_script S_NEXT_WAKEUP = {
+    .src = LUA_PRELUDE LUA_READY_COUNT
+    "local best = nil\n"
+    "for _, q in ipairs(queues()) do\n"
+    "  for p = 0, 3 do\n"
+    "    if nready(sk(q, p)) > 0 then return NOWS end\n"
+    "  end\n"
+    "end\n"
+    "local d = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')\n"
+    "if d[2] then best = tonumber(d[2]) end\n"
+    "local r = redis.call('ZRANGE', P .. 'running', 0, 0, 'WITHSCORES')\n"
+    "if r[2] and (not best or tonumber(r[2]) < best) then best = tonumber(r[2]) end\n"
+    "if not best then return '' end\n"
+    "return fmt(best)\n"};
+
+/* Returns {counts (flat hash), rows {queue, prio, ready, oldest nb us}...}. */
+static pk_redis_script S_STATS = {
+    .src = LUA_PRELUDE LUA_READY_COUNT
+    "promote(1000)\n"
+    "local rows = {}\n"
+    "for _, q in ipairs(queues()) do\n"
+    "  for p = 0, 3 do\n"
+    "    local key = sk(q, p)\n"
+    "    local n = nready(key)\n"
+    "    if n > 0 then\n"
+    "      local oldest = '0'\n"
+    "      local e = redis.call('XRANGE', key, '(' .. delivered(key), '+', 'COUNT', 1)\n"
+    "      if e[1] then oldest = redis.call('HGET', tk(e[1][2][2]), 'nb') or '0' end\n"
+    "      rows[#rows + 1] = {q, p, n, oldest}\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return {redis.call('HGETALL', P .. 'counts'), rows}\n"};
+
+/* Returns {earliest due us or "", earliest lease us or "", {key, last id, ...}} after promoting. */
+static pk_redis_script S_WAIT_PREP = {.src = LUA_PRELUDE LUA_READY_COUNT
+                                      "promote(100)\n"
+                                      "local out = {}\n"
+                                      "for _, q in ipairs(queues()) do\n"
+                                      "  for p = 0, 3 do\n"
+                                      "    local key = sk(q, p)\n"
+                                      "    out[#out + 1] = key\n"
+                                      "    out[#out + 1] = delivered(key)\n"
+                                      "  end\n"
+                                      "end\n"
+                                      "local w = redis.call('XREVRANGE', P .. 'wake', '+', '-', 'COUNT', 1)\n"
+                                      "out[#out + 1] = P .. 'wake'\n"
+                                      "out[#out + 1] = w[1] and w[1][1] or '0-0'\n"
+                                      "local d = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')\n"
+                                      "local r = redis.call('ZRANGE', P .. 'running', 0, 0, 'WITHSCORES')\n"
+                                      "return {d[2] or '', r[2] or '', out}\n"};
+
+/* ARGV[5] cursor ("" = newest), [6] limit, [7] state (-1 any), [8] type or "", [9] queue or "".
+ * Returns {next cursor or "", record...}. Scans at most 5000 index entries per page: a page of a
+ * selective filter may be short (even empty) but then carries a cursor to go on from. */
+static pk_redis_script S_LIST = {
+    .src = LUA_PRELUDE
+    "local maxs = '+inf'\n"
+    "if ARGV[5] ~= '' then maxs = '(' .. ARGV[5] end\n"
+    "local limit, stf, tyf, quf = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9]\n"
+    "local items, cursor, last, scanned = {}, '', nil, 0\n"
+    "while true do\n"
+    "  if scanned >= 5000 then cursor = last or '' break end\n"
+    "  local batch = redis.call('ZREVRANGEBYSCORE', P .. 'index', maxs, '-inf', 'WITHSCORES', 'LIMIT', 0, "
+    "200)\n"
+    "  if #batch == 0 then break end\n"
+    "  local done = false\n"
+    "  for i = 1, #batch, 2 do\n"
+    "    local id = batch[i]\n"
+    "    scanned = scanned + 1\n"
+    "    local r = redis.call('HMGET', tk(id), 'st', 'ty', 'qu')\n"
+    "    if not r[1] then\n"
+    "      redis.call('ZREM', P .. 'index', id)\n"
+    "    elseif (stf < 0 or tonumber(r[1]) == stf) and (tyf == '' or r[2] == tyf) and (quf == '' or r[3] == "
+    "quf) then\n"
+    "      if #items == limit then cursor = last done = true break end\n"
+    "      items[#items + 1] = redis.call('HGETALL', tk(id))\n"
+    "    end\n"
+    "    last = batch[i + 1]\n"
+    "  end\n"
+    "  if done then break end\n"
+    "  maxs = '(' .. batch[#batch]\n"
+    "end\n"
+    "local out = {cursor}\n"
+    "for _, it in ipairs(items) do out[#out + 1] = it end\n"
+    "return out\n"};
+
+/* Deletes up to 500 finished tasks older than keep_finished_ms. Returns how many. */
+static pk_redis_script S_PURGE = {.src = LUA_PRELUDE
+                                  "local ms = redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', '(' .. "
+                                  "fmt(NOW - KEEP * 1000), 'LIMIT', 0, "
+                                  "500)\n"
+                                  "for _, m in ipairs(ms) do\n"
+                                  "  local st, p, q, id = string.match(m, '^(%d+)|(%d+)|([^|]+)|(.+)$')\n"
+                                  "  redis.call('ZREM', P .. 'finished', m)\n"
+                                  "  if id then\n"
+                                  "    count(q, p, st, -1)\n"
+                                  "    redis.call('ZREM', P .. 'index', id)\n"
+                                  "    redis.call('DEL', tk(id))\n"
+                                  "  end\n"
+                                  "end\n"
+                                  "return #ms\n"};
+
+static pk_redis_script *const ALL_SCRIPTS[] = {&S_ENQUEUE, &S_CLAIM, &S_HEARTBEAT, &S_SETTLE,
+                                               &S_CANCEL,  &S_RETRY, &S_RECLAIM,   &S_NEXT_WAKEUP,
+                                               &S_STATS,   &S_LIST,  &S_WAIT_PREP, &S_PURGE};
+static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
+static void scripts_init(void)
+{
+    for (size_t i = 0; i < sizeof ALL_SCRIPTS / sizeof *ALL_SCRIPTS; i++)
+        pk_redis_script_init(ALL_SCRIPTS[i]);
+}
+
+/* ---- plumbing ------------------------------------------------------------------------------- */
+
+static int64_t real_wall(void *ctx)
+{
+    (void)ctx;
+    return pk_wall_ns();
+}
+static const pk_clock real_wall_clock = {real_wall, NULL};
+
+static double default_random(void *ud)
+{
+    (void)ud;
+    return pk_rand_unit();
+}
+
+static int64_t now_ns(rq_queue *q)
+{
+    return pk_clock_now(q->cfg.clock);
+}
+
+/* A Redis failure as the queue's error: 503 and retryable unless Redis answered with an error. */
+static pk_err *rq_err(pk_err *cause, const char *what)
+{
+    bool transient = !pk_err_is(cause, "redis_error");
+    pk_err *e = pk_err_wrap(cause, "queue_error", transient ? 503 : 500, "the task queue failed (%s)", what);
+    e->retryable = transient;
+    return e;
+}
+
+static pk_err *lease_lost(const char *id)
+{
+    return pk_err_new("lease_lost", 409, "task '%s' is no longer held by this worker", id);
+}
+
+#define MAX_OP_ARGS 13
+
+/* Runs a script with the common arguments (prefix, now, now ceiling, keep) then `args`. */
+static pk_err *rq_eval(rq_queue *q, pk_redis_script *s, const char *what, int64_t now, int nargs,
+                       const char *const *args, redisReply **out)
+{
+    char now_us[24], nowc_us[24], keep[24];
+    snprintf(now_us, sizeof now_us, "%lld", (long long)(now / 1000));
+    snprintf(nowc_us, sizeof nowc_us, "%lld", (long long)((now + 999) / 1000));
+    snprintf(keep, sizeof keep, "%lld", (long long)q->cfg.keep_finished_ms);
+    const char *argv[4 + MAX_OP_ARGS] = {q->prefix, now_us, nowc_us, keep};
+    for (int i = 0; i < nargs; i++)
+        argv[4 + i] = args[i];
+    pk_err *e = pk_redis_eval(q->r, 0, s, 0, 4 + nargs, argv, NULL, out);
+    return e ? rq_err(e, what) : NULL;
+}
+
+static int64_t rep_int(const redisReply *r)
+{
+    if (!r) return 0;
+    if (r->type == REDIS_REPLY_INTEGER) return r->integer;
+    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) return strtoll(r->str, NULL, 10);
+    return 0;
+}
+
+static bool rep_is_str(const redisReply *r)
+{
+    return r && r->type == REDIS_REPLY_STRING;
+}
+
+/* A field of a flat HGETALL reply, or NULL. */
+static const redisReply *field(const redisReply *h, const char *name)
+{
+    if (!h || h->type != REDIS_REPLY_ARRAY) return NULL;
+    for (size_t i = 0; i + 1 < h->elements; i += 2)
+        if (rep_is_str(h->element[i]) && !strcmp(h->element[i]->str, name)) return h->element[i + 1];
+    return NULL;
+}
+
+/* ---- JSON output (the same document queue_sqlite.c writes) -------------------------------------- */
+
+static void jw_text(pk_jw *w, const redisReply *v)
+{
+    if (!rep_is_str(v)) return pk_jw_null(w);
+    pk_jw_strn(w, v->str, v->len);
+}
+static void jw_raw(pk_jw *w, const redisReply *v)
+{
+    if (!rep_is_str(v)) return pk_jw_null(w);
+    pk_jw_raw(w, v->str, v->len);
+}
+static void jw_time(pk_jw *w, const redisReply *v)
+{
+    if (!rep_is_str(v)) return pk_jw_null(w);
+    char ts[PK_RFC3339_LEN];
+    pk_rfc3339(strtoll(v->str, NULL, 10) * 1000, ts);
+    pk_jw_str(w, ts);
+}
+
+static void task_json(pk_buf *out, const redisReply *h)
+{
+    pk_jw w;
+    pk_jw_init(&w, out);
+    pk_jw_obj_open(&w);
+    pk_jw_key(&w, "id");
+    jw_text(&w, field(h, "id"));
+    pk_jw_key(&w, "type");
+    jw_text(&w, field(h, "ty"));
+    pk_jw_key(&w, "queue");
+    jw_text(&w, field(h, "qu"));
+    pk_jw_key(&w, "priority");
+    pk_jw_str(&w, pk_task_priority_name((int)rep_int(field(h, "pr"))));
+    pk_jw_key(&w, "state");
+    pk_jw_str(&w, pk_task_state_name((pk_task_state)rep_int(field(h, "st"))));
+    pk_jw_key(&w, "payload");
+    jw_raw(&w, field(h, "pl"));
+    pk_jw_key(&w, "attempts");
+    pk_jw_int(&w, rep_int(field(h, "att")));
+    pk_jw_key(&w, "max_attempts");
+    pk_jw_int(&w, rep_int(field(h, "ma")));
+    pk_jw_key(&w, "idempotency_key");
+    jw_text(&w, field(h, "ik"));
+    pk_jw_key(&w, "not_before");
+    jw_time(&w, field(h, "nb"));
+    pk_jw_key(&w, "timeout_ms");
+    pk_jw_int(&w, rep_int(field(h, "to")));
+    pk_jw_key(&w, "lease_ms");
+    pk_jw_int(&w, rep_int(field(h, "lm")));
+    pk_jw_key(&w, "trace_context");
+    jw_text(&w, field(h, "tc"));
+    pk_jw_key(&w, "progress");
+    const redisReply *pg = field(h, "pg");
+    pk_jw_num(&w, rep_is_str(pg) ? strtod(pg->str, NULL) : 0);
+    pk_jw_key(&w, "cancel_requested");
+    pk_jw_bool(&w, rep_int(field(h, "cr")) != 0);
+    pk_jw_key(&w, "result");
+    jw_raw(&w, field(h, "rs"));
+    pk_jw_key(&w, "error");
+    jw_text(&w, field(h, "er"));
+    pk_jw_key(&w, "errors");
+    const redisReply *es = field(h, "es");
+    if (rep_is_str(es))
+        pk_jw_raw(&w, es->str, es->len);
+    else
+        pk_jw_raw(&w, "[]", 2);
+    pk_jw_key(&w, "created_at");
+    jw_time(&w, field(h, "ca"));
+    pk_jw_key(&w, "started_at");
+    jw_time(&w, field(h, "sa"));
+    pk_jw_key(&w, "finished_at");
+    jw_time(&w, field(h, "fa"));
+    pk_jw_key(&w, "updated_at");
+    jw_time(&w, field(h, "ua"));
+    pk_jw_obj_close(&w);
+}
+
+/* Replies of the form {status, record} / {-404} / {-409, state}. */
+static pk_err *status_reply(const redisReply *r, const char *id, const char *verb)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1) return pk_err_internal("bad queue reply");
+    int64_t st = rep_int(r->element[0]);
+    if (st == -404) return pk_err_not_found("no task with id '%s'", id);
+    if (st == -409) {
+        pk_task_state s = r->elements > 1 ? (pk_task_state)rep_int(r->element[1]) : PK_TASK_SUCCEEDED;
+        if (!strcmp(verb, "retry"))
+            return pk_err_new("conflict", 409,
+                              "task '%s' is %s: only dead, failed or cancelled tasks can be retried", id,
+                              pk_task_state_name(s));
+        return pk_err_new("conflict", 409, "task '%s' is %s: nothing to cancel", id, pk_task_state_name(s));
+    }
+    if (r->elements < 2) return pk_err_internal("bad queue reply");
+    return NULL;
+}
+
+/* ---- operations ----------------------------------------------------------------------------- */
+
+static void q_close(pk_queue *base)
+{
+    rq_queue *q = (rq_queue *)base;
+    for (int i = 0; i < q->nidle; i++)
+        redisFree(q->idle[i]);
+    pthread_mutex_destroy(&q->mu);
+    for (size_t i = 0; i < q->cfg.nleases; i++)
+        free((char *)q->leases[i].type);
+    free(q->leases);
+    free(q);
+}
+
+static pk_err *q_enqueue(pk_queue *base, const pk_task_input *in, pk_buf *out, bool *created, char id_out[37])
+{
+    rq_queue *q = (rq_queue *)base;
+    const char *queue = in->queue && *in->queue ? in->queue : "default";
+    if (!pk_queue_name_valid(in->type))
+        return pk_err_invalid("type must be 1 to 64 characters of [a-z0-9_.-]");
+    if (!pk_queue_name_valid(queue)) return pk_err_invalid("queue must be 1 to 64 characters of [a-z0-9_.-]");
+    if (in->priority < 0 || in->priority >= PK_PRIO__COUNT) return pk_err_invalid("unknown priority");
+    if (created) *created = false;
+    int64_t now = now_ns(q);
+    char id[37], prio[8], maxa[16], ttl[24], timeout[24], lease[24], nb[24];
+    pk_uuid7(id);
+    snprintf(prio, sizeof prio, "%d", in->priority);
+    snprintf(maxa, sizeof maxa, "%d", in->max_attempts > 0 ? in->max_attempts : q->cfg.default_max_attempts);
+    snprintf(ttl, sizeof ttl, "%lld", (long long)(in->idem_ttl_ms > 0 ? in->idem_ttl_ms : 0));
+    snprintf(timeout, sizeof timeout, "%lld",
+             (long long)(in->timeout_ms > 0 ? in->timeout_ms : q->cfg.default_timeout_ms));
+    snprintf(lease, sizeof lease, "%lld", (long long)pk_queue_lease_for(&q->cfg, in->type));
+    /* ceiling: a task due at T must not start before T */
+    snprintf(nb, sizeof nb, "%lld",
+             (long long)(in->not_before_ns > now ? (in->not_before_ns + 999) / 1000 : 0));
+    pk_buf ik = PK_BUF_INIT, tc = PK_BUF_INIT;
+    if (in->idempotency_key) pk_buf_printf(&ik, "=%s", in->idempotency_key);
+    if (in->trace_context) pk_buf_printf(&tc, "=%s", in->trace_context);
+    const char *args[] = {id,
+                          in->type,
+                          queue,
+                          prio,
+                          in->payload_json ? in->payload_json : "{}",
+                          maxa,
+                          ik.len ? ik.data : "",
+                          ttl,
+                          timeout,
+                          lease,
+                          tc.len ? tc.data : "",
+                          nb,
+                          out ? "1" : "0"};
+    redisReply *r = NULL;
+    pk_err *e = rq_eval(q, &S_ENQUEUE, "enqueue", now, 13, args, &r);
+    pk_buf_free(&ik);
+    pk_buf_free(&tc);
+    if (!e && (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2))
+        e = pk_err_internal("bad enqueue reply");
+    if (!e) {
+        const redisReply *h = r->element[1];
+        if (created) *created = rep_int(r->element[0]) == 1;
+        const redisReply *rid = field(h, "id");
+        if (id_out) snprintf(id_out, 37, "%s", rep_is_str(rid) ? rid->str : "");
+        if (out) task_json(out, h);
+    }
+    if (r) freeReplyObject(r);
+    return e;
+}
+
+static pk_err *q_get(pk_queue *base, const char *id, pk_buf *out)
+{
+    rq_queue *q = (rq_queue *)base;
+    char key[256];
+    snprintf(key, sizeof key, "%st:%s", q->prefix, id);
+    const char *argv[] = {"HGETALL", key};
+    redisReply *r = NULL;
+    pk_err *e = pk_redis_call(q->r, 0, 0, &r, 2, argv, NULL);
+    if (e) return rq_err(e, "get");
+    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0)
+        e = pk_err_not_found("no task with id '%s'", id);
+    else if (out)
+        task_json(out, r);
+    freeReplyObject(r);
+    return e;
+}
+
+static pk_err *q_list(pk_queue *base, const pk_task_filter *f, pk_task_page *out)
+{
+    rq_queue *q = (rq_queue *)base;
+    if (f->cursor) {
+        size_t n = strlen(f->cursor);
+        if (!n || n > 18 || strspn(f->cursor, "0123456789") != n || f->cursor[0] == '0')
+            return pk_err_invalid("invalid cursor");
+    }
+    int limit = f->limit < 1 ? 20 : f->limit > 100 ? 100 : f->limit;
+    char lim[16], st[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    snprintf(st, sizeof st, "%d", f->state);
+    const char *args[] = {f->cursor ? f->cursor : "", lim, st, f->type ? f->type : "",
+                          f->queue ? f->queue : ""};
+    redisReply *r = NULL;
+    pk_err *e = rq_eval(q, &S_LIST, "list", now_ns(q), 5, args, &r);
+    if (e) return e;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
+        freeReplyObject(r);
+        return pk_err_internal("bad list reply");
+    }
+    pk_task_page pg = {0};
+    pk_buf_putc(&pg.items, '[');
+    for (size_t i = 1; i < r->elements; i++) {
+        if (pg.count) pk_buf_putc(&pg.items, ',');
+        task_json(&pg.items, r->element[i]);
+        pg.count++;
+    }
+    pk_buf_putc(&pg.items, ']');
+    if (rep_is_str(r->element[0]) && r->element[0]->len) pg.next_cursor = strdup(r->element[0]->str);
+    freeReplyObject(r);
+    pk_task_page_free(out);
+    *out = pg;
+    return NULL;
+}
+
+static char *rep_dup(const redisReply *r)
+{
+    return rep_is_str(r) ? strdup(r->str) : NULL;
+}
+
+static pk_err *q_claim(pk_queue *base, const char *worker, const char *const *types, size_t ntypes,
+                       pk_task *out)
+{
+    rq_queue *q = (rq_queue *)base;
+    memset(out, 0, sizeof *out);
+    pk_buf tl = PK_BUF_INIT;
+    for (size_t i = 0; types && i < ntypes; i++)
+        pk_buf_printf(&tl, "%s%s", i ? "," : "", types[i]);
+    char rr[16], defer[24];
+    snprintf(rr, sizeof rr, "%u", atomic_fetch_add(&q->rr, 1) % 1000000u);
+    snprintf(defer, sizeof defer, "%d", LIMIT_RETRY_MS * 1000);
+    const char *args[] = {worker, rr, defer, tl.len ? tl.data : ""};
+    redisReply *r = NULL;
+    pk_err *e = rq_eval(q, &S_CLAIM, "claim", now_ns(q), 4, args, &r);
+    pk_buf_free(&tl);
+    if (e) return e;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 14) {
+        redisReply **el = r->element;
+        snprintf(out->id, sizeof out->id, "%s", rep_is_str(el[0]) ? el[0]->str : "");
+        out->type = rep_dup(el[1]);
+        out->queue = rep_dup(el[2]);
+        out->payload_json = rep_dup(el[3]);
+        out->trace_context = rep_int(el[13]) ? rep_dup(el[4]) : NULL;
+        out->priority = (int)rep_int(el[5]);
+        out->attempts = (int)rep_int(el[6]);
+        out->max_attempts = (int)rep_int(el[7]);
+        out->timeout_ms = rep_int(el[8]);
+        out->lease_ms = rep_int(el[9]);
+        out->created_ns = rep_int(el[10]) * 1000;
+        out->not_before_ns = rep_int(el[11]) * 1000;
+        out->started_ns = rep_int(el[12]) * 1000;
+    }
+    freeReplyObject(r);
+    return NULL;
+}
+
+static pk_err *q_heartbeat(pk_queue *base, const char *id, const char *worker, double progress, bool *cancel)
+{
+    rq_queue *q = (rq_queue *)base;
+    char pg[32] = "";
+    if (progress >= 0) snprintf(pg, sizeof pg, "%.17g", progress > 1.0 ? 1.0 : progress);
+    const char *args[] = {id, worker, pg};
+    redisReply *r = NULL;
+    pk_err *e = rq_eval(q, &S_HEARTBEAT, "heartbeat", now_ns(q), 3, args, &r);
+    if (e) return e;
+    int64_t v = rep_int(r);
+    freeReplyObject(r);
+    if (v < 0) return lease_lost(id);
+    if (cancel) *cancel = v == 1;
+    return NULL;
+}
+
+/* One settle of a held task (mode c/x/r/f); *state gets the new state. */
+static pk_err *settle(rq_queue *q, const char *id, const char *worker, const char *mode, const char *text,
+                      const char *error, bool retryable, pk_task_state *state)
+{
+    int64_t now = now_ns(q);
+    char at[PK_RFC3339_LEN], u[32], base_ms[24], cap_ms[24];
+    pk_rfc3339(now, at);
+    snprintf(u, sizeof u, "%.17g", *mode == 'f' ? q->cfg.unit_random(q->cfg.random_ud) : 0.0);
+    snprintf(base_ms, sizeof base_ms, "%lld", (long long)q->cfg.retry_base_ms);
+    snprintf(cap_ms, sizeof cap_ms, "%lld", (long long)q->cfg.retry_cap_ms);
+    const char *args[] = {id, worker,  mode,  text ? text : "", error ? error : "", at, retryable ? "1" : "0",
+                          u,  base_ms, cap_ms};
+    redisReply *r = NULL;
+    pk_err *e = rq_eval(q, &S_SETTLE, "settle", now, 10, args, &r);
+    if (e) return e;
+    int64_t v = rep_int(r);
+    freeReplyObject(r);
+    if (v < 0) return lease_lost(id);
+    if (state) *state = (pk_task_state)v;
+    return NULL;
+}
+
+static pk_err *q_complete(pk_queue *base, const char *id, const char *worker, const char *result_json)
+{
+    return settle((rq_queue *)base, id, worker, "c", result_json ? result_json : "null", NULL, false, NULL);
+}
+
+static pk_err *q_cancelled(pk_queue *base, const char *id, const char *worker)
+{
+    return settle((rq_queue *)base, id, worker, "x", NULL, NULL, false, NULL);
+}
+
+static pk_err *q_release(pk_queue *base, const char *id, const char *worker)
+{
+    return settle((rq_queue *)base, id, worker, "r", NULL, NULL, false, NULL);
+}
+
+static pk_err *q_fail(pk_queue *base, const char *id, const char *worker, const char *error, bool retryable,
+                      pk_task_state *state)
+{
+    const char *msg = error ? error : "error";
+    pk_buf ej = PK_BUF_INIT; /* the error as a JSON string, for the history entry */
+    pk_jw w;
+    pk_jw_init(&w, &ej);
+    pk_jw_str(&w, msg);
+    pk_err *e = settle((rq_queue *)base, id, worker, "f", ej.data, msg, retryable, state);
+    pk_buf_free(&ej);
+    return e;
+}
+
+/* cancel and retry: {status, record} replies. */
+static pk_err *record_op(rq_queue *q, pk_redis_script *s, const char *verb, const char *id, pk_buf *out,
+                         pk_task_state *state)
+{
+    const char *args[] = {id};
+    redisReply *r = NULL;
+    pk_err *e = rq_eval(q, s, verb, now_ns(q), 1, args, &r);
+    if (e) return e;
+    e = status_reply(r, id, verb);
+    if (!e) {
+        const redisReply *h = r->element[1];
+        if (state) *state = (pk_task_state)rep_int(field(h, "st"));
+        if (out) task_json(out, h);
+    }
+    freeReplyObject(r);
+    return e;
+}
+
+static pk_err *q_cancel(pk_queue *base, const char *id, pk_buf *out, pk_task_state *state)
+{
+    return record_op((rq_queue *)base, &S_CANCEL, "cancel", id, out, state);
+}
+
+static pk_err *q_retry(pk_queue *base, const char *id, pk_buf *out)
+{
+    return record_op((rq_queue *)base, &S_RETRY, "retry", id, out, NULL);
+}
+
+static pk_err *q_reclaim(pk_queue *base, int *n)
+{
+    rq_queue *q = (rq_queue *)base;
+    *n = 0;
+    int64_t now = now_ns(q);
+    char at[PK_RFC3339_LEN];
+    pk_rfc3339(now, at);
+    for (;;) {
+        const char *args[] = {at};
+        redisReply *r = NULL;
+        pk_err *e = rq_eval(q, &S_RECLAIM, "reclaim", now, 1, args, &r);
+        if (e) return e;
+        int64_t k = rep_int(r);
+        freeReplyObject(r);
+        *n += (int)k;
+        if (k < 100) return NULL;
+    }
+}
+
+static pk_err *q_next_wakeup(pk_queue *base, int64_t *at)
+{
+    rq_queue *q = (rq_queue *)base;
+    *at = INT64_MAX;
+    redisReply *r = NULL;
+    pk_err *e = rq_eval(q, &S_NEXT_WAKEUP, "next_wakeup", now_ns(q), 0, NULL, &r);
+    if (e) return e;
+    if (rep_is_str(r) && r->len) *at = strtoll(r->str, NULL, 10) * 1000;
+    freeReplyObject(r);
+    return NULL;
+}
+
+static pk_queue_stats_row *stats_row(pk_queue_stats *s, const char *queue, int prio)
+{
+    for (size_t i = 0; i < s->nrows; i++)
+        if (s->rows[i].priority == prio && !strcmp(s->rows[i].queue, queue)) return &s->rows[i];
+    s->rows = realloc(s->rows, (s->nrows + 1) * sizeof *s->rows);
+    pk_queue_stats_row *r = &s->rows[s->nrows++];
+    memset(r, 0, sizeof *r);
+    snprintf(r->queue, sizeof r->queue, "%s", queue);
+    r->priority = prio;
+    return r;
+}
+
+static int row_cmp(const void *a, const void *b)
+{
+    const pk_queue_stats_row *x = a, *y = b;
+    int c = strcmp(x->queue, y->queue);
+    return c ? c : x->priority - y->priority;
+}
+
+static pk_err *q_stats(pk_queue *base, pk_queue_stats *out)
+{
+    rq_queue *q = (rq_queue *)base;
+    pk_queue_stats s = {0};
+    s.now_ns = now_ns(q);
+    redisReply *r = NULL;
+    pk_err *e = rq_eval(q, &S_STATS, "stats", s.now_ns, 0, NULL, &r);
+    if (e) return e;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        freeReplyObject(r);
+        return pk_err_internal("bad stats reply");
+    }
+    const redisReply *counts = r->element[0], *rows = r->element[1];
+    for (size_t i = 0; i + 1 < counts->elements; i += 2) {
+        int64_t n = rep_int(counts->element[i + 1]);
+        if (n <= 0 || !rep_is_str(counts->element[i])) continue;
+        char qn[PK_TASK_QUEUE_MAX + 1];
+        int prio, state;
+        if (sscanf(counts->element[i]->str, "%64[^:]:%d:%d", qn, &prio, &state) != 3) continue;
+        if (state < 0 || state >= PK_TASK__STATES) continue;
+        stats_row(&s, qn, prio)->counts[state] = n;
+    }
+    for (size_t i = 0; i < rows->elements; i++) {
+        const redisReply *row = rows->element[i];
+        if (row->type != REDIS_REPLY_ARRAY || row->elements != 4 || !rep_is_str(row->element[0])) continue;
+        pk_queue_stats_row *sr = stats_row(&s, row->element[0]->str, (int)rep_int(row->element[1]));
+        sr->ready = rep_int(row->element[2]);
+        sr->oldest_ready_ns = rep_int(row->element[3]) * 1000;
+    }
+    freeReplyObject(r);
+    if (s.nrows) qsort(s.rows, s.nrows, sizeof *s.rows, row_cmp);
+    pk_queue_stats_free(out);
+    *out = s;
+    return NULL;
+}
+
+static pk_err *q_purge(pk_queue *base, int *n)
+{
+    rq_queue *q = (rq_queue *)base;
+    *n = 0;
+    int64_t now = now_ns(q);
+    for (;;) {
+        redisReply *r = NULL;
+        pk_err *e = rq_eval(q, &S_PURGE, "purge", now, 0, NULL, &r);
+        if (e) return e;
+        int64_t k = rep_int(r);
+        freeReplyObject(r);
+        *n += (int)k;
+        if (k < 500) return NULL;
+    }
+}
+
+/* ---- wait ------------------------------------------------------------------------------------ */
+
+static pk_err *conn_get(rq_queue *q, redisContext **c)
+{
+    pthread_mutex_lock(&q->mu);
+    *c = q->nidle ? q->idle[--q->nidle] : NULL;
+    pthread_mutex_unlock(&q->mu);
+    if (*c) return NULL;
+    pk_err *e = pk_redis_connect(q->r, 500, c);
+    return e ? rq_err(e, "wait") : NULL;
+}
+
+static void conn_put(rq_queue *q, redisContext *c, bool broken)
+{
+    if (!broken) {
+        pthread_mutex_lock(&q->mu);
+        if (q->nidle < WAIT_IDLE_CONNS) {
+            q->idle[q->nidle++] = c;
+            c = NULL;
+        }
+        pthread_mutex_unlock(&q->mu);
+    }
+    if (c) redisFree(c);
+}
+
+static pk_err *q_wait(pk_queue *base, int64_t timeout_ms)
+{
+    rq_queue *q = (rq_queue *)base;
+    int64_t now = now_ns(q);
+    redisReply *r = NULL;
+    pk_err *e = rq_eval(q, &S_WAIT_PREP, "wait", now, 0, NULL, &r);
+    if (e) return e;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[2]->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        return pk_err_internal("bad wait reply");
+    }
+    int64_t block_ms = timeout_ms;
+    for (int i = 0; i < 2; i++) { /* the earliest due time, the earliest lease expiry (+1 us) */
+        const redisReply *v = r->element[i];
+        if (!rep_is_str(v) || !v->len) continue;
+        int64_t at = (strtoll(v->str, NULL, 10) + i) * 1000;
+        int64_t ms = at <= now ? 0 : (at - now + 999999) / 1000000;
+        if (ms < block_ms) block_ms = ms;
+    }
+    const redisReply *streams = r->element[2];
+    size_t ns = streams->elements / 2;
+    if (block_ms <= 0 || !ns) {
+        freeReplyObject(r);
+        return NULL;
+    }
+    const char **argv = calloc(6 + 2 * ns, sizeof *argv);
+    char blk[24];
+    snprintf(blk, sizeof blk, "%lld", (long long)block_ms);
+    int ac = 0;
+    argv[ac++] = "XREAD";
+    argv[ac++] = "COUNT";
+    argv[ac++] = "1";
+    argv[ac++] = "BLOCK";
+    argv[ac++] = blk;
+    argv[ac++] = "STREAMS";
+    for (size_t i = 0; i < ns; i++)
+        argv[ac++] = streams->element[2 * i]->str;
+    for (size_t i = 0; i < ns; i++)
+        argv[ac++] = streams->element[2 * i + 1]->str;
+    redisContext *c = NULL;
+    if (!(e = conn_get(q, &c))) {
+        struct timeval tv = {(time_t)((block_ms + 2000) / 1000),
+                             (suseconds_t)(((block_ms + 2000) % 1000) * 1000)};
+        redisSetTimeout(c, tv);
+        redisReply *x = redisCommandArgv(c, ac, argv, NULL);
+        bool broken = !x || c->err;
+        if (x && x->type == REDIS_REPLY_ERROR)
+            e = rq_err(pk_err_new("redis_error", 500, "%s", x->str), "wait");
+        else if (broken)
+            e = rq_err(pk_err_new("redis_unavailable", 503, "%s", c->errstr), "wait");
+        if (x) freeReplyObject(x);
+        conn_put(q, c, broken);
+    }
+    free(argv);
+    freeReplyObject(r);
+    return e;
+}
+
+/* ---- worker registry (queue_redis_workers.c: P workers, P workers:info) ------------------------------ */
+
+static pk_err *q_worker_beat(pk_queue *base, const pk_queue_worker_info *w)
+{
+    rq_queue *q = (rq_queue *)base;
+    pk_err *e = pk_queue_redis_worker_beat(q->r, q->prefix, w, PK_QUEUE_WORKER_FORGET_MS);
+    return e ? rq_err(e, "worker registry") : NULL;
+}
+
+static pk_err *q_worker_leave(pk_queue *base, const char *name)
+{
+    rq_queue *q = (rq_queue *)base;
+    pk_err *e = pk_queue_redis_worker_leave(q->r, q->prefix, name);
+    return e ? rq_err(e, "worker registry") : NULL;
+}
+
+static pk_err *q_workers_seen(pk_queue *base, int64_t max_age_ms, pk_queue_worker_info **out, size_t *n)
+{
+    rq_queue *q = (rq_queue *)base;
+    pk_err *e = pk_queue_redis_workers_seen(q->r, q->prefix, max_age_ms, out, n);
+    return e && !pk_err_is(e, "queue_error") ? rq_err(e, "worker registry") : e;
+}
+
+static const pk_queue_ops RQ_OPS = {
+    .close = q_close,
+    .enqueue = q_enqueue,
+    .get = q_get,
+    .list = q_list,
+    .claim = q_claim,
+    .heartbeat = q_heartbeat,
+    .complete = q_complete,
+    .fail = q_fail,
+    .cancelled = q_cancelled,
+    .release = q_release,
+    .cancel = q_cancel,
+    .retry = q_retry,
+    .reclaim_expired = q_reclaim,
+    .next_wakeup = q_next_wakeup,
+    .stats = q_stats,
+    .purge = q_purge,
+    .wait = q_wait,
+    .worker_beat = q_worker_beat,
+    .worker_leave = q_worker_leave,
+    .workers_seen = q_workers_seen,
+};
+
+/* Publishes this process's per-type limits (replacing what an earlier process wrote). */
+static pk_err *publish_limits(rq_queue *q)
+{
+    if (!q->cfg.nlimits) return NULL;
+    char key[192];
+    snprintf(key, sizeof key, "%slimits", q->prefix);
+    const char *del[] = {"DEL", key};
+    redisReply *r = NULL;
+    pk_err *e = pk_redis_call(q->r, 0, 0, &r, 2, del, NULL);
+    if (r) freeReplyObject(r);
+    for (size_t i = 0; !e && i < q->cfg.nlimits; i++) {
+        const pk_queue_type_limit *l = &q->cfg.limits[i];
+        char v[96];
+        snprintf(v, sizeof v, "%d %.17g %d", l->concurrency > 0 ? l->concurrency : 0,
+                 l->rate_per_s > 0 ? l->rate_per_s : 0.0, l->burst > 0 ? l->burst : 1);
+        const char *argv[] = {"HSET", key, l->type, v};
+        r = NULL;
+        e = pk_redis_call(q->r, 0, 0, &r, 4, argv, NULL);
+        if (r) freeReplyObject(r);
+    }
+    return e ? rq_err(e, "limits") : NULL;
+}
+
+pk_err *pk_queue_open_redis(const pk_queue_config *cfg, pk_queue **out)
+{
+    if (!cfg->redis) return pk_err_new("bad_config", 2, "the Redis queue backend needs a Redis client");
+    const char *prefix = cfg->redis_prefix && *cfg->redis_prefix ? cfg->redis_prefix : "pake:";
+    if (strlen(prefix) > 120) return pk_err_new("bad_config", 2, "the Redis key prefix is too long");
+    pthread_once(&scripts_once, scripts_init);
+    rq_queue *q = calloc(1, sizeof *q);
+    q->base.ops = &RQ_OPS;
+    q->base.backend = "redis";
+    q->cfg = *cfg;
+    q->r = cfg->redis;
+    snprintf(q->prefix, sizeof q->prefix, "%sq:", prefix);
+    if (!q->cfg.clock) q->cfg.clock = &real_wall_clock;
+    if (!q->cfg.unit_random) q->cfg.unit_random = default_random;
+    if (q->cfg.default_max_attempts <= 0) q->cfg.default_max_attempts = 3;
+    if (q->cfg.default_timeout_ms <= 0) q->cfg.default_timeout_ms = 30000;
+    if (q->cfg.default_lease_ms <= 0) q->cfg.default_lease_ms = 30000;
+    if (q->cfg.retry_base_ms <= 0) q->cfg.retry_base_ms = 1000;
+    if (q->cfg.retry_cap_ms <= 0) q->cfg.retry_cap_ms = 60000;
+    if (q->cfg.keep_finished_ms <= 0) q->cfg.keep_finished_ms = 7LL * 86400 * 1000;
+    q->leases = calloc(cfg->nleases ? cfg->nleases : 1, sizeof *q->leases);
+    for (size_t i = 0; i < cfg->nleases; i++)
+        q->leases[i] = (pk_queue_type_lease){strdup(cfg->leases[i].type), cfg->leases[i].lease_ms};
+    q->cfg.leases = q->leases;
+    q->cfg.path = NULL;
+    q->cfg.redis_prefix = NULL; /* borrowed; q->prefix is the copy */
+    pthread_mutex_init(&q->mu, NULL);
+    pk_err *e = publish_limits(q);
+    q->cfg.limits = NULL; /* borrowed; published above */
+    q->cfg.nlimits = 0;
+    if (e) {
+        q_close(&q->base);
+        return e;
+    }
+    *out = &q->base;
+    return NULL;
+}
