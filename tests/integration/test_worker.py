@@ -16,7 +16,7 @@ an ASan start costs seconds on a loaded machine):
         never overlap
   0 bad worker settings are start-up errors (exit 2) with a clear message; --help
 The Redis variant (when src/queue/queue_redis.c is built in and redis-server is installed) adds:
-  4, 5 (d) Redis restarts on the same port, without and with persistence, while two workers run: they
+  4 (d) Redis restarts on the same port, without and then with persistence, while two workers run: they
         resume on their own and new tasks complete (with persistence, those waiting in Redis at the
         restart complete too).
 Stdlib only."""
@@ -264,7 +264,7 @@ class WorkerCase:
         return wait_for("the worker that runs " + tid, find, 10)
 
     def test_2_kill9_is_reclaimed_and_sigterm_finishes_or_releases(self):
-        deadline_ms = int(1500 * SLOW)
+        deadline_ms = int(800 * SLOW)
         args = ("--log-level", "debug", "--shutdown-timeout-ms", str(deadline_ms))
         ws = [self.worker(*args), self.worker(*args)]
         # (b) kill -9 the process that runs a task: the other reclaims it after the lease, runs it once
@@ -393,30 +393,25 @@ class RedisWorkers(WorkerCase, unittest.TestCase):
         wait_for("the AOF rewrite", rewritten, 20)
         r.persist = True
 
-    def restart_redis(self, persist):
+    def test_4_redis_restarts_without_then_with_persistence(self):
         w1, w2 = self.worker(), self.worker()
-        waiting = []
-        if persist:
-            # tasks that sit in Redis across the restart (delayed, so no worker claims them before)
-            waiting = [self.enqueue({"ms": 5}, delay_ms=int(1500 * SLOW)) for _ in range(3)]
-            self.make_persistent()
-        self.redis.stop_process()
-        self.redis.start()  # the same port and directory; empty unless persistent
-        ids = [self.enqueue_when_up({"ms": 5}) for _ in range(5)]
-        for t in self.wait_all(ids + waiting, timeout=30):
-            self.assertEqual(t["state"], "succeeded", t)
-            self.assertIn(t["result"]["pid"], (w1.pid, w2.pid))
-        # both processes are back in the registry
-        wait_for("both workers in workers_seen", lambda: {w1.pid, w2.pid} <= {
-            x["pid"] for x in self.workers_seen()}, 10)
+        for persist in (False, True):
+            waiting = []
+            if persist:
+                # tasks that sit in Redis across the restart (delayed, so no worker claims them before)
+                waiting = [self.enqueue({"ms": 5}, delay_ms=int(1500 * SLOW)) for _ in range(3)]
+                self.make_persistent()
+            self.redis.stop_process()
+            self.redis.start()  # the same port and directory; empty unless persistent
+            ids = [self.enqueue_when_up({"ms": 5}) for _ in range(5)]
+            for t in self.wait_all(ids + waiting, timeout=30):
+                self.assertEqual(t["state"], "succeeded", (persist, t))
+                self.assertIn(t["result"]["pid"], (w1.pid, w2.pid))
+            # both processes are back in the registry
+            wait_for("both workers in workers_seen", lambda: {w1.pid, w2.pid} <= {
+                x["pid"] for x in self.workers_seen()}, 10)
         self.stop_worker(w1)
         self.stop_worker(w2)
-
-    def test_4_redis_restart_without_persistence(self):
-        self.restart_redis(persist=False)
-
-    def test_5_redis_restart_with_persistence(self):
-        self.restart_redis(persist=True)
 
 
 if __name__ == "__main__":
