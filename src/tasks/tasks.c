@@ -601,9 +601,9 @@ static void idle_wait(worker *w, uint64_t seen_gen)
     pk_err_free(e);
     int64_t now = wall_now();
     int64_t until = now + 250000000LL;
-    /* due or expired: the claim or the next reclaim (every 200 ms) takes it; a due task that the claim
-     * left (its type at a limit) is looked at again every 25 ms rather than every 10 */
-    if (next < until) until = next > now ? next : now + (t->nlimits ? 25000000LL : 10000000LL);
+    if (next < until)
+        until = next > now ? next : now + 10000000LL; /* due or expired: the claim or the
+                                                       next reclaim (every 200 ms) takes it */
     /* A wait that returns at once although the claim found nothing (work held back by a limit, or
      * taken by another process first) must not become a busy loop: after two in a row, sleep. */
     if (t->q->ops->wait && w->fast_wakeups < 2 && !atomic_load(&t->stopping)) {
