@@ -1,22 +1,22 @@
 """`pake worker` processes next to a `pake serve --workers 0` (the API enqueues, the workers run).
 
 Each backend runs the same checks with real processes on one data directory (few process starts:
-an ASan start costs seconds on a loaded machine):
+an ASan start costs seconds on a loaded machine, so test 1 runs (a), (e), (b), (c) on one pair):
   1 (a) tasks enqueued over REST are run by the worker processes (results name their pids); a note
         written on the server becomes a note.embed task a worker runs (semantic search finds it);
         note.summarize writes the note through the store; GET /v1/queues lists both processes
-        (workers_seen) and forgets them after a clean stop
-    (e) 40 short tasks over two processes: every task ran exactly once (attempts 1, no errors) and
-        both processes took part
-  2 (b) kill -9 of the process running a task: after the short lease the other one reclaims it and
+        (workers_seen, kind worker, 2 threads, a recent beat)
+    (e) 40 short tasks over the two processes: every task ran exactly once (attempts 1, no errors)
+        and both processes took part
+    (b) kill -9 of the process running a task: after the short lease the other one reclaims it and
         it succeeds exactly once more (attempt 2, one "lease expired" in its history)
     (c) SIGTERM with two tasks in flight: the one that can finish by the deadline finishes, the other
         is released (queued, attempt not counted); exit 0; the process leaves the registry
-  3 (f) --task-limits noop=concurrency:1 in two processes: the runs (start/finish in the results)
+  2 (f) --task-limits noop=concurrency:1 in two processes: the runs (start/finish in the results)
         never overlap
   0 bad worker settings are start-up errors (exit 2) with a clear message; --help
 The Redis variant (when src/queue/queue_redis.c is built in and redis-server is installed) adds:
-  4 (d) Redis restarts on the same port, without and then with persistence, while two workers run: they
+  3 (d) Redis restarts on the same port, without and then with persistence, while two workers run: they
         resume on their own and new tasks complete (with persistence, those waiting in Redis at the
         restart complete too).
 Stdlib only."""
@@ -218,9 +218,12 @@ class WorkerCase:
         self.assertEqual(r.status, 200, r)
         return r.data.get("workers_seen", [])
 
-    # ---- (a) and (e) ------------------------------------------------------------------------------
-    def test_1_rest_tasks_run_in_worker_processes_once_each(self):
-        w1, w2 = self.worker(), self.worker()
+    # ---- (a) and (e), then (b) and (c) -----------------------------------------------------------
+    def test_1_workers_run_rest_tasks_survive_kill9_and_stop_on_sigterm(self):
+        # one pair of processes for (a), (e), (b) and (c): an ASan start costs seconds on a busy machine
+        deadline_ms = int(800 * SLOW)
+        args = ("--log-level", "debug", "--shutdown-timeout-ms", str(deadline_ms))
+        w1, w2 = self.worker(*args), self.worker(*args)
         pids = {w1.pid, w2.pid}
         # (a) the server runs no workers: every result names one of the worker processes
         ids = [self.enqueue({"ms": 15}) for _ in range(40)]
@@ -249,12 +252,9 @@ class WorkerCase:
         t = self.wait_state(self.enqueue({"note_id": note["id"]}, "note.summarize"), ("succeeded", "failed", "dead"))
         self.assertEqual(t["state"], "succeeded", t)
         self.assertEqual(self.srv.get("/v1/notes/" + note["id"]).data.get("ai_summary"), t["result"]["summary"])
-        self.stop_worker(w1)
-        self.stop_worker(w2)
-        left = {x["pid"] for x in self.workers_seen()} & pids
-        self.assertEqual(left, set(), "stopped workers are still in the registry")
+        self.kill9_then_sigterm([w1, w2], deadline_ms)
 
-    # ---- (b) and (c) ------------------------------------------------------------------------------
+    # ---- (b) and (c), on the processes of test 1 ------------------------------------------------
     def holder(self, tid, workers):
         """The worker process that runs task tid (from its debug log line)."""
         def find():
@@ -263,10 +263,7 @@ class WorkerCase:
                     return w
         return wait_for("the worker that runs " + tid, find, 10)
 
-    def test_2_kill9_is_reclaimed_and_sigterm_finishes_or_releases(self):
-        deadline_ms = int(800 * SLOW)
-        args = ("--log-level", "debug", "--shutdown-timeout-ms", str(deadline_ms))
-        ws = [self.worker(*args), self.worker(*args)]
+    def kill9_then_sigterm(self, ws, deadline_ms):
         # (b) kill -9 the process that runs a task: the other reclaims it after the lease, runs it once
         tid = self.enqueue({"ms": 3000})
         self.wait_state(tid, "running")
@@ -296,7 +293,7 @@ class WorkerCase:
         self.assertEqual(self.srv.request("DELETE", "/v1/tasks/" + long_).status, 200)
 
     # ---- (f) -------------------------------------------------------------------------------------
-    def test_3_concurrency_limit_is_shared_by_processes(self):
+    def test_2_concurrency_limit_is_shared_by_processes(self):
         lim = ("--task-limits", "noop=concurrency:1")
         w1, w2 = self.worker(*lim), self.worker(*lim)
         ids = [self.enqueue({"ms": 60}) for _ in range(10)]
@@ -393,7 +390,7 @@ class RedisWorkers(WorkerCase, unittest.TestCase):
         wait_for("the AOF rewrite", rewritten, 20)
         r.persist = True
 
-    def test_4_redis_restarts_without_then_with_persistence(self):
+    def test_3_redis_restarts_without_then_with_persistence(self):
         w1, w2 = self.worker(), self.worker()
         for persist in (False, True):
             waiting = []
