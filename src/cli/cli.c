@@ -1,5 +1,5 @@
 /*
- * `pake <command>`: serve, migrate, routes, version, help (and guard, mcp as they land). Every
+ * `pake <command>`: serve, worker, mcp, migrate, routes, guard, version, help. Every
  * setting is a flag and a PAKE_* environment variable (server/config.c); commands print their own
  * --help.
  */
@@ -12,6 +12,8 @@
 #include "server/services.h"
 #include "store/store_pg.h"
 #include "tasks/tasks.h"
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +25,7 @@ static void usage(FILE *out)
           "Commands:\n"
           "  serve     run the HTTP server (REST v1, MCP at /mcp, health, metrics)\n"
           "  mcp       serve MCP over stdio (newline-delimited JSON-RPC; same store options as serve)\n"
+          "  worker    run task workers only (no HTTP): scale out over the shared queue (Redis or queue.db)\n"
           "  migrate   apply pending schema migrations to the store and exit\n"
           "  routes    print the route table as JSON\n"
           "  guard     security guard tools: eval, scan, fit, check-rules\n"
@@ -31,6 +34,18 @@ static void usage(FILE *out)
           "Run 'pake <command> --help' for the options of a command.\n",
           out);
 }
+
+static const char WORKER_HELP[] =
+    "pake worker: runs --workers task worker threads against the configured queue, with the same store\n"
+    "settings as `pake serve` (the handlers read and write notes), and no HTTP listener. Logs are JSON\n"
+    "lines on stderr.\n\n"
+    "  queue     --queue-backend redis --redis-url URL (normal: any number of workers on any machine), or\n"
+    "            sqlite (default): DATA_DIR/queue.db, shared by the processes of one machine\n"
+    "  limits    --task-limits TYPE=concurrency:N;rate:R/s;burst:B,... apply to all workers together\n"
+    "  shutdown  SIGTERM or SIGINT: stop claiming, let running tasks finish for --shutdown-timeout-ms,\n"
+    "            release the rest back to the queue, leave the worker registry, exit 0\n"
+    "  registry  each process beats every second; GET /v1/queues lists them under workers_seen\n\n"
+    "Example: pake worker --queue-backend redis --redis-url redis://10.0.0.5:6379/0 --workers 8\n\n";
 
 static int config_or_exit(pk_config *c, int argc, char **argv, const char *cmd, int *rc)
 {
@@ -43,6 +58,7 @@ static int config_or_exit(pk_config *c, int argc, char **argv, const char *cmd, 
         return -1;
     }
     if (help) {
+        if (!strcmp(cmd, "worker")) fputs(WORKER_HELP, stdout);
         pk_config_usage(stdout, cmd);
         *rc = 0;
         return -1;
@@ -83,29 +99,53 @@ static pk_err *open_store(const pk_config *c, bool no_migrate, pk_store **out)
     return pk_store_open_sqlite(&sc, no_migrate, out);
 }
 
+/* The server context without HTTP listeners (store, foundation services, Redis when configured), as
+ * `pake serve`, `pake mcp` and `pake worker` all need it. */
+static pk_err *open_context(pk_server *srv)
+{
+    pk_err *e = open_store(&srv->cfg, false, &srv->store);
+    if (!e) e = pk_services_init(srv);
+    if (!e) pk_store_pg_bind_metrics(srv->store, pk_services_metrics(srv));
+    return e;
+}
+
+static void close_context(pk_server *srv)
+{
+    pk_services_dispose(srv);
+    if (srv->store) pk_store_close(srv->store);
+    pk_config_free(&srv->cfg);
+}
+
+static pk_tasks_config tasks_config(const pk_config *c, const char *kind)
+{
+    return (pk_tasks_config){.workers = c->workers,
+                             .max_attempts = c->task_max_attempts,
+                             .timeout_ms = c->task_timeout_ms,
+                             .lease_ms = c->task_lease_ms,
+                             .leases = c->task_leases,
+                             .retry_base_ms = c->task_retry_base_ms,
+                             .retry_cap_ms = c->task_retry_cap_ms,
+                             .auto_embed = c->task_auto_embed,
+                             .embed_dims = c->embed_dims,
+                             .hnsw_m = c->vector_hnsw_m,
+                             .hnsw_ef_construction = c->vector_hnsw_ef_construction,
+                             .hnsw_ef_search = c->vector_hnsw_ef_search,
+                             .backend = c->queue_backend,
+                             .limits = c->task_limits,
+                             .kind = kind,
+                             .name = c->worker_name};
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     static pk_server srv;
     int rc = 0;
     if (config_or_exit(&srv.cfg, argc, argv, "serve", &rc)) return rc;
-    pk_err *e = open_store(&srv.cfg, false, &srv.store);
-    if (!e) e = pk_services_init(&srv);
-    if (!e) pk_store_pg_bind_metrics(srv.store, pk_services_metrics(&srv));
+    pk_err *e = open_context(&srv);
     if (!e) pk_mcp_init(&srv, srv.cfg.mcp_conformance_fixtures);
     pk_tasks *tasks = NULL;
     if (!e) {
-        pk_tasks_config tc = {.workers = srv.cfg.workers,
-                              .max_attempts = srv.cfg.task_max_attempts,
-                              .timeout_ms = srv.cfg.task_timeout_ms,
-                              .lease_ms = srv.cfg.task_lease_ms,
-                              .leases = srv.cfg.task_leases,
-                              .retry_base_ms = srv.cfg.task_retry_base_ms,
-                              .retry_cap_ms = srv.cfg.task_retry_cap_ms,
-                              .auto_embed = srv.cfg.task_auto_embed,
-                              .embed_dims = srv.cfg.embed_dims,
-                              .hnsw_m = srv.cfg.vector_hnsw_m,
-                              .hnsw_ef_construction = srv.cfg.vector_hnsw_ef_construction,
-                              .hnsw_ef_search = srv.cfg.vector_hnsw_ef_search};
+        pk_tasks_config tc = tasks_config(&srv.cfg, "serve");
         e = pk_tasks_init(&srv, &tc, &tasks);
     }
     if (!e) e = pk_server_init(&srv);
@@ -126,9 +166,7 @@ static int cmd_serve(int argc, char **argv)
     pk_tasks_stop(tasks, srv.cfg.shutdown_timeout_ms);
     pk_tasks_dispose(tasks);
     pk_server_dispose(&srv);
-    pk_services_dispose(&srv);
-    pk_store_close(srv.store);
-    pk_config_free(&srv.cfg);
+    close_context(&srv);
     return rc;
 }
 
@@ -138,8 +176,7 @@ static int cmd_mcp(int argc, char **argv)
     static pk_server srv;
     int rc = 0;
     if (config_or_exit(&srv.cfg, argc, argv, "mcp", &rc)) return rc;
-    pk_err *e = open_store(&srv.cfg, false, &srv.store);
-    if (!e) e = pk_services_init(&srv);
+    pk_err *e = open_context(&srv);
     if (e) {
         fprintf(stderr, "pake mcp: %s\n", e->message);
         pk_err_free(e);
@@ -147,10 +184,56 @@ static int cmd_mcp(int argc, char **argv)
     }
     pk_mcp_init(&srv, srv.cfg.mcp_conformance_fixtures);
     rc = pk_mcp_stdio_run(&srv, STDIN_FILENO, STDOUT_FILENO);
-    pk_services_dispose(&srv);
-    pk_store_close(srv.store);
-    pk_config_free(&srv.cfg);
+    close_context(&srv);
     return rc;
+}
+
+/* `pake worker`: task workers without HTTP. SIGTERM/SIGINT (and SIGHUP) are blocked in every thread
+ * (the mask is set before any thread starts, so all inherit it) and taken by sigwait on the main
+ * thread: SIGHUP reloads the guard rules as in serve; SIGTERM/SIGINT run the same graceful stop as
+ * `pake serve` after its drain. */
+static int cmd_worker(int argc, char **argv)
+{
+    static pk_server srv;
+    int rc = 0;
+    if (config_or_exit(&srv.cfg, argc, argv, "worker", &rc)) return rc;
+    if (srv.cfg.workers < 1) {
+        fprintf(stderr, "pake worker: --workers must be at least 1\n");
+        pk_config_free(&srv.cfg);
+        return 2;
+    }
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    pk_err *e = open_context(&srv);
+    pk_tasks *tasks = NULL;
+    if (!e) {
+        pk_tasks_config tc = tasks_config(&srv.cfg, "worker");
+        e = pk_tasks_init(&srv, &tc, &tasks);
+    }
+    if (e) {
+        pk_log_write(PK_LOG_ERROR, NULL, NULL, "cannot start: %s", e->message);
+        fprintf(stderr, "pake worker: %s\n", e->message);
+        rc = pk_err_is(e, "bad_config") ? 2 : 1;
+        pk_err_free(e);
+        close_context(&srv);
+        return rc;
+    }
+    pk_tasks_start(tasks);
+    int sig = 0;
+    while (sigwait(&stop, &sig) == 0 && sig == SIGHUP) /* as in serve: reload the guard's rule file */
+        pk_services_reload(&srv);
+    pk_log_info("signal %d: stopping workers (running tasks get %d ms, then are released)", sig,
+                srv.cfg.shutdown_timeout_ms);
+    pk_tasks_stop(tasks, srv.cfg.shutdown_timeout_ms);
+    pk_tasks_dispose(tasks);
+    close_context(&srv);
+    pk_log_info("workers stopped");
+    return 0;
 }
 
 static int cmd_migrate(int argc, char **argv)
@@ -210,6 +293,7 @@ int pk_cli_main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "mcp")) return cmd_mcp(argc - 1, argv + 1);
+    if (!strcmp(cmd, "worker")) return cmd_worker(argc - 1, argv + 1);
     if (!strcmp(cmd, "migrate")) return cmd_migrate(argc - 1, argv + 1);
     if (!strcmp(cmd, "routes")) return cmd_routes();
     if (!strcmp(cmd, "guard")) return pk_guard_cli(argc - 1, argv + 1);

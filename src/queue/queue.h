@@ -173,6 +173,23 @@ typedef struct pk_queue_stats {
 } pk_queue_stats;
 void pk_queue_stats_free(pk_queue_stats *s);
 
+/* A process that runs workers, as the queue's worker registry knows it (GET /v1/queues "workers_seen").
+ * Each such process beats about once a second; the registry is shared by every process on the queue
+ * (a table in the SQLite file, a sorted set scored by last-seen time plus a hash in Redis). */
+typedef struct pk_queue_worker_info {
+    char name[64]; /* unique per process: "<host>-<pid>" unless named (--worker-name) */
+    char host[64]; /* gethostname() */
+    char kind[16]; /* "serve" (threads in `pake serve`) or "worker" (`pake worker`) */
+    int pid;
+    int threads;        /* worker threads in the process */
+    int busy;           /* of which running a task at the last beat */
+    int64_t started_ns; /* wall ns */
+    int64_t last_seen_ns;
+} pk_queue_worker_info;
+
+/* Entries not seen for this long are dropped from the registry by the next beat of any process. */
+#define PK_QUEUE_WORKER_FORGET_MS 3600000LL
+
 typedef struct pk_queue_ops {
     void (*close)(pk_queue *q);
     pk_err *(*enqueue)(pk_queue *q, const pk_task_input *in, pk_buf *out, bool *created, char id[37]);
@@ -201,6 +218,14 @@ typedef struct pk_queue_ops {
     /* Optional (NULL: callers poll next_wakeup). Blocks up to timeout_ms until a task may be
      * claimable (e.g. XREADGROUP BLOCK on Redis, so workers in other processes wake at once). */
     pk_err *(*wait)(pk_queue *q, int64_t timeout_ms);
+    /* Worker registry, optional (NULL: the backend keeps none; GET /v1/queues then lists the local
+     * workers only). worker_beat upserts w with last_seen = now (w->last_seen_ns is ignored) and drops
+     * entries older than PK_QUEUE_WORKER_FORGET_MS; worker_leave removes a process that stops cleanly;
+     * workers_seen lists the processes seen within max_age_ms, most recent first (*out is malloc'd,
+     * free() it; *n may be 0 with *out NULL). */
+    pk_err *(*worker_beat)(pk_queue *q, const pk_queue_worker_info *w);
+    pk_err *(*worker_leave)(pk_queue *q, const char *name);
+    pk_err *(*workers_seen)(pk_queue *q, int64_t max_age_ms, pk_queue_worker_info **out, size_t *n);
 } pk_queue_ops;
 
 struct pk_queue {
@@ -215,7 +240,8 @@ pk_err *pk_queue_open_redis(const pk_queue_config *cfg, pk_queue **out);
  * owned by *buf; free both with free()). Errors: "bad_config" naming the bad part. */
 pk_err *pk_queue_limits_parse(const char *spec, pk_queue_type_limit **limits, size_t *n, char **buf);
 /* The backend's SQLite handle access for modules that keep derived data in the same file
- * (embeddings, src/tasks/): runs fn(db, ud) under the queue's connection lock. */
+ * (embeddings, src/tasks/): runs fn(db, ud) under the queue's connection lock. Only for a queue opened
+ * with pk_queue_open_sqlite (any other backend: "queue_error" 500). */
 struct sqlite3;
 pk_err *pk_queue_sqlite_with_db(pk_queue *q, pk_err *(*fn)(struct sqlite3 *db, void *ud), void *ud);
 

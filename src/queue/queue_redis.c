@@ -24,6 +24,8 @@
  *   P counts           hash "queue:prio:state" -> count: stats without scanning records
  *   P dead             stream: dead-letter log {id, error}, capped (MAXLEN ~ 10000)
  *   P wake             stream (MAXLEN 1): a tick when a queue appears or a new earliest due time
+ *   P workers          zset name -> last beat (Redis time), and P workers:info, hash name -> JSON: the
+ *                      worker registry (queue_redis_workers.c)
  *
  * Claim. The script first promotes due tasks from `delayed` into their stream (so a delayed task is
  * never held unacknowledged by anyone), then reads streams in strict priority order (critical, high,
@@ -78,6 +80,7 @@
 #include "core/id.h"
 #include "core/json.h"
 #include "queue/queue.h"
+#include "queue/queue_redis_workers.h"
 #include "redis/redis.h"
 #include <pthread.h>
 #include <stdatomic.h>
@@ -1188,6 +1191,29 @@ static pk_err *q_wait(pk_queue *base, int64_t timeout_ms)
     return e;
 }
 
+/* ---- worker registry (queue_redis_workers.c: P workers, P workers:info) ------------------------------ */
+
+static pk_err *q_worker_beat(pk_queue *base, const pk_queue_worker_info *w)
+{
+    rq_queue *q = (rq_queue *)base;
+    pk_err *e = pk_queue_redis_worker_beat(q->r, q->prefix, w, PK_QUEUE_WORKER_FORGET_MS);
+    return e ? rq_err(e, "worker registry") : NULL;
+}
+
+static pk_err *q_worker_leave(pk_queue *base, const char *name)
+{
+    rq_queue *q = (rq_queue *)base;
+    pk_err *e = pk_queue_redis_worker_leave(q->r, q->prefix, name);
+    return e ? rq_err(e, "worker registry") : NULL;
+}
+
+static pk_err *q_workers_seen(pk_queue *base, int64_t max_age_ms, pk_queue_worker_info **out, size_t *n)
+{
+    rq_queue *q = (rq_queue *)base;
+    pk_err *e = pk_queue_redis_workers_seen(q->r, q->prefix, max_age_ms, out, n);
+    return e && !pk_err_is(e, "queue_error") ? rq_err(e, "worker registry") : e;
+}
+
 static const pk_queue_ops RQ_OPS = {
     .close = q_close,
     .enqueue = q_enqueue,
@@ -1206,6 +1232,9 @@ static const pk_queue_ops RQ_OPS = {
     .stats = q_stats,
     .purge = q_purge,
     .wait = q_wait,
+    .worker_beat = q_worker_beat,
+    .worker_leave = q_worker_leave,
+    .workers_seen = q_workers_seen,
 };
 
 /* Publishes this process's per-type limits (replacing what an earlier process wrote). */

@@ -19,6 +19,9 @@
  * A task over its limit is deferred (not_before = the time the rate allows, or now + LIMIT_RETRY_MS
  * for concurrency) and the claim looks at the next candidate, up to LIMIT_SCAN candidates per call.
  *
+ * Worker registry: table `workers`, one row per process that runs workers, upserted by its beat
+ * (about once a second), so GET /v1/queues shows the `pake worker` processes sharing this file too.
+ *
  * Statements are prepared once and cached by the address of their (static) SQL text.
  */
 #include "queue/queue.h"
@@ -240,16 +243,34 @@ static const char SCHEMA_V1[] =
     "CREATE INDEX tasks_type ON tasks(type, seq);"
     "PRAGMA user_version = 1;";
 
+/* v2: the worker registry (one row per process that runs workers, see pk_queue_worker_info). */
+static const char SCHEMA_V2[] = "CREATE TABLE IF NOT EXISTS workers ("
+                                " name TEXT PRIMARY KEY,"
+                                " host TEXT NOT NULL,"
+                                " kind TEXT NOT NULL,"
+                                " pid INTEGER NOT NULL,"
+                                " threads INTEGER NOT NULL,"
+                                " busy INTEGER NOT NULL,"
+                                " started_at INTEGER NOT NULL,"
+                                " last_seen INTEGER NOT NULL) WITHOUT ROWID;"
+                                "CREATE INDEX IF NOT EXISTS workers_seen ON workers(last_seen);"
+                                "PRAGMA user_version = 2;";
+
+/* The version is read inside the write transaction, so processes that open a new file at the same
+ * time (several `pake worker`s) apply each step once. */
 static pk_err *migrate(sq_queue *q)
 {
-    sqlite3_stmt *st;
-    pk_err *e = prep(q, "PRAGMA user_version", &st);
+    pk_err *e = exec(q, "BEGIN IMMEDIATE");
     if (e) return e;
-    int v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
-    sqlite3_reset(st);
-    if (v >= 1) return NULL;
-    if ((e = exec(q, "BEGIN IMMEDIATE"))) return e;
-    if (!(e = exec(q, SCHEMA_V1))) e = exec(q, "COMMIT");
+    sqlite3_stmt *st;
+    int v = 0;
+    if (sqlite3_prepare_v2(q->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+    }
+    if (v < 1) e = exec(q, SCHEMA_V1);
+    if (!e && v < 2) e = exec(q, SCHEMA_V2);
+    if (!e) e = exec(q, "COMMIT");
     if (e) sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
     return e;
 }
@@ -970,6 +991,96 @@ static pk_err *q_purge(pk_queue *base, int *n)
     return end(q, e);
 }
 
+/* ---- worker registry ------------------------------------------------------------------------ */
+
+static pk_err *q_worker_beat(pk_queue *base, const pk_queue_worker_info *w)
+{
+    sq_queue *q = (sq_queue *)base;
+    static const char up[] =
+        "INSERT INTO workers (name, host, kind, pid, threads, busy, started_at, last_seen) VALUES "
+        "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(name) DO UPDATE SET host = ?2, kind = ?3, pid = ?4, "
+        "threads = ?5, busy = ?6, started_at = ?7, last_seen = ?8";
+    static const char forget[] = "DELETE FROM workers WHERE last_seen < ?1";
+    pk_err *e = begin(q);
+    if (e) return e;
+    int64_t now = now_ns(q);
+    sqlite3_stmt *st;
+    if (!(e = prep(q, up, &st))) {
+        bind_text(st, 1, w->name);
+        bind_text(st, 2, w->host);
+        bind_text(st, 3, w->kind);
+        sqlite3_bind_int(st, 4, w->pid);
+        sqlite3_bind_int(st, 5, w->threads);
+        sqlite3_bind_int(st, 6, w->busy);
+        sqlite3_bind_int64(st, 7, w->started_ns);
+        sqlite3_bind_int64(st, 8, now);
+        e = run(q, st, NULL);
+    }
+    if (!e && !(e = prep(q, forget, &st))) {
+        sqlite3_bind_int64(st, 1, now - PK_QUEUE_WORKER_FORGET_MS * 1000000);
+        e = run(q, st, NULL);
+    }
+    return end(q, e);
+}
+
+static pk_err *q_worker_leave(pk_queue *base, const char *name)
+{
+    sq_queue *q = (sq_queue *)base;
+    static const char sql[] = "DELETE FROM workers WHERE name = ?1";
+    pk_err *e = begin(q);
+    if (e) return e;
+    sqlite3_stmt *st;
+    if (!(e = prep(q, sql, &st))) {
+        bind_text(st, 1, name);
+        e = run(q, st, NULL);
+    }
+    return end(q, e);
+}
+
+static void copy_col(char *dst, size_t cap, sqlite3_stmt *st, int c)
+{
+    const unsigned char *s = sqlite3_column_text(st, c);
+    snprintf(dst, cap, "%s", s ? (const char *)s : "");
+}
+
+static pk_err *q_workers_seen(pk_queue *base, int64_t max_age_ms, pk_queue_worker_info **out, size_t *n)
+{
+    sq_queue *q = (sq_queue *)base;
+    static const char sql[] = "SELECT name, host, kind, pid, threads, busy, started_at, last_seen FROM "
+                              "workers WHERE last_seen >= ?1 ORDER BY last_seen DESC, name";
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&q->mu);
+    sqlite3_stmt *st;
+    pk_err *e = prep(q, sql, &st);
+    if (!e) {
+        sqlite3_bind_int64(st, 1, now_ns(q) - max_age_ms * 1000000);
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            *out = realloc(*out, (*n + 1) * sizeof **out);
+            pk_queue_worker_info *w = &(*out)[(*n)++];
+            memset(w, 0, sizeof *w);
+            copy_col(w->name, sizeof w->name, st, 0);
+            copy_col(w->host, sizeof w->host, st, 1);
+            copy_col(w->kind, sizeof w->kind, st, 2);
+            w->pid = sqlite3_column_int(st, 3);
+            w->threads = sqlite3_column_int(st, 4);
+            w->busy = sqlite3_column_int(st, 5);
+            w->started_ns = sqlite3_column_int64(st, 6);
+            w->last_seen_ns = sqlite3_column_int64(st, 7);
+        }
+        if (rc != SQLITE_DONE) e = db_err(q, rc, "workers");
+        sqlite3_reset(st);
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (e) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+    }
+    return e;
+}
+
 static const pk_queue_ops SQ_OPS = {
     .close = q_close,
     .enqueue = q_enqueue,
@@ -987,6 +1098,9 @@ static const pk_queue_ops SQ_OPS = {
     .next_wakeup = q_next_wakeup,
     .stats = q_stats,
     .purge = q_purge,
+    .worker_beat = q_worker_beat,
+    .worker_leave = q_worker_leave,
+    .workers_seen = q_workers_seen,
 };
 
 pk_err *pk_queue_open_sqlite(const pk_queue_config *cfg, pk_queue **out)
@@ -1039,6 +1153,8 @@ pk_err *pk_queue_open_sqlite(const pk_queue_config *cfg, pk_queue **out)
 
 pk_err *pk_queue_sqlite_with_db(pk_queue *base, pk_err *(*fn)(sqlite3 *db, void *ud), void *ud)
 {
+    if (base->ops != &SQ_OPS)
+        return pk_err_new("queue_error", 500, "the %s task queue has no SQLite database", base->backend);
     sq_queue *q = (sq_queue *)base;
     pthread_mutex_lock(&q->mu);
     pk_err *e = fn(q->db, ud);

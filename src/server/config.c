@@ -6,6 +6,7 @@
 #include "ai/ai.h"
 #include "core/buf.h"
 #include "net/webhook.h"
+#include "queue/queue.h"
 #include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
@@ -51,7 +52,7 @@ static const opt OPTS[] = {
     {"idle-timeout-ms", "PAKE_IDLE_TIMEOUT_MS", T_INT, O(idle_timeout_ms), "60000",
      "idle keep-alive / HTTP/2 connection timeout"},
     {"shutdown-timeout-ms", "PAKE_SHUTDOWN_TIMEOUT_MS", T_INT, O(shutdown_timeout_ms), "10000",
-     "in-flight requests get this long after SIGTERM"},
+     "in-flight requests (then running tasks) get this long after SIGTERM"},
     {"drain-delay-ms", "PAKE_DRAIN_DELAY_MS", T_INT, O(drain_delay_ms), "0",
      "readiness is 503 this long before the listener closes"},
     {"deadline-ms", "PAKE_DEADLINE_MS", T_INT, O(deadline_ms), "10000", "default request deadline"},
@@ -159,7 +160,13 @@ static const opt OPTS[] = {
     {"pg-read-your-writes-ms", "PAKE_PG_READ_YOUR_WRITES_MS", T_INT, O(pg_read_your_writes_ms), "5000",
      "with a replica: reads of a principal that wrote this recently go to the primary"},
     {"workers", "PAKE_WORKERS", T_INT, O(workers), "2",
-     "task worker threads in `pake serve` (0: enqueue only)"},
+     "task worker threads in `pake serve` and `pake worker` (0 in serve: enqueue only)"},
+    {"queue-backend", "PAKE_QUEUE_BACKEND", T_STR, O(queue_backend), "sqlite",
+     "task queue: sqlite (DATA_DIR/queue.db) | redis (Redis Streams at --redis-url; scale-out)"},
+    {"task-limits", "PAKE_TASK_LIMITS", T_STR, O(task_limits), "",
+     "per-type limits shared by all workers, e.g. note.embed=concurrency:4;rate:10/s;burst:20,noop=..."},
+    {"worker-name", "PAKE_WORKER_NAME", T_STR, O(worker_name), "",
+     "this process in the worker registry (GET /v1/queues); empty: HOST-PID"},
     {"task-max-attempts", "PAKE_TASK_MAX_ATTEMPTS", T_INT, O(task_max_attempts), "3",
      "default attempts of a task before it becomes a dead letter"},
     {"task-timeout-ms", "PAKE_TASK_TIMEOUT_MS", T_INT, O(task_timeout_ms), "30000",
@@ -387,7 +394,21 @@ pk_err *pk_config_parse(pk_config *c, int argc, char **argv, bool *help)
                               .triggers = c->workflow_triggers,
                               .hooks = c->hooks};
     c->webhooks = malloc(sizeof *c->webhooks);
-    return pk_webhook_config_parse(&ws, c->webhooks);
+    if ((e = pk_webhook_config_parse(&ws, c->webhooks))) return e;
+    if (strcmp(c->queue_backend, "sqlite") != 0 && strcmp(c->queue_backend, "redis") != 0)
+        return pk_err_new("bad_config", 2, "--queue-backend must be sqlite or redis, got '%s'",
+                          c->queue_backend);
+    if (!strcmp(c->queue_backend, "redis") && !*c->redis_url)
+        return pk_err_new("bad_config", 2, "--queue-backend redis needs --redis-url (PAKE_REDIS_URL)");
+    pk_queue_type_limit *limits = NULL;
+    size_t nlimits = 0;
+    char *lbuf = NULL;
+    if ((e = pk_queue_limits_parse(c->task_limits, &limits, &nlimits, &lbuf))) return e;
+    free(limits);
+    free(lbuf);
+    if (strlen(c->worker_name) > 63)
+        return pk_err_new("bad_config", 2, "--worker-name must be at most 63 bytes");
+    return NULL;
 }
 
 void pk_config_usage(FILE *out, const char *command)

@@ -750,6 +750,12 @@ pk_err *pk_redis_svc_init(pk_server *s, const pk_redis_svc_env *env, pk_redis_sv
     return NULL;
 }
 
+struct pk_redis *pk_services_redis_pool(pk_server *s)
+{
+    pk_redis_svc *rs = svc_of(s);
+    return rs ? rs->redis : NULL;
+}
+
 void pk_redis_svc_dispose(pk_redis_svc *rs)
 {
     if (!rs) return;

@@ -119,6 +119,10 @@ typedef struct pk_l2_ticket {
 bool pk_services_l2_get_note(pk_job *j, const char *id, pk_buf *out, int64_t *version, pk_l2_ticket *t);
 void pk_services_l2_put_note(pk_job *j, const char *id, const pk_buf *json, int64_t version,
                              const pk_l2_ticket *t);
+/* The process's Redis client pool (the Redis task queue uses it with --redis-prefix); NULL without
+ * --redis-url. Owned by the services: valid until pk_services_dispose. */
+struct pk_redis;
+struct pk_redis *pk_services_redis_pool(pk_server *s);
 /* True when Redis is configured but not fully working (readiness reports "warn"). */
 bool pk_services_degraded(pk_server *s);
 

@@ -2,7 +2,9 @@
  * embeddings: the embedded pk_vecstore (store/vecstore.h): one vector per note in the queue's SQLite
  * file (table `embeddings`), derived from the note's title and content by note.embed, rebuildable at
  * any time (re-enqueue note.embed). Used with the embedded SQLite store; with the PostgreSQL store the
- * vectors live in PostgreSQL instead (src/store/vecstore_pg.c), shared by every process.
+ * vectors live in PostgreSQL instead (src/store/vecstore_pg.c), shared by every process. With the Redis queue
+ * backend the file DATA_DIR/queue.db still holds them (t->sq), so `pake serve` and the `pake worker`s
+ * that share a data directory share the vectors.
  *
  * A vector is `dims` little-endian float32 values (a blob) with the model name and the SHA-256 of the
  * text it was computed from, so an unchanged note is not rewritten. Search is an exact scan: every

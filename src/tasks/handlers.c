@@ -5,7 +5,9 @@
  *                    "permanent": bool}
  *                   waits `ms` (checking for cancel/timeout/shutdown every 5 ms), then fails on purpose
  *                   when `fail` is true, the attempt number is <= fail_attempts, or the wall clock is
- *                   before fail_until (retryable unless `permanent`). For tests and benchmarks.
+ *                   before fail_until (retryable unless `permanent`). For tests and benchmarks: the
+ *                   result names the run (worker, pid, started_us, finished_us: wall microseconds), so
+ *                   tests can check who ran a task and that runs never overlapped.
  *   note.summarize  {"note_id": "<uuid>"}: a summary of the note from the chat provider (src/ai/: an
  *                   OpenAI-compatible chat API, else the extractive pk_summarize), screened by the
  *                   security guard as stored note content (blocked: the task fails, not retryable;
@@ -13,7 +15,7 @@
  *                   ai_summary through the store's update (the note's version moves).
  *   note.embed      {"note_id": "<uuid>"}: the embedding of title + content from the embeddings provider
  *                   into the vector store (store/vecstore.h); skipped when the text and model are unchanged;
- * a deleted note drops its vector.
+ *                   a deleted note drops its vector.
  *
  * Store and provider calls carry the task id as request id (the audit log shows which task wrote) and
  * the task's timeout as deadline; between provider retries the handler's pk_task_check runs (heartbeat,
@@ -31,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static pk_err *stopped(pk_task_check_result r)
 {
@@ -56,6 +59,7 @@ pk_err *pk_task_noop(pk_task_ctx *c, const pk_task *t, const cJSON *payload, pk_
         return e;
     }
     int64_t wait_ns = ms ? (int64_t)(ms->valuedouble * 1e6) : 0;
+    int64_t started_wall = pk_wall_ns();
     int64_t end = pk_mono_ns() + wait_ns;
     for (;;) {
         pk_task_check_result r =
@@ -74,7 +78,22 @@ pk_err *pk_task_noop(pk_task_ctx *c, const pk_task *t, const cJSON *payload, pk_
         e->retryable = !cJSON_IsTrue(permanent);
         return e;
     }
-    pk_buf_printf(result, "{\"slept_ms\":%lld,\"attempt\":%d}", (long long)(wait_ns / 1000000), t->attempts);
+    pk_jw w;
+    pk_jw_init(&w, result);
+    pk_jw_obj_open(&w);
+    pk_jw_key(&w, "slept_ms");
+    pk_jw_int(&w, wait_ns / 1000000);
+    pk_jw_key(&w, "attempt");
+    pk_jw_int(&w, t->attempts);
+    pk_jw_key(&w, "worker");
+    pk_jw_str(&w, pk_task_ctx_worker(c));
+    pk_jw_key(&w, "pid");
+    pk_jw_int(&w, (int64_t)getpid());
+    pk_jw_key(&w, "started_us");
+    pk_jw_int(&w, started_wall / 1000);
+    pk_jw_key(&w, "finished_us");
+    pk_jw_int(&w, pk_wall_ns() / 1000);
+    pk_jw_obj_close(&w);
     return NULL;
 }
 

@@ -38,16 +38,18 @@
 
 #define PENDING_MAX 4096
 #define MAX_WORKERS 64
+#define WORKERS_SEEN_MS 60000 /* GET /v1/queues lists processes that beat within the last minute */
 
 typedef struct worker {
     pk_tasks *t;
     pthread_t th;
     int index;
-    char name[48];
+    char name[80];
     /* the running task (under t->mu) */
     char current[37];
     atomic_bool cancel;
     atomic_bool busy;
+    int fast_wakeups; /* backend waits in a row that returned at once with nothing to claim */
 } worker;
 
 struct pk_task_ctx {
@@ -170,6 +172,11 @@ pk_tasks *pk_task_ctx_tasks(pk_task_ctx *c)
     return c->t;
 }
 
+const char *pk_task_ctx_worker(pk_task_ctx *c)
+{
+    return c->w->name;
+}
+
 /* ---- wake-ups, pending note changes ---------------------------------------------------------- */
 
 void pk_tasks_wake(pk_tasks *t)
@@ -265,6 +272,33 @@ pk_err *pk_tasks_retry(pk_tasks *t, const char *id, pk_buf *out)
     return e;
 }
 
+static void worker_info_json(pk_jw *w, const pk_queue_worker_info *p, int64_t now_ns)
+{
+    char ts[PK_RFC3339_LEN];
+    pk_jw_obj_open(w);
+    pk_jw_key(w, "name");
+    pk_jw_str(w, p->name);
+    pk_jw_key(w, "kind");
+    pk_jw_str(w, p->kind);
+    pk_jw_key(w, "host");
+    pk_jw_str(w, p->host);
+    pk_jw_key(w, "pid");
+    pk_jw_int(w, p->pid);
+    pk_jw_key(w, "threads");
+    pk_jw_int(w, p->threads);
+    pk_jw_key(w, "busy");
+    pk_jw_int(w, p->busy);
+    pk_jw_key(w, "started_at");
+    pk_rfc3339(p->started_ns, ts);
+    pk_jw_str(w, ts);
+    pk_jw_key(w, "last_seen");
+    pk_rfc3339(p->last_seen_ns, ts);
+    pk_jw_str(w, ts);
+    pk_jw_key(w, "age_ms");
+    pk_jw_int(w, now_ns > p->last_seen_ns ? (now_ns - p->last_seen_ns) / 1000000 : 0);
+    pk_jw_obj_close(w);
+}
+
 pk_err *pk_tasks_queues_json(pk_tasks *t, pk_buf *out)
 {
     pk_queue_stats s = {0};
@@ -317,6 +351,22 @@ pk_err *pk_tasks_queues_json(pk_tasks *t, pk_buf *out)
         pk_jw_obj_close(&w);
     }
     pk_jw_arr_close(&w);
+    pk_queue_worker_info *seen = NULL;
+    size_t nseen = 0;
+    if (t->q->ops->workers_seen) {
+        e = t->q->ops->workers_seen(t->q, WORKERS_SEEN_MS, &seen, &nseen);
+        if (e) {
+            pk_buf_free(out);
+            pk_queue_stats_free(&s);
+            return e;
+        }
+        pk_jw_key(&w, "workers_seen");
+        pk_jw_arr_open(&w);
+        for (size_t i = 0; i < nseen; i++)
+            worker_info_json(&w, &seen[i], s.now_ns);
+        pk_jw_arr_close(&w);
+        free(seen);
+    }
     pk_jw_obj_close(&w);
     pk_queue_stats_free(&s);
     return NULL;
@@ -455,6 +505,34 @@ static void run_task(worker *w, pk_task *task)
 
 /* ---- the worker loop ------------------------------------------------------------------------- */
 
+/* Logs a queue failure at most once every 5 s per process (an outage would otherwise log a line per
+ * worker per retry); the count of suppressed lines goes into the next one. */
+static void warn_throttled(pk_tasks *t, const char *who, const char *what, const pk_err *e)
+{
+    static atomic_int suppressed;
+    int64_t now = pk_mono_ns(), last = atomic_load(&t->last_warn_mono);
+    if (last && now - last < 5000000000LL) {
+        atomic_fetch_add(&suppressed, 1);
+        return;
+    }
+    if (!atomic_compare_exchange_strong(&t->last_warn_mono, &last, now)) return;
+    pk_log_warn("%s: %s failed: %s (%d similar lines suppressed)", who, what, e->message,
+                atomic_exchange(&suppressed, 0));
+}
+
+/* Renews this process's entry in the queue's worker registry. */
+static void beat(pk_tasks *t)
+{
+    if (!t->q->ops->worker_beat) return;
+    pk_queue_worker_info w = t->self;
+    w.busy = 0;
+    for (int i = 0; i < t->nworkers; i++)
+        w.busy += atomic_load(&t->workers[i].busy);
+    pk_err *e = t->q->ops->worker_beat(t->q, &w);
+    if (e) warn_throttled(t, w.name, "worker registry beat", e);
+    pk_err_free(e);
+}
+
 static void maintenance(pk_tasks *t)
 {
     int64_t now = pk_mono_ns();
@@ -464,7 +542,7 @@ static void maintenance(pk_tasks *t)
     int n = 0;
     pk_err *e = t->q->ops->reclaim_expired(t->q, &n);
     if (e) {
-        pk_log_warn("reclaim of expired task leases failed: %s", e->message);
+        warn_throttled(t, t->self.name, "reclaim of expired task leases", e);
         pk_err_free(e);
     } else if (n > 0) {
         pk_log_info("reclaimed %d task(s) whose lease expired", n);
@@ -474,14 +552,51 @@ static void maintenance(pk_tasks *t)
         t->last_gauges_mono = now;
         refresh_gauges(t);
     }
+    if (now - t->last_beat_mono >= 1000000000LL) {
+        t->last_beat_mono = now;
+        beat(t);
+    }
     if (now - t->last_purge_mono >= 3600LL * 1000000000LL) {
         t->last_purge_mono = now;
         pk_err_free(t->q->ops->purge(t->q, &n));
     }
 }
 
-static void idle_wait(pk_tasks *t, uint64_t seen_gen)
+/* Sleeps on the condition variable until `until` (wall ns), a wake-up or shutdown. */
+static void cond_wait_until(pk_tasks *t, uint64_t seen_gen, int64_t until)
 {
+    struct timespec ts = {.tv_sec = until / 1000000000LL, .tv_nsec = until % 1000000000LL};
+    pthread_mutex_lock(&t->mu);
+    while (t->gen == seen_gen && !atomic_load(&t->stopping) && t->npending == 0)
+        if (pthread_cond_timedwait(&t->cv, &t->mu, &ts) == ETIMEDOUT) break;
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* Blocks in the backend's wait op (one idle worker per process at a time; the others sleep on the
+ * condition variable) and wakes the others when it returns, so work enqueued by another process
+ * starts at once. Returns false when another worker already waits or the wait failed; *fast says the
+ * wait returned in under 5 ms. */
+static bool backend_wait(worker *w, int64_t timeout_ms, bool *fast)
+{
+    pk_tasks *t = w->t;
+    bool expected = false;
+    if (!atomic_compare_exchange_strong(&t->waiter, &expected, true)) return false;
+    int64_t t0 = pk_mono_ns();
+    pk_err *e = t->q->ops->wait(t->q, timeout_ms);
+    *fast = pk_mono_ns() - t0 < 5000000;
+    atomic_store(&t->waiter, false);
+    if (e) {
+        warn_throttled(t, w->name, "queue wait", e);
+        pk_err_free(e);
+        return false;
+    }
+    pk_tasks_wake(t);
+    return true;
+}
+
+static void idle_wait(worker *w, uint64_t seen_gen)
+{
+    pk_tasks *t = w->t;
     int64_t next = INT64_MAX;
     pk_err *e = t->q->ops->next_wakeup(t->q, &next);
     pk_err_free(e);
@@ -490,11 +605,20 @@ static void idle_wait(pk_tasks *t, uint64_t seen_gen)
     if (next < until)
         until = next > now ? next : now + 10000000LL; /* due or expired: the claim or the
                                                        next reclaim (every 200 ms) takes it */
-    struct timespec ts = {.tv_sec = until / 1000000000LL, .tv_nsec = until % 1000000000LL};
-    pthread_mutex_lock(&t->mu);
-    while (t->gen == seen_gen && !atomic_load(&t->stopping) && t->npending == 0)
-        if (pthread_cond_timedwait(&t->cv, &t->mu, &ts) == ETIMEDOUT) break;
-    pthread_mutex_unlock(&t->mu);
+    /* A wait that returns at once although the claim found nothing (work held back by a limit, or
+     * taken by another process first) must not become a busy loop: after two in a row, sleep. */
+    if (t->q->ops->wait && w->fast_wakeups < 2 && !atomic_load(&t->stopping)) {
+        bool fast = false;
+        pthread_mutex_lock(&t->mu);
+        bool quiet = t->gen == seen_gen && t->npending == 0;
+        pthread_mutex_unlock(&t->mu);
+        if (quiet && backend_wait(w, (until - now) / 1000000 + 1, &fast)) {
+            w->fast_wakeups = fast ? w->fast_wakeups + 1 : 0;
+            return;
+        }
+    }
+    w->fast_wakeups = 0;
+    cond_wait_until(t, seen_gen, until);
 }
 
 static void *worker_main(void *arg)
@@ -513,20 +637,36 @@ static void *worker_main(void *arg)
         pk_task task;
         pk_err *e = t->q->ops->claim(t->q, w->name, NULL, 0, &task);
         if (e) {
-            pk_log_warn("%s: claim failed: %s", w->name, e->message);
+            warn_throttled(t, w->name, "claim", e);
             pk_err_free(e);
-            struct timespec d = {0, 100000000};
-            nanosleep(&d, NULL);
+            cond_wait_until(t, gen, wall_now() + 100000000LL);
             continue;
         }
         if (task.id[0]) {
+            w->fast_wakeups = 0;
             run_task(w, &task);
             pk_task_free(&task);
             continue;
         }
-        idle_wait(t, gen);
+        idle_wait(w, gen);
     }
     return NULL;
+}
+
+/* With no worker threads (`pake serve --workers 0`, the workers run elsewhere) nobody would turn note
+ * changes into note.embed tasks: this thread does only that. */
+static void *hook_main(void *arg)
+{
+    pk_tasks *t = arg;
+    for (;;) {
+        pthread_mutex_lock(&t->mu);
+        while (t->npending == 0 && !atomic_load(&t->stopping))
+            pthread_cond_wait(&t->cv, &t->mu);
+        bool stop = atomic_load(&t->stopping);
+        pthread_mutex_unlock(&t->mu);
+        if (stop) return NULL;
+        drain_pending(t);
+    }
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------------- */
@@ -565,7 +705,7 @@ static pk_err *open_vectors(pk_tasks *t, struct pk_server *s)
                                     .hnsw_ef_search = t->cfg.hnsw_ef_search};
         e = pk_vecstore_open_pg(s->store, &vc, &t->vs);
     } else {
-        e = pk_vecstore_open_queue(t->q, &t->vs);
+        e = pk_vecstore_open_queue(t->sq, &t->vs);
     }
     if (e) return e;
     if (!strcmp(t->vs->backend, "postgres") && strcmp(t->vs->index, "pgvector-hnsw"))
@@ -580,18 +720,13 @@ pk_vecstore *pk_tasks_vectors(pk_tasks *t)
     return t->vs;
 }
 
-pk_err *pk_tasks_init(struct pk_server *s, const pk_tasks_config *cfg, pk_tasks **out)
+/* The queue of the configured backend in t->q, and the SQLite file of the embeddings in t->sq. */
+static pk_err *open_queues(pk_tasks *t, struct pk_server *s, const pk_tasks_config *cfg)
 {
-    pk_tasks *t = calloc(1, sizeof *t);
-    t->srv = s;
-    t->cfg = *cfg;
-    t->cfg.leases = NULL;
-    if (t->cfg.workers > MAX_WORKERS) t->cfg.workers = MAX_WORKERS;
-    pk_err *e = parse_leases(t, cfg->leases);
     char path[4096];
     snprintf(path, sizeof path, "%s/queue.db", s->cfg.data_dir);
     if (mkdir(s->cfg.data_dir, 0700) != 0 && errno != EEXIST)
-        e = pk_err_new("bad_config", 2, "cannot create the data directory '%s'", s->cfg.data_dir);
+        return pk_err_new("bad_config", 2, "cannot create the data directory '%s'", s->cfg.data_dir);
     pk_queue_config qc = {.path = path,
                           .default_max_attempts = cfg->max_attempts,
                           .default_timeout_ms = cfg->timeout_ms,
@@ -599,11 +734,63 @@ pk_err *pk_tasks_init(struct pk_server *s, const pk_tasks_config *cfg, pk_tasks 
                           .leases = t->leases,
                           .nleases = (size_t)t->nleases,
                           .retry_base_ms = cfg->retry_base_ms,
-                          .retry_cap_ms = cfg->retry_cap_ms};
-    if (!e) e = pk_queue_open_sqlite(&qc, &t->q);
+                          .retry_cap_ms = cfg->retry_cap_ms,
+                          .limits = t->limits,
+                          .nlimits = t->nlimits};
+    bool redis = cfg->backend && !strcmp(cfg->backend, "redis");
+    if (!redis) {
+        pk_err *e = pk_queue_open_sqlite(&qc, &t->q);
+        t->sq = t->q;
+        return e;
+    }
+    qc.redis = pk_services_redis_pool(s);
+    qc.redis_prefix = s->cfg.redis_prefix;
+    if (!qc.redis) return pk_err_new("bad_config", 2, "--queue-backend redis needs --redis-url");
+    pk_err *e = pk_queue_open_redis(&qc, &t->q);
+    if (e) return e;
+    /* the embeddings stay in the SQLite file; its own task table is unused */
+    pk_queue_config ec = {.path = path};
+    return pk_queue_open_sqlite(&ec, &t->sq);
+}
+
+static void close_queues(pk_tasks *t)
+{
+    if (t->sq && t->sq != t->q) pk_queue_close(t->sq);
+    if (t->q) pk_queue_close(t->q);
+    t->sq = t->q = NULL;
+}
+
+/* This process in the worker registry: HOST-PID unless named. */
+static void init_self(pk_tasks *t, const pk_tasks_config *cfg)
+{
+    pk_queue_worker_info *w = &t->self;
+    if (gethostname(w->host, sizeof w->host) != 0 || !w->host[0]) snprintf(w->host, sizeof w->host, "pake");
+    w->host[sizeof w->host - 1] = '\0';
+    w->pid = (int)getpid();
+    if (cfg->name && *cfg->name)
+        snprintf(w->name, sizeof w->name, "%s", cfg->name);
+    else
+        snprintf(w->name, sizeof w->name, "%.40s-%d", w->host, w->pid);
+    snprintf(w->kind, sizeof w->kind, "%s", cfg->kind && *cfg->kind ? cfg->kind : "serve");
+    w->started_ns = wall_now();
+}
+
+pk_err *pk_tasks_init(struct pk_server *s, const pk_tasks_config *cfg, pk_tasks **out)
+{
+    pk_tasks *t = calloc(1, sizeof *t);
+    t->srv = s;
+    t->cfg = *cfg;
+    t->cfg.leases = t->cfg.limits = t->cfg.backend = t->cfg.kind = t->cfg.name = NULL; /* borrowed */
+    if (t->cfg.workers > MAX_WORKERS) t->cfg.workers = MAX_WORKERS;
+    init_self(t, cfg);
+    pk_err *e = parse_leases(t, cfg->leases);
+    if (!e) e = pk_queue_limits_parse(cfg->limits, &t->limits, &t->nlimits, &t->limits_buf);
+    if (!e) e = open_queues(t, s, cfg);
     if (!e) e = open_vectors(t, s);
     if (e) {
-        if (t->q) pk_queue_close(t->q);
+        close_queues(t);
+        free(t->limits);
+        free(t->limits_buf);
         free(t);
         return e;
     }
@@ -630,19 +817,23 @@ void pk_tasks_start(pk_tasks *t)
     int n = t->cfg.workers;
     t->workers = calloc((size_t)(n ? n : 1), sizeof *t->workers);
     t->last_seen = calloc((size_t)(n ? n : 1), sizeof *t->last_seen);
-    char host[32] = "pake";
     for (int i = 0; i < n; i++) {
         worker *w = &t->workers[i];
         w->t = t;
         w->index = i;
-        snprintf(w->name, sizeof w->name, "%s-%d-w%d", host, (int)getpid(), i);
+        snprintf(w->name, sizeof w->name, "%s-w%d", t->self.name, i);
         atomic_store(&t->last_seen[i], wall_now());
     }
     t->nworkers = n;
     for (int i = 0; i < n; i++)
         pthread_create(&t->workers[i].th, NULL, worker_main, &t->workers[i]);
     t->started = true;
-    if (n) pk_log_info("task workers started: %d (queue %s)", n, t->q->backend);
+    t->self.threads = n;
+    if (!n && t->cfg.auto_embed) t->hook_running = pthread_create(&t->hook_thread, NULL, hook_main, t) == 0;
+    if (n) {
+        beat(t);
+        pk_log_info("task workers started: %d (queue %s, registered as %s)", n, t->q->backend, t->self.name);
+    }
 }
 
 void pk_tasks_stop(pk_tasks *t, int64_t deadline_ms)
@@ -653,7 +844,14 @@ void pk_tasks_stop(pk_tasks *t, int64_t deadline_ms)
     pk_tasks_wake(t);
     for (int i = 0; i < t->nworkers; i++)
         pthread_join(t->workers[i].th, NULL);
+    if (t->hook_running) pthread_join(t->hook_thread, NULL);
+    t->hook_running = false;
     t->started = false;
+    if (t->nworkers && t->q->ops->worker_leave) {
+        pk_err *e = t->q->ops->worker_leave(t->q, t->self.name);
+        if (e) pk_log_warn("cannot leave the worker registry: %s", e->message);
+        pk_err_free(e);
+    }
 }
 
 void pk_tasks_dispose(pk_tasks *t)
@@ -662,7 +860,9 @@ void pk_tasks_dispose(pk_tasks *t)
     pk_tasks_stop(t, 0);
     pk_services_set_tasks(t->srv, NULL);
     pk_vecstore_close(t->vs);
-    pk_queue_close(t->q);
+    close_queues(t);
+    free(t->limits);
+    free(t->limits_buf);
     pk_workflows_dispose(t);
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cv);

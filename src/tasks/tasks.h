@@ -1,20 +1,27 @@
 /*
- * tasks: asynchronous work inside `pake serve`. pk_tasks owns the embedded queue (DATA_DIR/queue.db,
- * src/queue/), N worker threads, the task handlers (noop, note.summarize, note.embed), the
- * embeddings they produce and the task metrics.
+ * tasks: asynchronous work, in `pake serve` (threads next to the HTTP server) and in `pake worker`
+ * (threads only). pk_tasks owns the queue (src/queue/: DATA_DIR/queue.db, or Redis Streams with
+ * --queue-backend redis through the services' Redis pool), N worker threads, the task handlers (noop,
+ * note.summarize, note.embed), the embeddings they produce (always in DATA_DIR/queue.db) and the task
+ * metrics.
  *
  * Workers. Each worker loops: enqueue the note.embed tasks that note changes asked for, reclaim
- * expired leases (at most every 200 ms, whichever worker gets there), claim the most urgent task and
- * run its handler; when nothing is claimable it sleeps until the queue's next wake-up time (a due
- * delayed task or an expiring lease, at most 250 ms) or until an in-process enqueue, retry or note
- * change wakes it. Handlers are synchronous and cooperative: they call pk_task_check() between steps,
+ * expired leases (at most every 200 ms, whichever worker gets there; that worker also beats the
+ * queue's worker registry once a second), claim the most urgent task and run its handler; when
+ * nothing is claimable it sleeps until the queue's next wake-up time (a due delayed task or an
+ * expiring lease, at most 250 ms) or until an in-process enqueue, retry or note change wakes it. With
+ * a backend that has a `wait` op (Redis), one idle worker per process blocks in it instead and wakes
+ * the others when it returns, so work enqueued by any process starts at once. Handlers are synchronous
+ * and cooperative: they call pk_task_check() between steps,
  * which renews the lease every lease/3 (the heartbeat), and tells them to stop when the task was
  * cancelled, ran past its timeout or shutdown's deadline passed. A handler that blocks without
  * checking loses its lease and the task is reclaimed: at-least-once, so handlers are idempotent.
  *
+ * Limits (--task-limits) are handed to the backend, which enforces them for every process on the queue.
+ *
  * Shutdown (pk_tasks_stop): workers stop claiming at once; running tasks may finish until the
  * deadline, after which pk_task_check() answers PK_TASK_STOP_SHUTDOWN and the worker releases the
- * task back to the queue (the attempt is not counted).
+ * task back to the queue (the attempt is not counted); the process then leaves the worker registry.
  *
  * Ownership and threads: one pk_tasks per server, created before serving (it registers a note-change
  * observer and metric families), started after the listeners are up, stopped after the server has
@@ -55,6 +62,8 @@ typedef pk_err *(*pk_task_handler)(pk_task_ctx *c, const pk_task *t, const cJSON
 pk_task_check_result pk_task_check(pk_task_ctx *c, double progress);
 struct pk_server *pk_task_ctx_server(pk_task_ctx *c);
 pk_tasks *pk_task_ctx_tasks(pk_task_ctx *c);
+/* The name of the worker thread running the task ("<registry name>-w<i>"). */
+const char *pk_task_ctx_worker(pk_task_ctx *c);
 
 typedef struct pk_tasks_config {
     int workers;                  /* threads; 0 = none (API still enqueues) */
@@ -67,10 +76,16 @@ typedef struct pk_tasks_config {
      * HNSW index of embed_dims dimensions when pgvector is installed; else the queue's SQLite file */
     int embed_dims; /* 0 = PK_EMBED_DIMS */
     int hnsw_m, hnsw_ef_construction, hnsw_ef_search;
+    const char *backend; /* "sqlite" (NULL) or "redis": the process's Redis pool and --redis-prefix */
+    const char *limits;  /* per-type limits, pk_queue_limits_parse grammar (NULL = none) */
+    const char *kind;    /* "serve" (NULL) or "worker": how the worker registry shows this process */
+    const char *name;    /* registry name of this process; NULL or empty = HOST-PID */
 } pk_tasks_config;
 
-/* Opens DATA_DIR/queue.db, registers handlers, metrics and the note observer, and publishes itself
- * through pk_services_set_tasks. Does not start workers. */
+/* Opens the configured queue (DATA_DIR/queue.db, or Redis Streams through the services' Redis pool;
+ * DATA_DIR/queue.db then still holds the embeddings), registers handlers, metrics and the note
+ * observer, and publishes itself through pk_services_set_tasks. Does not start workers. Errors:
+ * "bad_config" (leases, limits, data directory), the backend's open errors. */
 pk_err *pk_tasks_init(struct pk_server *s, const pk_tasks_config *cfg, pk_tasks **out);
 void pk_tasks_start(pk_tasks *t);
 /* Stops claiming, lets running tasks finish until deadline_ms from now, releases the rest, joins. */

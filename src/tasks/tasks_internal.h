@@ -15,8 +15,12 @@ typedef struct pk_workflows pk_workflows;
 struct pk_tasks {
     struct pk_server *srv;
     pk_tasks_config cfg;
-    pk_queue *q;
-    pk_vecstore *vs; /* note embeddings (embeddings.c or store/vecstore_pg.c) */
+    pk_queue *q;  /* the configured backend */
+    pk_queue *sq; /* the SQLite file that holds the embeddings: q itself, or DATA_DIR/queue.db */
+    pk_queue_type_limit *limits;
+    size_t nlimits;
+    char *limits_buf;
+    pk_vecstore *vs; /* note embeddings (embeddings.c over sq, or store/vecstore_pg.c) */
     pk_queue_type_lease leases[16];
     char lease_types[16][PK_TASK_TYPE_MAX + 1];
     int nleases;
@@ -30,10 +34,16 @@ struct pk_tasks {
     struct worker *workers;
     _Atomic int64_t *last_seen; /* wall ns, per worker */
     int nworkers;
+    pthread_t hook_thread; /* with 0 workers: enqueues the note.embed tasks that note changes ask for */
+    bool hook_running;
     bool started;
     atomic_bool stopping;
     _Atomic int64_t stop_deadline_mono;
     _Atomic int64_t last_reclaim_mono;
+    atomic_bool waiter;                        /* an idle worker is blocked in q->ops->wait */
+    _Atomic int64_t last_warn_mono;            /* throttles the "claim failed" warnings */
+    pk_queue_worker_info self;                 /* this process in the worker registry */
+    int64_t last_beat_mono;                    /* the worker that won the reclaim slot */
     int64_t last_gauges_mono, last_purge_mono; /* the worker that won the reclaim slot */
     /* wake-ups and pending note changes (under mu) */
     pthread_mutex_t mu;

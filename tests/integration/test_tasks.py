@@ -58,7 +58,10 @@ class Tasks(ServerTestCase):
         self.assertRegex(t["trace_context"], r"^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$")
         done = wait_task(self.srv, t["id"], ("succeeded",))
         self.assertEqual(done["attempts"], 1)
-        self.assertEqual(done["result"], {"slept_ms": 50, "attempt": 1})
+        res = done["result"]
+        self.assertEqual({k: res[k] for k in ("slept_ms", "attempt")}, {"slept_ms": 50, "attempt": 1})
+        self.assertGreaterEqual(res["finished_us"] - res["started_us"], 50000, res)
+        self.assertTrue(res["worker"].endswith(("-w0", "-w1")), res)
         self.assertEqual(done["progress"], 1)
         run = parse_time(done["finished_at"]) - parse_time(done["started_at"])
         self.assertGreaterEqual(run, 0.049)

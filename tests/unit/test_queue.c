@@ -1044,3 +1044,60 @@ RTEST(redis_down_is_a_retryable_queue_error)
     pk_queue_close(dq);
     pk_redis_free(dead);
 }
+
+/* ---- worker registry (SQLite; the Redis one is tests/unit/test_queue_redis_workers.c: Redis's clock) */
+
+static void beat(const char *name, const char *kind, int busy)
+{
+    pk_queue_worker_info w = {.pid = 4242, .threads = 3, .busy = busy, .started_ns = 1700000000LL * SEC};
+    snprintf(w.name, sizeof w.name, "%s", name);
+    snprintf(w.host, sizeof w.host, "host-a");
+    snprintf(w.kind, sizeof w.kind, "%s", kind);
+    pk_err *e = q->ops->worker_beat(q, &w);
+    cr_assert_null(e, "%s", e ? e->message : "");
+}
+
+Test(queue, worker_registry_beats_lists_forgets_and_leaves, .init = setup_sqlite, .fini = teardown)
+{
+    pk_queue_worker_info *ws = NULL;
+    size_t n = 99;
+    cr_assert_null(q->ops->workers_seen(q, 60000, &ws, &n));
+    cr_assert_eq(n, 0);
+    free(ws);
+    beat("a-1", "worker", 0);
+    now_ns += 2 * SEC;
+    beat("b-2", "serve", 1);
+    now_ns += 1 * SEC;
+    beat("a-1", "worker", 2); /* upsert: one row, new numbers and last_seen */
+    cr_assert_null(q->ops->workers_seen(q, 60000, &ws, &n));
+    cr_assert_eq(n, 2);
+    cr_assert_str_eq(ws[0].name, "a-1"); /* most recent first */
+    cr_assert_eq(ws[0].busy, 2);
+    cr_assert_eq(ws[0].threads, 3);
+    cr_assert_eq(ws[0].pid, 4242);
+    cr_assert_str_eq(ws[0].host, "host-a");
+    cr_assert_str_eq(ws[0].kind, "worker");
+    cr_assert_eq(ws[0].last_seen_ns, now_ns);
+    cr_assert_eq(ws[0].started_ns, 1700000000LL * SEC);
+    cr_assert_str_eq(ws[1].name, "b-2");
+    cr_assert_eq(ws[1].last_seen_ns, now_ns - 1 * SEC);
+    free(ws);
+    /* the age window filters: b-2 was seen 1 s ago, outside a 500 ms window */
+    cr_assert_null(q->ops->workers_seen(q, 500, &ws, &n));
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(ws[0].name, "a-1");
+    free(ws);
+    /* a clean stop leaves at once */
+    cr_assert_null(q->ops->worker_leave(q, "a-1"));
+    cr_assert_null(q->ops->workers_seen(q, 60000, &ws, &n));
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(ws[0].name, "b-2");
+    free(ws);
+    /* entries not seen for the forget period are dropped by anyone's next beat */
+    now_ns += PK_QUEUE_WORKER_FORGET_MS * MS + 1;
+    beat("c-3", "worker", 0);
+    cr_assert_null(q->ops->workers_seen(q, PK_QUEUE_WORKER_FORGET_MS * 10, &ws, &n));
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(ws[0].name, "c-3");
+    free(ws);
+}
