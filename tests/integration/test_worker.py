@@ -14,6 +14,8 @@ an ASan start costs seconds on a loaded machine, so test 1 runs (a), (e), (b), (
         is released (queued, attempt not counted); exit 0; the process leaves the registry
   2 (f) --task-limits noop=concurrency:1 in two processes: the runs (start/finish in the results)
         never overlap
+  4 delayed tasks (delay_ms) start in a worker process within 100 ms of their time (300 ms on the
+    ASan build)
   0 bad worker settings are start-up errors (exit 2) with a clear message; --help
 The Redis variant (when src/queue/queue_redis.c is built in and redis-server is installed) adds:
   3 (d) Redis restarts on the same port, without and then with persistence, while two workers run: they
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 import unittest
+from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pake_harness import PAKE_BIN, SANITIZER_MARKERS, SLOW, SOURCE_DIR, Server, main  # noqa: E402
@@ -308,6 +311,25 @@ class WorkerCase:
         # next at once, while the other process polls every 10 ms; both keep trying all along)
         self.stop_worker(w1)
         self.stop_worker(w2)
+
+    def test_4_delayed_tasks_start_on_time_in_worker_processes(self):
+        w = self.worker()
+        wait_for("the worker to check in", lambda: len(self.workers_seen()) >= 1, 20)
+        ids = [self.enqueue({"ms": 0}, delay_ms=d) for d in (300, 500, 700)]
+        lates = []
+        for t in self.wait_all(ids):
+            self.assertEqual(t["state"], "succeeded", t)
+            started, due = parse_time(t["started_at"]), parse_time(t["not_before"])
+            self.assertGreaterEqual(started, due, t)
+            lates.append(started - due)
+        print("%s: delayed start late by %s ms" % (type(self).__name__, [round(x * 1000, 1) for x in lates]),
+              file=sys.stderr)
+        self.assertLess(max(lates), 0.1 * SLOW, lates)
+        self.stop_worker(w)
+
+
+def parse_time(s):
+    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
 
 
 class SqliteWorkers(WorkerCase, unittest.TestCase):
