@@ -269,15 +269,22 @@ static tls_state *tls_get(void)
     return t;
 }
 
+static bool grow_scratch(tls_state *t, const hs_database_t *db)
+{
+    return !db || hs_alloc_scratch(db, &t->scratch) == HS_SUCCESS;
+}
+
 static bool ensure_scratch(tls_state *t, const pk_guard_ruleset *rs)
 {
     for (unsigned i = 0; i < SCRATCH_SEEN; i++)
         if (t->seen[i] == rs->serial) return true;
-    for (int v = 0; v < PK_VIEW_COUNT; v++) {
-        hs_database_t *dbs[4] = {rs->db[v], rs->gate[0][v], rs->gate[1][v], rs->always[v]};
-        for (int k = 0; k < 4; k++)
-            if (dbs[k] && hs_alloc_scratch(dbs[k], &t->scratch) != HS_SUCCESS) return false;
-    }
+    bool ok = true;
+    for (int v = 0; v < PK_VIEW_COUNT && ok; v++)
+        ok = grow_scratch(t, rs->db[v]) && grow_scratch(t, rs->always[v]) &&
+             grow_scratch(t, rs->gate[0][v]) && grow_scratch(t, rs->gate[1][v]);
+    for (size_t i = 0; i < rs->nrules && ok; i++)
+        ok = grow_scratch(t, rs->rules[i].db);
+    if (!ok) return false;
     t->seen[t->seen_next++ % SCRATCH_SEEN] = rs->serial;
     return true;
 }
@@ -313,55 +320,75 @@ static void scan_db(const hs_database_t *db, tls_state *t, const pk_buf *b, hits
     hs_scan(db, b->data, (unsigned)(b->len > UINT32_MAX ? UINT32_MAX : b->len), 0, t->scratch, on_match, h);
 }
 
+/* At most this many rules of a view opened by the gate are scanned one by one (their own
+ * databases); more, and the view's full database is cheaper. */
+#define SINGLE_MAX 8
+
 typedef struct gate_ctx {
     const pk_guard_ruleset *rs;
-    int view, stage;
+    int stage;
     uint8_t *seen;
-    bool open;      /* some rule has all its required sets */
-    bool candidate; /* stage 0: some rule has its first set and needs stage 1 */
+    uint16_t open[PK_VIEW_COUNT][SINGLE_MAX]; /* rules whose required sets are all present */
+    unsigned nopen[PK_VIEW_COUNT];            /* > SINGLE_MAX: scan the view's full database */
+    bool candidate;                           /* stage 0: some rule has its first set and needs stage 1 */
 } gate_ctx;
 
-/* Literal `id` was found: mark the requirements it satisfies; a rule with all of them met opens
- * the gate and stops the scan. */
+/* Literal `id` was found: mark the requirements it satisfies; a rule with all of them met is open.
+ * The scan of a view stops once it needs its full database. */
 static int on_gate(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags,
                    void *ctx)
 {
     gate_ctx *c = ctx;
-    const uint32_t *off = c->rs->gate_off[c->stage][c->view], *pairs = c->rs->gate_pairs[c->stage][c->view];
-    for (uint32_t k = off[id]; k < off[id + 1]; k++) {
+    const pk_guard_gate_lit *lit = &c->rs->gate_lit[c->stage][id];
+    const uint32_t *pairs = c->rs->gate_pairs[c->stage];
+    for (uint32_t k = lit->off; k < lit[1].off; k++) {
         uint32_t rule = pairs[k] >> 2;
-        c->seen[rule] |= (uint8_t)(1u << (pairs[k] & 3));
-        if (c->seen[rule] == (1u << c->rs->rules[rule].nreq) - 1) {
-            c->open = true;
-            return 1;
+        uint8_t all = (uint8_t)((1u << c->rs->rules[rule].nreq) - 1), was = c->seen[rule];
+        c->seen[rule] = (uint8_t)(was | (1u << (pairs[k] & 3)));
+        if (c->seen[rule] != all) {
+            c->candidate = true;
+            continue;
         }
-        c->candidate = true;
+        if (was == all) continue;
+        unsigned *n = &c->nopen[lit->view];
+        if (*n < SINGLE_MAX) c->open[lit->view][*n] = (uint16_t)rule;
+        if (++*n > SINGLE_MAX) return 1;
     }
     return 0;
 }
 
-static void gate_scan(gate_ctx *c, tls_state *t, const pk_buf *b)
+static void gate_scan(gate_ctx *c, tls_state *t, int view, const pk_buf *b)
 {
-    const hs_database_t *db = c->rs->gate[c->stage][c->view];
-    if (db && b->len)
+    const hs_database_t *db = c->rs->gate[c->stage][view];
+    if (db && b->len && c->nopen[view] <= SINGLE_MAX)
         hs_scan(db, b->data, (unsigned)(b->len > UINT32_MAX ? UINT32_MAX : b->len), 0, t->scratch, on_gate,
                 c);
 }
 
-/* True when some rule of the view has a literal of each of its required sets in the text. */
-static bool gate_open(const pk_guard_ruleset *rs, int view, tls_state *t, const pk_buf *b)
+/* Finds the rules of each view that have a literal of each of their required sets in the view
+ * (words: with its edge spaces). */
+static void gate_run(gate_ctx *c, tls_state *t, const pk_buf *words, const pk_buf *raw)
 {
-    gate_ctx c = {rs, view, 0, t->req_seen, false, false};
-    gate_scan(&c, t, b);
-    if (c.open || !c.candidate) return c.open;
-    c.stage = 1;
-    gate_scan(&c, t, b);
-    return c.open;
+    gate_scan(c, t, PK_VIEW_WORDS, words);
+    gate_scan(c, t, PK_VIEW_RAW, raw);
+    if (!c->candidate) return;
+    c->stage = 1;
+    gate_scan(c, t, PK_VIEW_WORDS, words);
+    gate_scan(c, t, PK_VIEW_RAW, raw);
 }
 
-/* Normalises text into both views and scans them: the full databases when the prefilter finds a
- * required literal in either view (or is off), else only the rules that have no required literals
- * (no other rule can match). Either way the same rules fire. */
+/* Scans one view: every rule when the prefilter is off or opened many rules, else the rules without
+ * required literals plus each opened rule alone. No other rule can match, so the same rules fire. */
+static void scan_view(const pk_guard_ruleset *rs, tls_state *t, const gate_ctx *c, int v, const pk_buf *b,
+                      hits *h)
+{
+    if (!c || c->nopen[v] > SINGLE_MAX) return scan_db(rs->db[v], t, b, h);
+    scan_db(rs->always[v], t, b, h);
+    for (unsigned k = 0; k < c->nopen[v]; k++)
+        scan_db(rs->rules[c->open[v][k]].db, t, b, h);
+}
+
+/* Normalises text into both views and scans them (see scan_view). */
 static void scan_text(const pk_guard_ruleset *rs, tls_state *t, bool prefilter, const char *text, size_t len,
                       hits *h, pk_guard_norm_stats *st)
 {
@@ -372,14 +399,16 @@ static void scan_text(const pk_guard_ruleset *rs, tls_state *t, bool prefilter, 
     pk_guard_normalize(text, len, &t->words, &t->raw, st);
     pk_buf_putc(&t->words, ' ');
     pk_buf words = {.data = t->words.data + 1, .len = t->words.len - 2, .cap = 0};
-    memset(t->req_seen, 0, rs->nrules);
-    if (!prefilter || gate_open(rs, PK_VIEW_WORDS, t, &t->words) || gate_open(rs, PK_VIEW_RAW, t, &t->raw)) {
-        scan_db(rs->db[PK_VIEW_WORDS], t, &words, h);
-        scan_db(rs->db[PK_VIEW_RAW], t, &t->raw, h);
-    } else {
-        scan_db(rs->always[PK_VIEW_WORDS], t, &words, h);
-        scan_db(rs->always[PK_VIEW_RAW], t, &t->raw, h);
+    if (!prefilter) {
+        scan_view(rs, t, NULL, PK_VIEW_WORDS, &words, h);
+        scan_view(rs, t, NULL, PK_VIEW_RAW, &t->raw, h);
+        return;
     }
+    gate_ctx c = {.rs = rs, .seen = t->req_seen};
+    memset(t->req_seen, 0, rs->nrules);
+    gate_run(&c, t, &t->words, &t->raw);
+    scan_view(rs, t, &c, PK_VIEW_WORDS, &words, h);
+    scan_view(rs, t, &c, PK_VIEW_RAW, &t->raw, h);
 }
 
 typedef struct scan_out {
