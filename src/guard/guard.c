@@ -2,7 +2,9 @@
  * The guard: normalise, scan, score, decide. See guard.h for the model.
  *
  * Hot path: one pk_guard_scan = one pass of normalisation producing both views, one pass looking for
- * encoded segments, one Vectorscan scan per view (plus the same for decoded segments, rare). Per-thread
+ * encoded segments, and per view a literal gate scan followed by either the one-rule databases of the
+ * few rules the gate opened or the view's full database (plus the same for decoded segments, rare).
+ * Inputs are mostly short (tags, titles, queries), so fixed per-call costs matter too. Per-thread
  * state (Vectorscan scratch and the normalisation buffers) lives in a pthread key so that scans allocate
  * nothing in steady state and the state is freed when a thread exits.
  *

@@ -9,8 +9,9 @@
  *   ID CATEGORY WEIGHT VIEW PATTERN          one rule; VIEW is w (words view) or r (raw view);
  *                                            PATTERN is the rest of the line (a Vectorscan regex)
  * Anything wrong is an error naming the line: a guard never starts with fewer rules than its file
- * says. Patterns are compiled caseless and single-match (we only need "did it fire"), one database
- * per view, so each normalised view is scanned exactly once.
+ * says. Patterns are compiled caseless and single-match (we only need "did it fire"): one database
+ * per view with all its rules, one per rule with only that rule (scanned when the literal gate opens
+ * for a few rules only), and the gate databases (guard/prefilter.h).
  */
 #include "guard/rules.h"
 #include "core/id.h"
