@@ -2,7 +2,9 @@
  * The guard: normalise, scan, score, decide. See guard.h for the model.
  *
  * Hot path: one pk_guard_scan = one pass of normalisation producing both views, one pass looking for
- * encoded segments, one Vectorscan scan per view (plus the same for decoded segments, rare). Per-thread
+ * encoded segments, and per view a literal gate scan followed by either the one-rule databases of the
+ * few rules the gate opened or the view's full database (plus the same for decoded segments, rare).
+ * Inputs are mostly short (tags, titles, queries), so fixed per-call costs matter too. Per-thread
  * state (Vectorscan scratch and the normalisation buffers) lives in a pthread key so that scans allocate
  * nothing in steady state and the state is freed when a thread exits.
  *
@@ -269,15 +271,22 @@ static tls_state *tls_get(void)
     return t;
 }
 
+static bool grow_scratch(tls_state *t, const hs_database_t *db)
+{
+    return !db || hs_alloc_scratch(db, &t->scratch) == HS_SUCCESS;
+}
+
 static bool ensure_scratch(tls_state *t, const pk_guard_ruleset *rs)
 {
     for (unsigned i = 0; i < SCRATCH_SEEN; i++)
         if (t->seen[i] == rs->serial) return true;
-    for (int v = 0; v < PK_VIEW_COUNT; v++) {
-        hs_database_t *dbs[4] = {rs->db[v], rs->gate[0][v], rs->gate[1][v], rs->always[v]};
-        for (int k = 0; k < 4; k++)
-            if (dbs[k] && hs_alloc_scratch(dbs[k], &t->scratch) != HS_SUCCESS) return false;
-    }
+    bool ok = true;
+    for (int v = 0; v < PK_VIEW_COUNT && ok; v++)
+        ok = grow_scratch(t, rs->db[v]) && grow_scratch(t, rs->always[v]) &&
+             grow_scratch(t, rs->gate[0][v]) && grow_scratch(t, rs->gate[1][v]);
+    for (size_t i = 0; i < rs->nrules && ok; i++)
+        ok = grow_scratch(t, rs->rules[i].db);
+    if (!ok) return false;
     t->seen[t->seen_next++ % SCRATCH_SEEN] = rs->serial;
     return true;
 }
@@ -295,15 +304,25 @@ static void trim(pk_buf *b)
 
 #define HIT_WORDS (PK_GUARD_MAX_RULES / 64)
 
+/* Fired rules as a bit set. Word w of bits is valid only when bit w of `used` is set, so clearing
+ * is one store (most inputs fire nothing, and a 128-byte memset per set showed up in profiles). */
 typedef struct hits {
+    uint32_t used;
     uint64_t bits[HIT_WORDS];
 } hits;
+
+static inline uint64_t hits_word(const hits *h, size_t w)
+{
+    return (h->used >> w) & 1 ? h->bits[w] : 0;
+}
 
 static int on_match(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags,
                     void *ctx)
 {
     hits *h = ctx;
-    h->bits[id / 64] |= 1ull << (id % 64);
+    unsigned w = id / 64;
+    if (!((h->used >> w) & 1)) h->bits[w] = 0, h->used |= 1u << w;
+    h->bits[w] |= 1ull << (id % 64);
     return 0;
 }
 
@@ -313,55 +332,75 @@ static void scan_db(const hs_database_t *db, tls_state *t, const pk_buf *b, hits
     hs_scan(db, b->data, (unsigned)(b->len > UINT32_MAX ? UINT32_MAX : b->len), 0, t->scratch, on_match, h);
 }
 
+/* At most this many rules of a view opened by the gate are scanned one by one (their own
+ * databases); more, and the view's full database is cheaper. */
+#define SINGLE_MAX 8
+
 typedef struct gate_ctx {
     const pk_guard_ruleset *rs;
-    int view, stage;
+    int stage;
     uint8_t *seen;
-    bool open;      /* some rule has all its required sets */
-    bool candidate; /* stage 0: some rule has its first set and needs stage 1 */
+    uint16_t open[PK_VIEW_COUNT][SINGLE_MAX]; /* rules whose required sets are all present */
+    unsigned nopen[PK_VIEW_COUNT];            /* > SINGLE_MAX: scan the view's full database */
+    bool candidate;                           /* stage 0: some rule has its first set and needs stage 1 */
 } gate_ctx;
 
-/* Literal `id` was found: mark the requirements it satisfies; a rule with all of them met opens
- * the gate and stops the scan. */
+/* Literal `id` was found: mark the requirements it satisfies; a rule with all of them met is open.
+ * The scan of a view stops once it needs its full database. */
 static int on_gate(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags,
                    void *ctx)
 {
     gate_ctx *c = ctx;
-    const uint32_t *off = c->rs->gate_off[c->stage][c->view], *pairs = c->rs->gate_pairs[c->stage][c->view];
-    for (uint32_t k = off[id]; k < off[id + 1]; k++) {
+    const pk_guard_gate_lit *lit = &c->rs->gate_lit[c->stage][id];
+    const uint32_t *pairs = c->rs->gate_pairs[c->stage];
+    for (uint32_t k = lit->off; k < lit[1].off; k++) {
         uint32_t rule = pairs[k] >> 2;
-        c->seen[rule] |= (uint8_t)(1u << (pairs[k] & 3));
-        if (c->seen[rule] == (1u << c->rs->rules[rule].nreq) - 1) {
-            c->open = true;
-            return 1;
+        uint8_t all = (uint8_t)((1u << c->rs->rules[rule].nreq) - 1), was = c->seen[rule];
+        c->seen[rule] = (uint8_t)(was | (1u << (pairs[k] & 3)));
+        if (c->seen[rule] != all) {
+            c->candidate = true;
+            continue;
         }
-        c->candidate = true;
+        if (was == all) continue;
+        unsigned *n = &c->nopen[lit->view];
+        if (*n < SINGLE_MAX) c->open[lit->view][*n] = (uint16_t)rule;
+        if (++*n > SINGLE_MAX) return 1;
     }
     return 0;
 }
 
-static void gate_scan(gate_ctx *c, tls_state *t, const pk_buf *b)
+static void gate_scan(gate_ctx *c, tls_state *t, int view, const pk_buf *b)
 {
-    const hs_database_t *db = c->rs->gate[c->stage][c->view];
-    if (db && b->len)
+    const hs_database_t *db = c->rs->gate[c->stage][view];
+    if (db && b->len && c->nopen[view] <= SINGLE_MAX)
         hs_scan(db, b->data, (unsigned)(b->len > UINT32_MAX ? UINT32_MAX : b->len), 0, t->scratch, on_gate,
                 c);
 }
 
-/* True when some rule of the view has a literal of each of its required sets in the text. */
-static bool gate_open(const pk_guard_ruleset *rs, int view, tls_state *t, const pk_buf *b)
+/* Finds the rules of each view that have a literal of each of their required sets in the view
+ * (words: with its edge spaces). */
+static void gate_run(gate_ctx *c, tls_state *t, const pk_buf *words, const pk_buf *raw)
 {
-    gate_ctx c = {rs, view, 0, t->req_seen, false, false};
-    gate_scan(&c, t, b);
-    if (c.open || !c.candidate) return c.open;
-    c.stage = 1;
-    gate_scan(&c, t, b);
-    return c.open;
+    gate_scan(c, t, PK_VIEW_WORDS, words);
+    gate_scan(c, t, PK_VIEW_RAW, raw);
+    if (!c->candidate) return;
+    c->stage = 1;
+    gate_scan(c, t, PK_VIEW_WORDS, words);
+    gate_scan(c, t, PK_VIEW_RAW, raw);
 }
 
-/* Normalises text into both views and scans them: the full databases when the prefilter finds a
- * required literal in either view (or is off), else only the rules that have no required literals
- * (no other rule can match). Either way the same rules fire. */
+/* Scans one view: every rule when the prefilter is off or opened many rules, else the rules without
+ * required literals plus each opened rule alone. No other rule can match, so the same rules fire. */
+static void scan_view(const pk_guard_ruleset *rs, tls_state *t, const gate_ctx *c, int v, const pk_buf *b,
+                      hits *h)
+{
+    if (!c || c->nopen[v] > SINGLE_MAX) return scan_db(rs->db[v], t, b, h);
+    scan_db(rs->always[v], t, b, h);
+    for (unsigned k = 0; k < c->nopen[v]; k++)
+        scan_db(rs->rules[c->open[v][k]].db, t, b, h);
+}
+
+/* Normalises text into both views and scans them (see scan_view). */
 static void scan_text(const pk_guard_ruleset *rs, tls_state *t, bool prefilter, const char *text, size_t len,
                       hits *h, pk_guard_norm_stats *st)
 {
@@ -372,14 +411,16 @@ static void scan_text(const pk_guard_ruleset *rs, tls_state *t, bool prefilter, 
     pk_guard_normalize(text, len, &t->words, &t->raw, st);
     pk_buf_putc(&t->words, ' ');
     pk_buf words = {.data = t->words.data + 1, .len = t->words.len - 2, .cap = 0};
-    memset(t->req_seen, 0, rs->nrules);
-    if (!prefilter || gate_open(rs, PK_VIEW_WORDS, t, &t->words) || gate_open(rs, PK_VIEW_RAW, t, &t->raw)) {
-        scan_db(rs->db[PK_VIEW_WORDS], t, &words, h);
-        scan_db(rs->db[PK_VIEW_RAW], t, &t->raw, h);
-    } else {
-        scan_db(rs->always[PK_VIEW_WORDS], t, &words, h);
-        scan_db(rs->always[PK_VIEW_RAW], t, &t->raw, h);
+    if (!prefilter) {
+        scan_view(rs, t, NULL, PK_VIEW_WORDS, &words, h);
+        scan_view(rs, t, NULL, PK_VIEW_RAW, &t->raw, h);
+        return;
     }
+    gate_ctx c = {.rs = rs, .seen = t->req_seen};
+    memset(t->req_seen, 0, rs->nrules);
+    gate_run(&c, t, &t->words, &t->raw);
+    scan_view(rs, t, &c, PK_VIEW_WORDS, &words, h);
+    scan_view(rs, t, &c, PK_VIEW_RAW, &t->raw, h);
 }
 
 typedef struct scan_out {
@@ -391,7 +432,9 @@ typedef struct scan_out {
 static void scan_all(const pk_guard_ruleset *rs, tls_state *t, bool prefilter, const char *text, size_t len,
                      scan_out *o)
 {
-    memset(o, 0, sizeof *o);
+    o->main.used = o->dec.used = 0;
+    o->st = (pk_guard_norm_stats){0};
+    o->decoded = false;
     scan_text(rs, t, prefilter, text, len, &o->main, &o->st);
     /* Decoded segments, depth 1 then depth 2, sharing one size budget. */
     pk_buf_reset(&t->dec), pk_buf_reset(&t->dec2);
@@ -436,9 +479,10 @@ static void score(const pk_guard_ruleset *rs, const scan_out *o, pk_guard_result
     a.cats = 0;
     bool new_in_decoded = false;
     size_t ncombine = 0;
-    for (size_t w = 0; w < HIT_WORDS; w++) {
-        uint64_t all = o->main.bits[w] | o->dec.bits[w];
-        if (o->dec.bits[w] & ~o->main.bits[w]) new_in_decoded = true;
+    for (uint32_t used = o->main.used | o->dec.used; used; used &= used - 1) {
+        size_t w = (size_t)__builtin_ctz(used);
+        uint64_t all = hits_word(&o->main, w) | hits_word(&o->dec, w);
+        if (hits_word(&o->dec, w) & ~hits_word(&o->main, w)) new_in_decoded = true;
         while (all) {
             size_t i = w * 64 + (size_t)__builtin_ctzll(all);
             all &= all - 1;
@@ -451,6 +495,10 @@ static void score(const pk_guard_ruleset *rs, const scan_out *o, pk_guard_result
     if (o->st.mixed_script)
         add(&a, PK_GC_OBFUSCATION, rs->sig_mixed_script), add_id(r, "signal.mixed_script");
     if (new_in_decoded) add(&a, PK_GC_OBFUSCATION, rs->sig_decoded), add_id(r, "signal.decoded");
+    r->zero_width = o->st.zero_width;
+    r->decoded = o->decoded;
+    r->decoded_hit = new_in_decoded;
+    if (!a.cats) return; /* nothing fired: score 0 (what the combination below gives, without the work) */
     double notscore = 1.0;
     for (int c = 0; c < PK_GC_COUNT; c++) {
         double p = 1.0 - a.notq[c];
@@ -469,9 +517,6 @@ static void score(const pk_guard_ruleset *rs, const scan_out *o, pk_guard_result
     r->score = 1.0 - notscore;
     if (r->score < 1e-12) r->score = 0;
     r->categories = a.cats;
-    r->zero_width = o->st.zero_width;
-    r->decoded = o->decoded;
-    r->decoded_hit = new_in_decoded;
 }
 
 static pk_guard_decision decide(const pk_guard_policy *p, double s)
@@ -481,9 +526,21 @@ static pk_guard_decision decide(const pk_guard_policy *p, double s)
     return PK_GUARD_ALLOW;
 }
 
+/* Clears a result except the rule id strings (only the first nrules are meaningful): zeroing the
+ * whole 800-byte struct showed up in profiles of short inputs. */
+static void result_clear(pk_guard_result *r)
+{
+    r->decision = PK_GUARD_ALLOW;
+    r->score = 0;
+    r->categories = 0;
+    r->nrules = 0;
+    r->zero_width = 0;
+    r->decoded = r->decoded_hit = false;
+}
+
 void pk_guard_scan(pk_guard *g, const char *text, size_t len, pk_guard_surface surface, pk_guard_result *out)
 {
-    memset(out, 0, sizeof *out);
+    result_clear(out);
     if (!text) len = 0, text = "";
     pk_guard_ruleset *rs = acquire(g);
     tls_state *t = tls_get();
@@ -512,7 +569,7 @@ size_t pk_guard_fired_rules(pk_guard *g, const char *text, size_t len, size_t *i
         scan_out o;
         scan_all(rs, t, !g->no_prefilter, text, len, &o);
         for (size_t w = 0; w < HIT_WORDS; w++) {
-            uint64_t all = o.main.bits[w] | o.dec.bits[w];
+            uint64_t all = hits_word(&o.main, w) | hits_word(&o.dec, w);
             while (all && n < cap) {
                 idx[n++] = w * 64 + (size_t)__builtin_ctzll(all);
                 all &= all - 1;

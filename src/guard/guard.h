@@ -81,10 +81,10 @@ typedef struct pk_guard_result {
     double score;        /* [0,1] */
     uint32_t categories; /* bit (1u << pk_guard_category) per category that fired */
     size_t nrules;       /* ids in rule_ids (fired rules beyond PK_GUARD_MAX_HITS are not listed) */
-    char rule_ids[PK_GUARD_MAX_HITS][PK_GUARD_ID_MAX];
-    size_t zero_width; /* invisible characters removed during normalisation */
-    bool decoded;      /* an encoded segment was decoded and scanned */
-    bool decoded_hit;  /* ... and a rule fired inside it */
+    char rule_ids[PK_GUARD_MAX_HITS][PK_GUARD_ID_MAX]; /* [0, nrules) are set; the rest is unspecified */
+    size_t zero_width;                                 /* invisible characters removed during normalisation */
+    bool decoded;                                      /* an encoded segment was decoded and scanned */
+    bool decoded_hit;                                  /* ... and a rule fired inside it */
 } pk_guard_result;
 
 typedef struct pk_guard pk_guard;

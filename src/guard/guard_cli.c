@@ -681,7 +681,9 @@ static int cmd_bench(int argc, char **argv)
     if (has_flag(argc, argv, "--help")) {
         puts("usage: pake guard bench FILE.jsonl [--rules FILE] [--repeat N]\n"
              "Scans every string value of every JSON line as note content; prints MB/s (one thread) and\n"
-             "how many strings were allowed / flagged. --no-prefilter / --check-prefilter as for eval.");
+             "how many strings were allowed / flagged. --no-prefilter / --check-prefilter as for eval.\n"
+             "--dump: instead, one line per string (index, decision, score, zero_width, decoded, rule ids)\n"
+             "for before/after equivalence checks of guard changes.");
         return 0;
     }
     const char *path = positional(argc, argv, (const char *const[]){"--rules", "--repeat", NULL});
@@ -714,6 +716,18 @@ static int cmd_bench(int argc, char **argv)
         collect_strings(docs[i], &sv);
     if (has_flag(argc, argv, "--check-prefilter") && check_prefilter(g, sv.s, sv.len, sv.n, argc, argv) != 0)
         return 1;
+    if (has_flag(argc, argv, "--dump")) {
+        for (size_t i = 0; i < sv.n; i++) {
+            pk_guard_result res;
+            pk_guard_scan(g, sv.s[i], sv.len[i], PK_GUARD_NOTE_CONTENT, &res);
+            printf("%zu %s %.17g %zu %d%d", i, pk_guard_decision_name(res.decision), res.score,
+                   res.zero_width, res.decoded, res.decoded_hit);
+            for (size_t k = 0; k < res.nrules; k++)
+                printf(" %s", res.rule_ids[k]);
+            putchar('\n');
+        }
+        repeat = 0;
+    }
     /* Timed as one block: a per-string CPU clock read (a system call) would cost more than the scan. */
     size_t bytes = 0;
     long dec[3] = {0};

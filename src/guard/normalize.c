@@ -4,7 +4,8 @@
  * between letters, leetspeak and punctuation between words. Rules are written once against a canonical
  * form instead of enumerating every disguise, so this file folds all of them away in one pass.
  *
- * The pass is built for throughput (the guard screens every user string): ASCII bytes go through a
+ * The pass is built for throughput (the guard screens every user string): runs of plain prose (ASCII
+ * letters and single spaces) are copied 16 bytes at a time (SSE2), other ASCII bytes go through a
  * 256-entry class table and are written straight into pre-reserved output, and only non-ASCII code
  * points take the slower fold_cp() path. Leetspeak is folded per token, after the token is complete,
  * and only when the token also holds a letter, so ordinary numbers ("2021", "$504") are left alone.
@@ -18,6 +19,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 enum { C_OTHER = 0, C_LETTER, C_DIGIT, C_SPACE, C_PUNCT, C_SYM, C_HIGH };
 
@@ -301,6 +305,41 @@ static size_t count_mixed(const char *text, size_t len)
     return count;
 }
 
+/* Plain prose fast path. A run of ASCII letters and single spaces (no two in a row, and no space
+ * first when a view already ends in one) comes out of both views as the same run lower-cased: there is
+ * nothing to fold, drop or collapse, and no leet character. Looks at the next PROSE_BLOCK bytes, writes
+ * them lower-cased to both outputs (which have room: each view is at most as long as the input read so
+ * far, twice that for words) and returns how many leading ones form such a run; the caller keeps those. */
+#define PROSE_BLOCK 16
+#if defined(__SSE2__)
+static inline unsigned prose_prefix(const unsigned char *p, char *w, char *r, bool space_before)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    __m128i lo = _mm_or_si128(v, _mm_set1_epi8(0x20)); /* A-Z -> a-z; ' ' stays */
+    __m128i letter =
+        _mm_and_si128(_mm_cmpgt_epi8(lo, _mm_set1_epi8('a' - 1)), _mm_cmplt_epi8(lo, _mm_set1_epi8('z' + 1)));
+    __m128i space = _mm_cmpeq_epi8(v, _mm_set1_epi8(' '));
+    unsigned ok = (unsigned)_mm_movemask_epi8(_mm_or_si128(letter, space));
+    unsigned sp = (unsigned)_mm_movemask_epi8(space);
+    unsigned bad = (~ok & 0xFFFF) | ((sp & (sp >> 1)) << 1) | (space_before ? sp & 1 : 0) | 0x10000;
+    _mm_storeu_si128((__m128i *)w, lo);
+    _mm_storeu_si128((__m128i *)r, lo);
+    return (unsigned)__builtin_ctz(bad);
+}
+#else
+static inline unsigned prose_prefix(const unsigned char *p, char *w, char *r, bool space_before)
+{
+    unsigned k = 0;
+    for (bool prev_space = space_before; k < PROSE_BLOCK; k++) {
+        unsigned char c = p[k];
+        if (c == ' ' ? prev_space : cls_tab[c] != C_LETTER) break;
+        prev_space = c == ' ';
+        w[k] = r[k] = (char)(c | 0x20);
+    }
+    return k;
+}
+#endif
+
 void pk_guard_normalize(const char *text, size_t len, pk_buf *words, pk_buf *raw, pk_guard_norm_stats *st)
 {
     nstate s = {0};
@@ -311,22 +350,40 @@ void pk_guard_normalize(const char *text, size_t len, pk_buf *words, pk_buf *raw
     unsigned char prevb = 0;
     size_t i = 0;
     while (i < len) {
-        /* Hot path: branch-free ASCII with the output state in registers. */
+        /* Hot path: ASCII with the output state in registers; runs of plain prose up to 16 bytes at
+         * once (prose_prefix), other bytes branch-free one by one. */
         char *w = s.w, *r = s.r;
         size_t wn = s.wn, rn = s.rn;
         unsigned char lw = s.lw, lr = s.lr;
         unsigned leet = 0;
-        for (; i < len && p[i] < 0x80; i++) {
-            unsigned char c = p[i], b = bits_tab[c];
-            leet |= ((prevb << 1) & b) | ((b << 1) & prevb); /* letter next to a leet char */
-            prevb = b;
-            unsigned char rc = rmap[c], wc = wmap[c];
-            r[rn] = (char)rc;
-            rn += (rc != ' ') | (lr != ' ');
-            lr = rc;
-            w[wn] = (char)wc;
-            wn += (wc != ' ') | (lw != ' ');
-            lw = wc;
+        for (;;) {
+            size_t stop = i + 1;
+            if (i + PROSE_BLOCK <= len) {
+                unsigned k = prose_prefix(p + i, w + wn, r + rn, lw == ' ' || lr == ' ');
+                if (k) {
+                    unsigned char b = bits_tab[p[i]];
+                    leet |= ((prevb << 1) & b) | ((b << 1) & prevb);
+                    prevb = bits_tab[p[i + k - 1]];
+                    wn += k, rn += k, i += k;
+                    lw = lr = (unsigned char)r[rn - 1];
+                    if (k == PROSE_BLOCK) continue;
+                }
+                stop = i + (k ? 1 : 8); /* not prose: a few bytes one by one before the next try */
+            }
+            if (stop > len) stop = len;
+            for (; i < stop && p[i] < 0x80; i++) {
+                unsigned char c = p[i], b = bits_tab[c];
+                leet |= ((prevb << 1) & b) | ((b << 1) & prevb); /* letter next to a leet char */
+                prevb = b;
+                unsigned char rc = rmap[c], wc = wmap[c];
+                r[rn] = (char)rc;
+                rn += (rc != ' ') | (lr != ' ');
+                lr = rc;
+                w[wn] = (char)wc;
+                wn += (wc != ' ') | (lw != ' ');
+                lw = wc;
+            }
+            if (i < stop || i == len) break; /* a non-ASCII byte or the end */
         }
         s.wn = wn, s.rn = rn, s.lw = lw, s.lr = lr;
         s.leet |= (leet & B_LEET) != 0;
@@ -562,15 +619,46 @@ static void count_escapes(const unsigned char *p, size_t len, size_t *pct, size_
     }
 }
 
+#if defined(__SSE2__)
+/* Bit k set: p[k] is outside the base64 alphabet (A-Z a-z 0-9 + - / _), for 16 bytes; *special is set
+ * when one of them is '%' or '&'. */
+static inline unsigned non_b64_16(const unsigned char *p, bool *special)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    __m128i lo = _mm_or_si128(v, _mm_set1_epi8(0x20));
+    __m128i in =
+        _mm_and_si128(_mm_cmpgt_epi8(lo, _mm_set1_epi8('a' - 1)), _mm_cmplt_epi8(lo, _mm_set1_epi8('z' + 1)));
+    in = _mm_or_si128(in, _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
+                                        _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1))));
+    in = _mm_or_si128(
+        in, _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('+')), _mm_cmpeq_epi8(v, _mm_set1_epi8('-'))));
+    in = _mm_or_si128(
+        in, _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('/')), _mm_cmpeq_epi8(v, _mm_set1_epi8('_'))));
+    __m128i sp = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('%')), _mm_cmpeq_epi8(v, _mm_set1_epi8('&')));
+    *special |= _mm_movemask_epi8(sp) != 0;
+    return ~(unsigned)_mm_movemask_epi8(in) & 0xFFFF;
+}
+#endif
+
 size_t pk_guard_decode_segments(const char *text, size_t len, pk_buf *out, size_t max_out)
 {
     const unsigned char *p = (const unsigned char *)text;
     size_t nseg = 0, pct = 0, ent = 0;
     /* Look for runs of >= 16 base64-alphabet bytes. Window skip: if any byte of the 16-byte window at i
      * is outside the alphabet, no run of 16 can start before the last such byte, so jump past it. In
-     * prose (a space every few bytes) this looks at ~3 bytes per 12 skipped. */
+     * prose (a space every few bytes) this skips ~12 bytes per window. With SSE2 the whole window is
+     * classified at once, which also tells whether the text holds a '%' or '&' at all: every byte is
+     * either in some window or inside a base64 run. */
     size_t i = 0;
+    bool special = false;
     while (i + 16 <= len && room(out, max_out) > 1) {
+#if defined(__SSE2__)
+        unsigned non = non_b64_16(p + i, &special);
+        if (non) {
+            i += (size_t)(32 - __builtin_clz(non)); /* past the last byte outside the alphabet */
+            continue;
+        }
+#else
         size_t j = i + 16;
         while (j > i && (dec_tab[p[j - 1]] & D_B64))
             j--;
@@ -578,6 +666,8 @@ size_t pk_guard_decode_segments(const char *text, size_t len, pk_buf *out, size_
             i = j; /* p[j-1] is outside the alphabet */
             continue;
         }
+        special = true; /* not tracked without SSE2 */
+#endif
         size_t e = i + 16;
         bool hex = true;
         while (e < len && (dec_tab[p[e]] & D_B64))
@@ -590,6 +680,14 @@ size_t pk_guard_decode_segments(const char *text, size_t len, pk_buf *out, size_
             nseg += try_base64(p + i, e - i, out, max_out);
         i = e;
     }
+#if defined(__SSE2__)
+    for (size_t k = i; k < len && !special; k++)
+        special = p[k] == '%' || p[k] == '&';
+#else
+    special = true;
+#endif
+    /* No '%' or '&' (or the loop stopped for lack of room, when nothing more is decoded anyway). */
+    if (!special || room(out, max_out) <= 1) return nseg;
     count_escapes(p, len, &pct, &ent);
     if (pct >= 3 && room(out, max_out) > 1) url_decode(p, len, out, max_out), nseg++;
     if (ent >= 3 && room(out, max_out) > 1) entity_decode(p, len, out, max_out), nseg++;

@@ -9,8 +9,9 @@
  *   ID CATEGORY WEIGHT VIEW PATTERN          one rule; VIEW is w (words view) or r (raw view);
  *                                            PATTERN is the rest of the line (a Vectorscan regex)
  * Anything wrong is an error naming the line: a guard never starts with fewer rules than its file
- * says. Patterns are compiled caseless and single-match (we only need "did it fire"), one database
- * per view, so each normalised view is scanned exactly once.
+ * says. Patterns are compiled caseless and single-match (we only need "did it fire"): one database
+ * per view with all its rules, one per rule with only that rule (scanned when the literal gate opens
+ * for a few rules only), and the gate databases (guard/prefilter.h).
  */
 #include "guard/rules.h"
 #include "core/id.h"
@@ -26,7 +27,7 @@
 
 static atomic_ullong serial_counter = 1;
 
-enum { DB_FULL = 0, DB_GATE = 1, DB_ALWAYS = 2 };
+enum { DB_FULL = 0, DB_GATE = 1, DB_ALWAYS = 2, DB_SINGLE = 3 };
 
 static pk_err *rules_err(const char *origin, int line, const char *fmt, const char *arg)
 {
@@ -61,17 +62,19 @@ void pk_guard_ruleset_release(pk_guard_ruleset *rs)
     if (!rs || atomic_fetch_sub(&rs->refs, 1) != 1) return;
     for (size_t i = 0; i < rs->nrules; i++) {
         free(rs->rules[i].pattern);
+        hs_free_database(rs->rules[i].db);
         for (size_t k = 0; k < PK_GUARD_MAX_AND; k++)
             pk_guard_litset_free(&rs->rules[i].req[k]);
     }
     free(rs->rules);
     for (int v = 0; v < PK_VIEW_COUNT; v++) {
         hs_free_database(rs->db[v]);
-        for (int st = 0; st < 2; st++) {
-            hs_free_database(rs->gate[st][v]);
-            free(rs->gate_off[st][v]), free(rs->gate_pairs[st][v]);
-        }
         hs_free_database(rs->always[v]);
+    }
+    for (int st = 0; st < 2; st++) {
+        for (int v = 0; v < PK_VIEW_COUNT; v++)
+            hs_free_database(rs->gate[st][v]);
+        free(rs->gate_lit[st]), free(rs->gate_pairs[st]);
     }
     free(rs);
 }
@@ -348,57 +351,99 @@ static pk_err *compile_db(int kind, const char **exprs, const size_t *lens, cons
     return e;
 }
 
-/* Builds gate stage `st` of a view: stage 0 holds every rule's first required set, stage 1 the
- * others; literals deduplicated, each with the (rule, requirement) pairs it satisfies. */
-static pk_err *compile_gate(pk_guard_ruleset *rs, int view, int st, const char *origin)
+/* Requirement sets of stage `st` of rule r: [0, 1) for stage 0 (when it has any), [1, nreq) for 1. */
+static size_t stage_begin(int st)
 {
-    pk_guard_litset all = {0};
-    size_t npairs = 0;
+    return st ? 1 : 0;
+}
+
+static size_t stage_end(const pk_guard_rule *r, int st)
+{
+    return st ? r->nreq : r->nreq > 0;
+}
+
+typedef struct view_lit {
+    const char *s; /* borrowed */
+    size_t n;
+    int view;
+} view_lit;
+
+static bool lit_contains(const pk_guard_lit *big, const pk_guard_lit *small)
+{
+    for (size_t i = 0; small->n <= big->n && i + small->n <= big->n; i++)
+        if (memcmp(big->s + i, small->s, small->n) == 0) return true;
+    return false;
+}
+
+/* Literal j of set S need not be searched for: another literal of S occurs inside it (or is equal and
+ * comes first), so whenever literal j occurs the set is satisfied anyway. About one gate literal in
+ * ten; fewer literals make the literal matcher faster. */
+static bool lit_redundant(const pk_guard_litset *S, size_t j)
+{
+    for (size_t m = 0; m < S->n; m++)
+        if (m != j && (S->v[m].n < S->v[j].n || (S->v[m].n == S->v[j].n && m < j)) &&
+            lit_contains(&S->v[j], &S->v[m]))
+            return true;
+    return false;
+}
+
+/* Builds gate stage `st` (both views): stage 0 holds every rule's first required set, stage 1 the
+ * others; literals deduplicated per view, each with the (rule, requirement) pairs it satisfies. */
+static pk_err *compile_gate(pk_guard_ruleset *rs, int st, const char *origin)
+{
+    view_lit *all = NULL;
+    size_t nall = 0, cap = 0, npairs = 0;
     for (size_t i = 0; i < rs->nrules; i++)
-        for (size_t k = st; rs->rules[i].view == view && k < (st ? rs->rules[i].nreq : rs->rules[i].nreq > 0);
-             k++)
+        for (size_t k = stage_begin(st); k < stage_end(&rs->rules[i], st); k++)
             for (size_t j = 0; j < rs->rules[i].req[k].n; j++) {
                 const pk_guard_lit *l = &rs->rules[i].req[k].v[j];
                 npairs++;
+                if (lit_redundant(&rs->rules[i].req[k], j)) continue;
                 bool dup = false;
-                for (size_t m = 0; m < all.n && !dup; m++)
-                    dup = all.v[m].n == l->n && memcmp(all.v[m].s, l->s, l->n) == 0;
+                for (size_t m = 0; m < nall && !dup; m++)
+                    dup = all[m].view == rs->rules[i].view && all[m].n == l->n &&
+                          memcmp(all[m].s, l->s, l->n) == 0;
                 if (dup) continue;
-                if (all.n == all.cap) {
-                    all.cap = all.cap ? all.cap * 2 : 64;
-                    all.v = realloc(all.v, sizeof *all.v * all.cap);
-                    if (!all.v) abort();
+                if (nall == cap) {
+                    cap = cap ? cap * 2 : 64;
+                    all = realloc(all, sizeof *all * cap);
+                    if (!all) abort();
                 }
-                all.v[all.n++] = (pk_guard_lit){l->s, l->n}; /* borrowed */
+                all[nall++] = (view_lit){l->s, l->n, rs->rules[i].view};
             }
-    uint32_t *off = calloc(all.n + 1, sizeof *off), *pairs = malloc(sizeof *pairs * (npairs + 1));
-    if (!off || !pairs) abort();
+    pk_guard_gate_lit *lits = calloc(nall + 1, sizeof *lits);
+    uint32_t *pairs = malloc(sizeof *pairs * (npairs + 1));
+    if (!lits || !pairs) abort();
     size_t np = 0;
-    for (size_t m = 0; m < all.n; m++) {
-        off[m] = (uint32_t)np;
+    for (size_t m = 0; m < nall; m++) {
+        lits[m] = (pk_guard_gate_lit){(uint32_t)np, (uint32_t)all[m].n, all[m].view};
         for (size_t i = 0; i < rs->nrules; i++)
-            for (size_t k = st;
-                 rs->rules[i].view == view && k < (st ? rs->rules[i].nreq : rs->rules[i].nreq > 0); k++)
+            for (size_t k = stage_begin(st);
+                 rs->rules[i].view == all[m].view && k < stage_end(&rs->rules[i], st); k++)
                 for (size_t j = 0; j < rs->rules[i].req[k].n; j++) {
                     const pk_guard_lit *l = &rs->rules[i].req[k].v[j];
-                    if (l->n == all.v[m].n && memcmp(l->s, all.v[m].s, l->n) == 0) {
+                    if (l->n == all[m].n && memcmp(l->s, all[m].s, l->n) == 0) {
                         pairs[np++] = (uint32_t)(i << 2 | k);
                         break;
                     }
                 }
     }
-    off[all.n] = (uint32_t)np;
-    rs->gate_off[st][view] = off, rs->gate_pairs[st][view] = pairs;
-    const char **lx = malloc(sizeof(char *) * (all.n + 1));
-    size_t *ll = malloc(sizeof(size_t) * (all.n + 1));
-    unsigned *lf = malloc(sizeof(unsigned) * (all.n + 1)), *li = malloc(sizeof(unsigned) * (all.n + 1));
-    int *lline = calloc(all.n + 1, sizeof(int));
-    for (size_t k = 0; k < all.n; k++)
-        lx[k] = all.v[k].s, ll[k] = all.v[k].n, lf[k] = HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH,
-        li[k] = (unsigned)k;
-    pk_err *e = compile_db(DB_GATE + st * 16, lx, ll, lf, li, lline, (unsigned)all.n, view, origin,
-                           &rs->gate[st][view]);
-    free(lx), free(ll), free(lf), free(li), free(lline), free(all.v);
+    lits[nall].off = (uint32_t)np;
+    rs->gate_lit[st] = lits, rs->gate_pairs[st] = pairs;
+    const char **lx = malloc(sizeof(char *) * (nall + 1));
+    size_t *ll = malloc(sizeof(size_t) * (nall + 1));
+    unsigned *lf = malloc(sizeof(unsigned) * (nall + 1)), *li = malloc(sizeof(unsigned) * (nall + 1));
+    int *lline = calloc(nall + 1, sizeof(int));
+    pk_err *e = NULL;
+    for (int v = 0; v < PK_VIEW_COUNT && !e; v++) {
+        unsigned n = 0;
+        for (size_t k = 0; k < nall; k++)
+            if (all[k].view == v)
+                lx[n] = all[k].s, ll[n] = all[k].n, lf[n] = HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH,
+                li[n++] = (unsigned)k;
+        e = compile_db(DB_GATE + st * 16, lx, ll, lf, li, lline, n, v, origin, &rs->gate[st][v]);
+    }
+    free(lx), free(ll), free(lf), free(li), free(lline), free(all);
     return e;
 }
 
@@ -420,6 +465,12 @@ static pk_err *compile_view(pk_guard_ruleset *rs, int view, const char *origin)
         n++;
     }
     pk_err *e = compile_db(DB_FULL, exprs, NULL, flags, ids, line, n, view, origin, &rs->db[view]);
+    /* Each gated rule alone. */
+    for (unsigned k = 0; k < n && !e; k++) {
+        pk_guard_rule *r = &rs->rules[ids[k]];
+        if (r->nreq)
+            e = compile_db(DB_SINGLE, &exprs[k], NULL, &flags[k], &ids[k], &line[k], 1, view, origin, &r->db);
+    }
     /* Rules without required literals. */
     unsigned na = 0;
     for (unsigned k = 0; k < n; k++) {
@@ -429,9 +480,6 @@ static pk_err *compile_view(pk_guard_ruleset *rs, int view, const char *origin)
     }
     if (!e) e = compile_db(DB_ALWAYS, exprs, NULL, flags, ids, line, na, view, origin, &rs->always[view]);
     free(exprs), free(flags), free(ids), free(line);
-    if (e) return e;
-    for (int st = 0; st < 2 && !e; st++)
-        e = compile_gate(rs, view, st, origin);
     return e;
 }
 
@@ -481,6 +529,8 @@ pk_err *pk_guard_ruleset_build(const char *text, size_t len, const char *origin,
     if (!e && rs->nrules == 0) e = rules_err(origin, 0, "rule file has no rules", "");
     for (int v = 0; v < PK_VIEW_COUNT && !e; v++)
         e = compile_view(rs, v, origin);
+    for (int st = 0; st < 2 && !e; st++)
+        e = compile_gate(rs, st, origin);
     if (e) {
         pk_guard_ruleset_release(rs);
         return e;

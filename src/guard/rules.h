@@ -26,7 +26,17 @@ typedef struct pk_guard_rule {
     int line;
     pk_guard_litset req[PK_GUARD_MAX_AND]; /* required literal sets (guard/prefilter.h) */
     size_t nreq;                           /* 0: no required literal, the rule is always scanned */
+    hs_database_t *db; /* this rule alone: scanned instead of the view's full database when the gate
+                          opens for only a few rules (NULL when nreq == 0) */
 } pk_guard_rule;
+
+/* One literal of gate stage st (ids are shared by the stage's databases of both views): its view,
+ * its length and its (rule, requirement) pairs gate_pairs[st][off .. next literal's off). */
+typedef struct pk_guard_gate_lit {
+    uint32_t off;
+    uint32_t len;
+    int view;
+} pk_guard_gate_lit;
 
 typedef struct pk_guard_ruleset {
     atomic_long refs;
@@ -43,9 +53,10 @@ typedef struct pk_guard_ruleset {
      * further sets, scanned only when stage 0 found a rule's first set. NULL: none. */
     hs_database_t *gate[2][PK_VIEW_COUNT];
     hs_database_t *always[PK_VIEW_COUNT]; /* rules without required literals; NULL: none */
-    /* Literal j of gate[s][v] satisfies the pairs gate_pairs[s][v][gate_off[s][v][j] .. [j+1]), each
-     * (rule index << 2 | requirement index). */
-    uint32_t *gate_off[2][PK_VIEW_COUNT], *gate_pairs[2][PK_VIEW_COUNT];
+    /* Literal j of gate[s] is gate_lit[s][j] (nlit + 1 entries, the last one only closes the pair
+     * range); its pairs are (rule index << 2 | requirement index). */
+    pk_guard_gate_lit *gate_lit[2];
+    uint32_t *gate_pairs[2];
 } pk_guard_ruleset;
 
 /* Parses and compiles rule text. `origin` (a path or "<embedded>") prefixes error messages. */
