@@ -200,6 +200,12 @@ typedef struct pk_queue_ops {
     /* Renews the lease and records progress (< 0: unchanged); *cancel says a cancel was requested. */
     pk_err *(*heartbeat)(pk_queue *q, const char *id, const char *worker, double progress, bool *cancel);
     pk_err *(*complete)(pk_queue *q, const char *id, const char *worker, const char *result_json);
+    /* Optional (NULL: complete, then claim). complete(), then, only when that succeeded, claim() for
+     * the same worker in the same round trip: the busy worker's loop costs one call per task. On an
+     * error (lease_lost included) nothing was claimed; *next->id == 0 also when there was nothing to
+     * claim or the claim part failed (the caller's next plain claim then reports the failure). */
+    pk_err *(*complete_claim)(pk_queue *q, const char *id, const char *worker, const char *result_json,
+                              const char *const *types, size_t ntypes, pk_task *next);
     /* A failed attempt: retrying (with backoff), dead (attempts spent) or failed (not retryable). The
      * new state is returned in *state. */
     pk_err *(*fail)(pk_queue *q, const char *id, const char *worker, const char *error, bool retryable,
@@ -253,5 +259,25 @@ bool pk_queue_name_valid(const char *s);
 static inline void pk_queue_close(pk_queue *q)
 {
     q->ops->close(q);
+}
+
+/* complete_claim with the fallback for backends without it (complete, then claim; a failed claim is
+ * dropped, next left empty): the same semantics whichever backend. */
+static inline pk_err *pk_queue_complete_claim(pk_queue *q, const char *id, const char *worker,
+                                              const char *result_json, const char *const *types,
+                                              size_t ntypes, pk_task *next)
+{
+    if (q->ops->complete_claim)
+        return q->ops->complete_claim(q, id, worker, result_json, types, ntypes, next);
+    *next = (pk_task){0};
+    pk_err *e = q->ops->complete(q, id, worker, result_json);
+    if (e) return e;
+    e = q->ops->claim(q, worker, types, ntypes, next);
+    if (e) {
+        pk_err_free(e);
+        pk_task_free(next);
+        *next = (pk_task){0};
+    }
+    return NULL;
 }
 #endif

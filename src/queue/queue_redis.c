@@ -142,10 +142,13 @@ typedef struct rq_queue {
     "  redis.call('ZREM', P .. 'lr:' .. ty, id)\n"                                                           \
     "  redis.call('HDEL', tk(id), 'wk', 'lu')\n"                                                             \
     "end\n"                                                                                                  \
-    "local function fin(id, q, p, old, st)\n"                                                                \
+    "local function fin(id, q, p, old, st, extra)\n"                                                         \
     "  count(q, p, old, -1)\n"                                                                               \
     "  count(q, p, st, 1)\n"                                                                                 \
-    "  redis.call('HSET', tk(id), 'st', st, 'fa', NOWS, 'ua', NOWS)\n"                                       \
+    "  local f = extra or {}\n"                                                                              \
+    "  f[#f + 1] = 'st' f[#f + 1] = st f[#f + 1] = 'fa' f[#f + 1] = NOWS f[#f + 1] = 'ua' f[#f + 1] = "      \
+    "NOWS\n"                                                                                                 \
+    "  redis.call('HSET', tk(id), unpack(f))\n"                                                              \
     "  redis.call('ZADD', P .. 'finished', NOW, st .. '|' .. p .. '|' .. q .. '|' .. id)\n"                  \
     "  redis.call('PEXPIRE', tk(id), KEEP)\n"                                                                \
     "end\n"                                                                                                  \
@@ -174,7 +177,11 @@ typedef struct rq_queue {
 
 /* ARGV[5] id, [6] type, [7] queue, [8] prio, [9] payload, [10] max_attempts, [11] "" or "=" idem key,
  * [12] idem ttl ms, [13] timeout ms, [14] lease ms, [15] "" or "=" trace, [16] not_before us, [17] "1"
- * to return the whole record. Returns {created 0|1, record or {"id", id}}. */
+ * to return the existing record on an idempotent replay. Returns {1, {"id", id}} for a new task (the
+ * caller renders it from its input: every field is known), {0, record or {"id", id}} for a replay.
+ * The record holds only what differs from the defaults (attempts 0, progress 0, no cancel, no errors,
+ * updated = created are implicit, see task_json), and the stream entry is added first so that its id
+ * goes into the same HSET. */
 static pk_redis_script S_ENQUEUE = {
     .src = LUA_PRELUDE
     "local id, ty, q, p = ARGV[5], ARGV[6], ARGV[7], ARGV[8]\n"
@@ -195,120 +202,127 @@ static pk_redis_script S_ENQUEUE = {
     "local st = 0\n"
     "if nb > NOW then st = 1 else nb = NOW end\n"
     "local seq = redis.call('INCR', P .. 'seq')\n"
-    "local f = {'id', id, 'ty', ty, 'qu', q, 'pr', p, 'st', st, 'pl', ARGV[9], 'att', 0, 'ma', ARGV[10],\n"
-    "  'nb', nb, 'to', ARGV[13], 'lm', ARGV[14], 'pg', 0, 'cr', 0, 'es', '[]', 'ca', NOWS, 'ua', NOWS, "
-    "'seq', "
-    "seq}\n"
+    "if redis.call('SADD', P .. 'queues', q) == 1 then\n"
+    "  for pp = 0, 3 do redis.pcall('XGROUP', 'CREATE', sk(q, pp), G, '0', 'MKSTREAM') end\n"
+    "  redis.call('XADD', P .. 'wake', 'MAXLEN', 1, '*', 'q', q)\n"
+    "end\n"
+    "local f = {'id', id, 'ty', ty, 'qu', q, 'pr', p, 'st', st, 'pl', ARGV[9], 'ma', ARGV[10], 'nb', nb,\n"
+    "  'to', ARGV[13], 'lm', ARGV[14], 'ca', NOWS}\n"
+    "if st == 0 then\n"
+    "  f[#f + 1] = 'sid'\n"
+    "  f[#f + 1] = redis.call('XADD', sk(q, p), '*', 'id', id)\n"
+    "end\n"
     "if ik ~= '' then f[#f + 1] = 'ik' f[#f + 1] = ik end\n"
     "if ARGV[15] ~= '' then f[#f + 1] = 'tc' f[#f + 1] = string.sub(ARGV[15], 2) end\n"
     "redis.call('HSET', tk(id), unpack(f))\n"
     "redis.call('ZADD', P .. 'index', seq, id)\n"
     "count(q, p, st, 1)\n"
-    "if redis.call('SADD', P .. 'queues', q) == 1 then\n"
-    "  for pp = 0, 3 do redis.pcall('XGROUP', 'CREATE', sk(q, pp), G, '0', 'MKSTREAM') end\n"
-    "  redis.call('XADD', P .. 'wake', 'MAXLEN', 1, '*', 'q', q)\n"
-    "end\n"
-    "if st == 1 then delay(id, nb) else ready(id, q, p) end\n"
+    "if st == 1 then delay(id, nb) end\n"
     "if ik ~= '' then\n"
     "  local ttl = math.max(1, tonumber(ARGV[12])) + KEEP + math.floor((nb - NOW) / 1000)\n"
     "  redis.call('SET', P .. 'i:' .. ik, id, 'PX', ttl)\n"
     "end\n"
-    "if ARGV[17] == '1' then return {1, redis.call('HGETALL', tk(id))} end\n"
     "return {1, {'id', id}}\n"};
 
-/* ARGV[5] worker, [6] round-robin counter, [7] concurrency retry us, [8] "" or "type,type,..".
- * Returns false or {id, type, queue, payload, trace, prio, attempts, max, timeout, lease, created, nb,
- * started, has_trace}. */
-static pk_redis_script S_CLAIM = {
-    .src = LUA_PRELUDE
-    "promote(100)\n"
-    "local qs = queues()\n"
-    "local nq = #qs\n"
-    "if nq == 0 then return false end\n"
-    "local worker, rr, defer = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])\n"
-    "local want = nil\n"
-    "if ARGV[8] ~= '' then\n"
-    "  want = {}\n"
-    "  for t in string.gmatch(ARGV[8], '[^,]+') do want[t] = true end\n"
+/* The claim as a Lua function (S_CLAIM, and S_SETTLE_CLAIM after a completion): promote due delayed
+ * tasks, then read the streams in priority order (XLEN first: an empty stream costs no XREADGROUP).
+ * claim(worker, round-robin counter, concurrency retry us, "" or "type,type,..") returns false or
+ * {id, type, queue, payload, trace, prio, attempts, max, timeout, lease, created, nb, started,
+ * has_trace}. The record's `lt` says whether the attempt holds a slot in P lr:<type> (settle skips the
+ * ZREM otherwise). */
+#define LUA_CLAIM                                                                                            \
+    "local function claim(worker, rr, defer, typelist)\n"                                                    \
+    "  promote(100)\n"                                                                                       \
+    "  local qs = queues()\n"                                                                                \
+    "  local nq = #qs\n"                                                                                     \
+    "  if nq == 0 then return false end\n"                                                                   \
+    "  local want = nil\n"                                                                                   \
+    "  if typelist ~= '' then\n"                                                                             \
+    "    want = {}\n"                                                                                        \
+    "    for t in string.gmatch(typelist, '[^,]+') do want[t] = true end\n"                                  \
+    "  end\n"                                                                                                \
+    "  local function read(key)\n"                                                                           \
+    "    if redis.call('XLEN', key) == 0 then return nil end\n"                                              \
+    "    local res = redis.pcall('XREADGROUP', 'GROUP', G, 'c', 'COUNT', 1, 'STREAMS', key, '>')\n"          \
+    "    if type(res) == 'table' and res.err then\n"                                                         \
+    "      if not string.find(res.err, 'NOGROUP', 1, true) then return redis.error_reply(res.err) end\n"     \
+    "      redis.pcall('XGROUP', 'CREATE', key, G, '0', 'MKSTREAM')\n"                                       \
+    "      res = redis.call('XREADGROUP', 'GROUP', G, 'c', 'COUNT', 1, 'STREAMS', key, '>')\n"               \
+    "    end\n"                                                                                              \
+    "    if not res then return nil end\n"                                                                   \
+    "    local e = res[1][2][1]\n"                                                                           \
+    "    return e[1], e[2][2]\n"                                                                             \
+    "  end\n"                                                                                                \
+    "  local function allowed(ty)\n"                                                                         \
+    "    local lim = redis.call('HGET', P .. 'limits', ty)\n"                                                \
+    "    if not lim then return true, false end\n"                                                           \
+    "    local c, r, b = string.match(lim, '^(%S+) (%S+) (%S+)$')\n"                                         \
+    "    c, r, b = tonumber(c), tonumber(r), tonumber(b)\n"                                                  \
+    "    if c > 0 and redis.call('ZCOUNT', P .. 'lr:' .. ty, NOWC, '+inf') >= c then\n"                      \
+    "      return false, NOW + defer\n"                                                                      \
+    "    end\n"                                                                                              \
+    "    if r > 0 then\n"                                                                                    \
+    "      local iv = 1e6 / r\n"                                                                             \
+    "      local tat = tonumber(redis.call('GET', P .. 'tat:' .. ty) or '0')\n"                              \
+    "      if tat < NOW then tat = NOW end\n"                                                                \
+    "      local at = tat - (b - 1) * iv\n"                                                                  \
+    "      if at > NOW then return false, math.ceil(at) end\n"                                               \
+    "      redis.call('SET', P .. 'tat:' .. ty, fmt(tat + iv), 'PX', math.ceil((tat + iv - NOW) / 1000) + "  \
+    "1000)\n"                                                                                                \
+    "    end\n"                                                                                              \
+    "    return true, c > 0\n"                                                                               \
+    "  end\n"                                                                                                \
+    "  local budget = 64\n"                                                                                  \
+    "  local moved = {}\n"                                                                                   \
+    "  for p = 0, 3 do\n"                                                                                    \
+    "    for k = 0, nq - 1 do\n"                                                                             \
+    "      local q = qs[(rr + k) % nq + 1]\n"                                                                \
+    "      local key = sk(q, p)\n"                                                                           \
+    "      while budget > 0 do\n"                                                                            \
+    "        budget = budget - 1\n"                                                                          \
+    "        local sid, id = read(key)\n"                                                                    \
+    "        if type(sid) == 'table' then return sid end\n"                                                  \
+    "        if not sid then break end\n"                                                                    \
+    "        local r = redis.call('HMGET', tk(id), 'st', 'sid', 'ty', 'lm', 'att', 'pl', 'tc', 'ma', 'to', " \
+    "'ca', 'nb')\n"                                                                                          \
+    "        local st = tonumber(r[1])\n"                                                                    \
+    "        if not st or r[2] ~= sid or not (st == 0 or st == 1 or st == 5) then\n"                         \
+    "          redis.pcall('XACK', key, G, sid)\n"                                                           \
+    "          redis.call('XDEL', key, sid)\n"                                                               \
+    "        elseif want and not want[r[3]] then\n"                                                          \
+    "          unready(id, q, p, sid)\n"                                                                     \
+    "          ready(id, q, p)\n"                                                                            \
+    "          if moved[id] then break end\n"                                                                \
+    "          moved[id] = true\n"                                                                           \
+    "        else\n"                                                                                         \
+    "          local ok, x = allowed(r[3])\n"                                                                \
+    "          if not ok then\n"                                                                             \
+    "            unready(id, q, p, sid)\n"                                                                   \
+    "            redis.call('HSET', tk(id), 'nb', x)\n"                                                      \
+    "            delay(id, x)\n"                                                                             \
+    "          else\n"                                                                                       \
+    "            local att = tonumber(r[5] or '0') + 1\n"                                                    \
+    "            local lease = NOW + tonumber(r[4]) * 1000\n"                                                \
+    "            redis.call('HSET', tk(id), 'st', 2, 'att', att, 'wk', worker, 'lu', lease, 'sa', NOWS, "    \
+    "'ua', NOWS,\n"                                                                                          \
+    "                       'lt', x and 1 or 0)\n"                                                           \
+    "            redis.call('ZADD', P .. 'running', lease, id)\n"                                            \
+    "            if x then redis.call('ZADD', P .. 'lr:' .. r[3], lease, id) end\n"                          \
+    "            count(q, p, st, -1)\n"                                                                      \
+    "            count(q, p, 2, 1)\n"                                                                        \
+    "            return {id, r[3], q, r[6], r[7] or '', p, att, r[8], r[9], r[4], r[10], r[11], NOWS, r[7] " \
+    "and 1 or 0}\n"                                                                                          \
+    "          end\n"                                                                                        \
+    "        end\n"                                                                                          \
+    "      end\n"                                                                                            \
+    "    end\n"                                                                                              \
+    "  end\n"                                                                                                \
+    "  return false\n"                                                                                       \
     "end\n"
-    "local function read(key)\n"
-    "  local res = redis.pcall('XREADGROUP', 'GROUP', G, 'c', 'COUNT', 1, 'STREAMS', key, '>')\n"
-    "  if type(res) == 'table' and res.err then\n"
-    "    if not string.find(res.err, 'NOGROUP', 1, true) then return redis.error_reply(res.err) end\n"
-    "    redis.pcall('XGROUP', 'CREATE', key, G, '0', 'MKSTREAM')\n"
-    "    res = redis.call('XREADGROUP', 'GROUP', G, 'c', 'COUNT', 1, 'STREAMS', key, '>')\n"
-    "  end\n"
-    "  if not res then return nil end\n"
-    "  local e = res[1][2][1]\n"
-    "  return e[1], e[2][2]\n"
-    "end\n"
-    /* true[, limited by concurrency] when the type may start now; else false, the time it may */
-    "local function allowed(ty)\n"
-    "  local lim = redis.call('HGET', P .. 'limits', ty)\n"
-    "  if not lim then return true, false end\n"
-    "  local c, r, b = string.match(lim, '^(%S+) (%S+) (%S+)$')\n"
-    "  c, r, b = tonumber(c), tonumber(r), tonumber(b)\n"
-    "  if c > 0 and redis.call('ZCOUNT', P .. 'lr:' .. ty, NOWC, '+inf') >= c then\n"
-    "    return false, NOW + defer\n"
-    "  end\n"
-    "  if r > 0 then\n"
-    "    local iv = 1e6 / r\n"
-    "    local tat = tonumber(redis.call('GET', P .. 'tat:' .. ty) or '0')\n"
-    "    if tat < NOW then tat = NOW end\n"
-    "    local at = tat - (b - 1) * iv\n"
-    "    if at > NOW then return false, math.ceil(at) end\n"
-    "    redis.call('SET', P .. 'tat:' .. ty, fmt(tat + iv), 'PX', math.ceil((tat + iv - NOW) / 1000) + "
-    "1000)\n"
-    "  end\n"
-    "  return true, c > 0\n"
-    "end\n"
-    "local budget = 64\n"
-    "local moved = {}\n"
-    "for p = 0, 3 do\n"
-    "  for k = 0, nq - 1 do\n"
-    "    local q = qs[(rr + k) % nq + 1]\n"
-    "    local key = sk(q, p)\n"
-    "    while budget > 0 do\n"
-    "      budget = budget - 1\n"
-    "      local sid, id = read(key)\n"
-    "      if type(sid) == 'table' then return sid end\n"
-    "      if not sid then break end\n"
-    "      local r = redis.call('HMGET', tk(id), 'st', 'sid', 'ty', 'lm', 'att', 'pl', 'tc', 'ma', 'to', "
-    "'ca', "
-    "'nb')\n"
-    "      local st = tonumber(r[1])\n"
-    "      if not st or r[2] ~= sid or not (st == 0 or st == 1 or st == 5) then\n"
-    "        redis.pcall('XACK', key, G, sid)\n"
-    "        redis.call('XDEL', key, sid)\n"
-    "      elseif want and not want[r[3]] then\n"
-    "        unready(id, q, p, sid)\n"
-    "        ready(id, q, p)\n"
-    "        if moved[id] then break end\n"
-    "        moved[id] = true\n"
-    "      else\n"
-    "        local ok, x = allowed(r[3])\n"
-    "        if not ok then\n"
-    "          unready(id, q, p, sid)\n"
-    "          redis.call('HSET', tk(id), 'nb', x)\n"
-    "          delay(id, x)\n"
-    "        else\n"
-    "          local att = tonumber(r[5]) + 1\n"
-    "          local lease = NOW + tonumber(r[4]) * 1000\n"
-    "          redis.call('HSET', tk(id), 'st', 2, 'att', att, 'wk', worker, 'lu', lease, 'sa', NOWS, 'ua', "
-    "NOWS)\n"
-    "          redis.call('HDEL', tk(id), 'fa')\n"
-    "          redis.call('ZADD', P .. 'running', lease, id)\n"
-    "          if x then redis.call('ZADD', P .. 'lr:' .. r[3], lease, id) end\n"
-    "          count(q, p, st, -1)\n"
-    "          count(q, p, 2, 1)\n"
-    "          return {id, r[3], q, r[6], r[7] or '', p, att, r[8], r[9], r[4], r[10], r[11], NOWS,\n"
-    "                  r[7] and 1 or 0}\n"
-    "        end\n"
-    "      end\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "return false\n"};
+
+/* ARGV[5] worker, [6] round-robin counter, [7] concurrency retry us, [8] "" or "type,type,..". */
+static pk_redis_script S_CLAIM = {.src = LUA_PRELUDE LUA_CLAIM
+                                  "return claim(ARGV[5], ARGV[6], ARGV[7], ARGV[8])\n"};
 
 /* ARGV[5] id, [6] worker, [7] progress or "". Returns -1 (lease lost) or the cancel flag. */
 static pk_redis_script S_HEARTBEAT = {
@@ -325,56 +339,76 @@ static pk_redis_script S_HEARTBEAT = {
                     "if r[4] == '1' then return 1 end\n"
                     "return 0\n"};
 
-/* Settles a running attempt this worker holds. ARGV[5] id, [6] worker, [7] mode: c(omplete),
- * x (cancelled), r(elease), f(ail); [8] result JSON / error as a JSON string, [9] error text, [10] now
- * as RFC 3339, [11] retryable 0|1, [12] jitter [0,1), [13] retry base ms, [14] retry cap ms.
- * Returns -1 (lease lost) or the new state. */
-static pk_redis_script S_SETTLE = {
-    .src = LUA_PRELUDE
-    "local id, mode = ARGV[5], ARGV[7]\n"
-    "local r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'sid', 'ty', 'att', 'ma', 'es')\n"
-    "if tonumber(r[1]) ~= 2 or r[2] ~= ARGV[6] then return -1 end\n"
-    "local q, p = r[3], r[4]\n"
-    "unrun(id, r[6])\n"
-    "unready(id, q, p, r[5])\n"
-    "if mode == 'c' then\n"
-    "  redis.call('HSET', tk(id), 'rs', ARGV[8], 'pg', 1)\n"
-    "  fin(id, q, p, 2, 3)\n"
-    "  return 3\n"
-    "elseif mode == 'x' then\n"
-    "  fin(id, q, p, 2, 7)\n"
-    "  return 7\n"
-    "elseif mode == 'r' then\n"
-    "  redis.call('HSET', tk(id), 'st', 0, 'att', math.max(0, tonumber(r[7]) - 1), 'nb', NOWS, 'ua', NOWS)\n"
-    "  count(q, p, 2, -1)\n"
-    "  count(q, p, 0, 1)\n"
-    "  ready(id, q, p)\n"
-    "  return 0\n"
+/* Settles a running attempt this worker holds: settle(id, worker, mode, text, error, now RFC 3339,
+ * retryable 0|1, jitter [0,1), retry base ms, retry cap ms) with mode c(omplete), x (cancelled),
+ * r(elease), f(ail); text = the result JSON (c) or the error as a JSON string (f). Returns -1 (lease
+ * lost) or the new state. The record's worker, lease and stream-entry fields are left as they are:
+ * nothing reads them unless the state is running, and the next claim or ready() overwrites them. */
+#define LUA_SETTLE                                                                                           \
+    "local function settle(id, worker, mode, text, errtext, at, retryable, jit, rbase, rcap)\n"              \
+    "  local r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'sid', 'ty', 'att', 'ma', 'es', "       \
+    "'lt')\n"                                                                                                \
+    "  if tonumber(r[1]) ~= 2 or r[2] ~= worker then return -1 end\n"                                        \
+    "  local q, p = r[3], r[4]\n"                                                                            \
+    "  redis.call('ZREM', P .. 'running', id)\n"                                                             \
+    "  if r[10] ~= '0' then redis.call('ZREM', P .. 'lr:' .. r[6], id) end\n"                                \
+    "  if r[5] then\n"                                                                                       \
+    "    redis.pcall('XACK', sk(q, p), G, r[5])\n"                                                           \
+    "    redis.call('XDEL', sk(q, p), r[5])\n"                                                               \
+    "  end\n"                                                                                                \
+    "  if mode == 'c' then\n"                                                                                \
+    "    fin(id, q, p, 2, 3, {'rs', text, 'pg', 1})\n"                                                       \
+    "    return 3\n"                                                                                         \
+    "  elseif mode == 'x' then\n"                                                                            \
+    "    fin(id, q, p, 2, 7)\n"                                                                              \
+    "    return 7\n"                                                                                         \
+    "  elseif mode == 'r' then\n"                                                                            \
+    "    redis.call('HSET', tk(id), 'st', 0, 'att', math.max(0, tonumber(r[7]) - 1), 'nb', NOWS, 'ua', "     \
+    "NOWS)\n"                                                                                                \
+    "    count(q, p, 2, -1)\n"                                                                               \
+    "    count(q, p, 0, 1)\n"                                                                                \
+    "    ready(id, q, p)\n"                                                                                  \
+    "    return 0\n"                                                                                         \
+    "  end\n"                                                                                                \
+    "  local att, ma = tonumber(r[7]), tonumber(r[8])\n"                                                     \
+    "  local nxt = 5\n"                                                                                      \
+    "  if retryable ~= '1' then nxt = 4 elseif att >= ma then nxt = 6 end\n"                                 \
+    "  local es = adderr(r[9], att, at, text)\n"                                                             \
+    "  if nxt == 5 then\n"                                                                                   \
+    "    local ceil, cap = tonumber(rbase) * 1000, tonumber(rcap) * 1000\n"                                  \
+    "    local i = 1\n"                                                                                      \
+    "    while i < att and ceil < cap do ceil = ceil * 2 i = i + 1 end\n"                                    \
+    "    if ceil > cap then ceil = cap end\n"                                                                \
+    "    local b = math.floor(tonumber(jit) * ceil)\n"                                                       \
+    "    if b >= ceil then b = ceil - 1 end\n"                                                               \
+    "    if b < 0 then b = 0 end\n"                                                                          \
+    "    local due = NOW + b\n"                                                                              \
+    "    redis.call('HSET', tk(id), 'er', errtext, 'es', es, 'st', 5, 'nb', due, 'ua', NOWS)\n"              \
+    "    count(q, p, 2, -1)\n"                                                                               \
+    "    count(q, p, 5, 1)\n"                                                                                \
+    "    delay(id, due)\n"                                                                                   \
+    "    return 5\n"                                                                                         \
+    "  end\n"                                                                                                \
+    "  fin(id, q, p, 2, nxt, {'er', errtext, 'es', es, 'nb', NOWS})\n"                                       \
+    "  if nxt == 6 then dead(id, errtext) end\n"                                                             \
+    "  return nxt\n"                                                                                         \
     "end\n"
-    "local att, ma = tonumber(r[7]), tonumber(r[8])\n"
-    "local nxt = 5\n"
-    "if ARGV[11] ~= '1' then nxt = 4 elseif att >= ma then nxt = 6 end\n"
-    "redis.call('HSET', tk(id), 'er', ARGV[9], 'es', adderr(r[9], att, ARGV[10], ARGV[8]))\n"
-    "if nxt == 5 then\n"
-    "  local ceil, cap = tonumber(ARGV[13]) * 1000, tonumber(ARGV[14]) * 1000\n"
-    "  local i = 1\n"
-    "  while i < att and ceil < cap do ceil = ceil * 2 i = i + 1 end\n"
-    "  if ceil > cap then ceil = cap end\n"
-    "  local b = math.floor(tonumber(ARGV[12]) * ceil)\n"
-    "  if b >= ceil then b = ceil - 1 end\n"
-    "  if b < 0 then b = 0 end\n"
-    "  local due = NOW + b\n"
-    "  redis.call('HSET', tk(id), 'st', 5, 'nb', due, 'ua', NOWS)\n"
-    "  redis.call('HDEL', tk(id), 'fa')\n"
-    "  count(q, p, 2, -1)\n"
-    "  count(q, p, 5, 1)\n"
-    "  delay(id, due)\n"
-    "  return 5\n"
-    "end\n"
-    "redis.call('HSET', tk(id), 'nb', NOWS)\n"
-    "fin(id, q, p, 2, nxt)\n"
-    "if nxt == 6 then dead(id, ARGV[9]) end\n"
-    "return nxt\n"};
+
+/* ARGV[5..14]: settle's arguments. */
+static pk_redis_script S_SETTLE = {.src = LUA_PRELUDE LUA_SETTLE
+                                   "return settle(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], "
+                                   "ARGV[11], ARGV[12], ARGV[13], ARGV[14])\n"};
+
+/* A settle, then (when it succeeded) a claim for the same worker in the same call: ARGV[5..14] settle's
+ * arguments, [15] round-robin counter, [16] concurrency retry us, [17] "" or "type,type,..". Returns
+ * {-1} (lease lost, nothing claimed) or {new state, claim's reply}: the analogue of BullMQ's
+ * moveToFinished fetching the next job. */
+static pk_redis_script S_SETTLE_CLAIM = {
+    .src = LUA_PRELUDE LUA_SETTLE LUA_CLAIM
+    "local st = settle(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], "
+    "ARGV[14])\n"
+    "if st < 0 then return {st} end\n"
+    "return {st, claim(ARGV[6], ARGV[15], ARGV[16], ARGV[17])}\n"};
 
 /* ARGV[5] id. Returns {-404} | {-409, state} | {1, record}. */
 static pk_redis_script S_CANCEL = {.src = LUA_PRELUDE
@@ -572,9 +606,9 @@ static pk_redis_script S_PURGE = {.src = LUA_PRELUDE
                                   "end\n"
                                   "return #ms\n"};
 
-static pk_redis_script *const ALL_SCRIPTS[] = {&S_ENQUEUE, &S_CLAIM, &S_HEARTBEAT, &S_SETTLE,
-                                               &S_CANCEL,  &S_RETRY, &S_RECLAIM,   &S_NEXT_WAKEUP,
-                                               &S_STATS,   &S_LIST,  &S_WAIT_PREP, &S_PURGE};
+static pk_redis_script *const ALL_SCRIPTS[] = {
+    &S_ENQUEUE, &S_CLAIM,       &S_HEARTBEAT, &S_SETTLE, &S_SETTLE_CLAIM, &S_CANCEL, &S_RETRY,
+    &S_RECLAIM, &S_NEXT_WAKEUP, &S_STATS,     &S_LIST,   &S_WAIT_PREP,    &S_PURGE};
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
 static void scripts_init(void)
 {
@@ -616,7 +650,7 @@ static pk_err *lease_lost(const char *id)
     return pk_err_new("lease_lost", 409, "task '%s' is no longer held by this worker", id);
 }
 
-#define MAX_OP_ARGS 13
+#define MAX_OP_ARGS 16
 
 /* Runs a script with the common arguments (prefix, now, now ceiling, keep) then `args`. */
 static pk_err *rq_eval(rq_queue *q, pk_redis_script *s, const char *what, int64_t now, int nargs,
@@ -728,7 +762,75 @@ static void task_json(pk_buf *out, const redisReply *h)
     pk_jw_key(&w, "finished_at");
     jw_time(&w, field(h, "fa"));
     pk_jw_key(&w, "updated_at");
-    jw_time(&w, field(h, "ua"));
+    const redisReply *ua = field(h, "ua");
+    jw_time(&w, ua ? ua : field(h, "ca")); /* a record never updated since its enqueue has no `ua` */
+    pk_jw_obj_close(&w);
+}
+
+/* The document of a task the enqueue script just created, from what the caller sent (the script
+ * stored exactly this: see S_ENQUEUE), without reading the record back. Times in us, as stored. */
+static void new_task_json(pk_buf *out, const char *id, const pk_task_input *in, const char *queue,
+                          int64_t max_attempts, int64_t timeout_ms, int64_t lease_ms, int64_t now_us,
+                          int64_t nb_us)
+{
+    char ca[PK_RFC3339_LEN], nbs[PK_RFC3339_LEN];
+    bool scheduled = nb_us > now_us;
+    pk_rfc3339(now_us * 1000, ca);
+    pk_rfc3339((scheduled ? nb_us : now_us) * 1000, nbs);
+    pk_jw w;
+    pk_jw_init(&w, out);
+    pk_jw_obj_open(&w);
+    pk_jw_key(&w, "id");
+    pk_jw_str(&w, id);
+    pk_jw_key(&w, "type");
+    pk_jw_str(&w, in->type);
+    pk_jw_key(&w, "queue");
+    pk_jw_str(&w, queue);
+    pk_jw_key(&w, "priority");
+    pk_jw_str(&w, pk_task_priority_name(in->priority));
+    pk_jw_key(&w, "state");
+    pk_jw_str(&w, pk_task_state_name(scheduled ? PK_TASK_SCHEDULED : PK_TASK_QUEUED));
+    pk_jw_key(&w, "payload");
+    const char *pl = in->payload_json ? in->payload_json : "{}";
+    pk_jw_raw(&w, pl, strlen(pl));
+    pk_jw_key(&w, "attempts");
+    pk_jw_int(&w, 0);
+    pk_jw_key(&w, "max_attempts");
+    pk_jw_int(&w, max_attempts);
+    pk_jw_key(&w, "idempotency_key");
+    if (in->idempotency_key)
+        pk_jw_str(&w, in->idempotency_key);
+    else
+        pk_jw_null(&w);
+    pk_jw_key(&w, "not_before");
+    pk_jw_str(&w, nbs);
+    pk_jw_key(&w, "timeout_ms");
+    pk_jw_int(&w, timeout_ms);
+    pk_jw_key(&w, "lease_ms");
+    pk_jw_int(&w, lease_ms);
+    pk_jw_key(&w, "trace_context");
+    if (in->trace_context)
+        pk_jw_str(&w, in->trace_context);
+    else
+        pk_jw_null(&w);
+    pk_jw_key(&w, "progress");
+    pk_jw_num(&w, 0);
+    pk_jw_key(&w, "cancel_requested");
+    pk_jw_bool(&w, false);
+    pk_jw_key(&w, "result");
+    pk_jw_null(&w);
+    pk_jw_key(&w, "error");
+    pk_jw_null(&w);
+    pk_jw_key(&w, "errors");
+    pk_jw_raw(&w, "[]", 2);
+    pk_jw_key(&w, "created_at");
+    pk_jw_str(&w, ca);
+    pk_jw_key(&w, "started_at");
+    pk_jw_null(&w);
+    pk_jw_key(&w, "finished_at");
+    pk_jw_null(&w);
+    pk_jw_key(&w, "updated_at");
+    pk_jw_str(&w, ca);
     pk_jw_obj_close(&w);
 }
 
@@ -809,10 +911,15 @@ static pk_err *q_enqueue(pk_queue *base, const pk_task_input *in, pk_buf *out, b
         e = pk_err_internal("bad enqueue reply");
     if (!e) {
         const redisReply *h = r->element[1];
-        if (created) *created = rep_int(r->element[0]) == 1;
+        bool made = rep_int(r->element[0]) == 1;
+        if (created) *created = made;
         const redisReply *rid = field(h, "id");
         if (id_out) snprintf(id_out, 37, "%s", rep_is_str(rid) ? rid->str : "");
-        if (out) task_json(out, h);
+        if (out && made)
+            new_task_json(out, id, in, queue, strtoll(maxa, NULL, 10), strtoll(timeout, NULL, 10),
+                          strtoll(lease, NULL, 10), now / 1000, strtoll(nb, NULL, 10));
+        else if (out)
+            task_json(out, h);
     }
     if (r) freeReplyObject(r);
     return e;
@@ -876,38 +983,55 @@ static char *rep_dup(const redisReply *r)
     return rep_is_str(r) ? strdup(r->str) : NULL;
 }
 
+/* A claim reply ({id, type, ...} or nil) into *out (zeroed first: id[0] == 0 = none). */
+static void claim_reply(const redisReply *r, pk_task *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 14) return;
+    redisReply **el = r->element;
+    snprintf(out->id, sizeof out->id, "%s", rep_is_str(el[0]) ? el[0]->str : "");
+    out->type = rep_dup(el[1]);
+    out->queue = rep_dup(el[2]);
+    out->payload_json = rep_dup(el[3]);
+    out->trace_context = rep_int(el[13]) ? rep_dup(el[4]) : NULL;
+    out->priority = (int)rep_int(el[5]);
+    out->attempts = (int)rep_int(el[6]);
+    out->max_attempts = (int)rep_int(el[7]);
+    out->timeout_ms = rep_int(el[8]);
+    out->lease_ms = rep_int(el[9]);
+    out->created_ns = rep_int(el[10]) * 1000;
+    out->not_before_ns = rep_int(el[11]) * 1000;
+    out->started_ns = rep_int(el[12]) * 1000;
+}
+
+/* The claim arguments after the worker: round-robin counter, concurrency retry, type list. */
+typedef struct claim_args {
+    char rr[16], defer[24];
+    pk_buf types;
+} claim_args;
+
+static void claim_args_init(rq_queue *q, claim_args *a, const char *const *types, size_t ntypes)
+{
+    a->types = (pk_buf)PK_BUF_INIT;
+    for (size_t i = 0; types && i < ntypes; i++)
+        pk_buf_printf(&a->types, "%s%s", i ? "," : "", types[i]);
+    snprintf(a->rr, sizeof a->rr, "%u", atomic_fetch_add(&q->rr, 1) % 1000000u);
+    snprintf(a->defer, sizeof a->defer, "%d", LIMIT_RETRY_MS * 1000);
+}
+
 static pk_err *q_claim(pk_queue *base, const char *worker, const char *const *types, size_t ntypes,
                        pk_task *out)
 {
     rq_queue *q = (rq_queue *)base;
     memset(out, 0, sizeof *out);
-    pk_buf tl = PK_BUF_INIT;
-    for (size_t i = 0; types && i < ntypes; i++)
-        pk_buf_printf(&tl, "%s%s", i ? "," : "", types[i]);
-    char rr[16], defer[24];
-    snprintf(rr, sizeof rr, "%u", atomic_fetch_add(&q->rr, 1) % 1000000u);
-    snprintf(defer, sizeof defer, "%d", LIMIT_RETRY_MS * 1000);
-    const char *args[] = {worker, rr, defer, tl.len ? tl.data : ""};
+    claim_args ca;
+    claim_args_init(q, &ca, types, ntypes);
+    const char *args[] = {worker, ca.rr, ca.defer, ca.types.len ? ca.types.data : ""};
     redisReply *r = NULL;
     pk_err *e = rq_eval(q, &S_CLAIM, "claim", now_ns(q), 4, args, &r);
-    pk_buf_free(&tl);
+    pk_buf_free(&ca.types);
     if (e) return e;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 14) {
-        redisReply **el = r->element;
-        snprintf(out->id, sizeof out->id, "%s", rep_is_str(el[0]) ? el[0]->str : "");
-        out->type = rep_dup(el[1]);
-        out->queue = rep_dup(el[2]);
-        out->payload_json = rep_dup(el[3]);
-        out->trace_context = rep_int(el[13]) ? rep_dup(el[4]) : NULL;
-        out->priority = (int)rep_int(el[5]);
-        out->attempts = (int)rep_int(el[6]);
-        out->max_attempts = (int)rep_int(el[7]);
-        out->timeout_ms = rep_int(el[8]);
-        out->lease_ms = rep_int(el[9]);
-        out->created_ns = rep_int(el[10]) * 1000;
-        out->not_before_ns = rep_int(el[11]) * 1000;
-        out->started_ns = rep_int(el[12]) * 1000;
-    }
+    claim_reply(r, out);
     freeReplyObject(r);
     return NULL;
 }
@@ -953,6 +1077,31 @@ static pk_err *settle(rq_queue *q, const char *id, const char *worker, const cha
 static pk_err *q_complete(pk_queue *base, const char *id, const char *worker, const char *result_json)
 {
     return settle((rq_queue *)base, id, worker, "c", result_json ? result_json : "null", NULL, false, NULL);
+}
+
+/* Complete and claim the next task in one script (S_SETTLE_CLAIM). */
+static pk_err *q_complete_claim(pk_queue *base, const char *id, const char *worker, const char *result_json,
+                                const char *const *types, size_t ntypes, pk_task *next)
+{
+    rq_queue *q = (rq_queue *)base;
+    memset(next, 0, sizeof *next);
+    int64_t now = now_ns(q);
+    claim_args ca;
+    claim_args_init(q, &ca, types, ntypes);
+    const char *args[] = {id,  worker, "c",      result_json ? result_json : "null", "", "", "0", "0", "0",
+                          "0", ca.rr,  ca.defer, ca.types.len ? ca.types.data : ""};
+    redisReply *r = NULL;
+    pk_err *e = rq_eval(q, &S_SETTLE_CLAIM, "complete", now, 13, args, &r);
+    pk_buf_free(&ca.types);
+    if (e) return e;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1)
+        e = pk_err_internal("bad complete reply");
+    else if (rep_int(r->element[0]) < 0)
+        e = lease_lost(id);
+    else if (r->elements > 1)
+        claim_reply(r->element[1], next); /* an error element (the claim failed) leaves next empty */
+    freeReplyObject(r);
+    return e;
 }
 
 static pk_err *q_cancelled(pk_queue *base, const char *id, const char *worker)
@@ -1222,6 +1371,7 @@ static const pk_queue_ops RQ_OPS = {
     .claim = q_claim,
     .heartbeat = q_heartbeat,
     .complete = q_complete,
+    .complete_claim = q_complete_claim,
     .fail = q_fail,
     .cancelled = q_cancelled,
     .release = q_release,
