@@ -183,7 +183,10 @@ void pk_tasks_wake(pk_tasks *t)
 {
     pthread_mutex_lock(&t->mu);
     t->gen++;
-    pthread_cond_broadcast(&t->cv);
+    /* Without worker threads (`pake serve --workers 0`) only the hook thread waits on cv, for note
+     * changes (on_note_changed signals those itself) or the stop: waking it for every enqueue would
+     * cost a context switch per API call for nothing. */
+    if (t->nworkers || atomic_load(&t->stopping)) pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
 }
 
