@@ -175,54 +175,68 @@ typedef struct rq_queue {
     "  return qs\n"                                                                                          \
     "end\n"
 
-/* ARGV[5] id, [6] type, [7] queue, [8] prio, [9] payload, [10] max_attempts, [11] "" or "=" idem key,
- * [12] idem ttl ms, [13] timeout ms, [14] lease ms, [15] "" or "=" trace, [16] not_before us, [17] "1"
- * to return the existing record on an idempotent replay. Returns {1, {"id", id}} for a new task (the
- * caller renders it from its input: every field is known), {0, record or {"id", id}} for a replay.
- * The record holds only what differs from the defaults (attempts 0, progress 0, no cancel, no errors,
- * updated = created are implicit, see task_json), and the stream entry is added first so that its id
- * goes into the same HSET. */
+/* enqueue(id, type, queue, prio, payload, max_attempts, "" or "=" idem key, idem ttl ms, timeout ms,
+ * lease ms, "" or "=" trace, not_before us, "1" to return the existing record on an idempotent replay).
+ * Returns {1, {"id", id}} for a new task (the caller renders it from its input: every field is known),
+ * {0, record or {"id", id}} for a replay. The record holds only what differs from the defaults
+ * (attempts 0, progress 0, no cancel, no errors, updated = created are implicit, see task_json), and
+ * the stream entry is added first so that its id goes into the same HSET. */
+#define LUA_ENQUEUE                                                                                          \
+    "local function enqueue(id, ty, q, p, pl, ma, ik, ittl, to, lm, tc, nbs, want)\n"                        \
+    "  if ik ~= '' then\n"                                                                                   \
+    "    ik = string.sub(ik, 2)\n"                                                                           \
+    "    local old = redis.call('GET', P .. 'i:' .. ik)\n"                                                   \
+    "    if old then\n"                                                                                      \
+    "      local r = redis.call('HMGET', tk(old), 'st', 'ca')\n"                                             \
+    "      local st = tonumber(r[1])\n"                                                                      \
+    "      if st and (st == 0 or st == 1 or st == 5 or tonumber(r[2]) > NOW - tonumber(ittl) * 1000) then\n" \
+    "        if want == '1' then return {0, redis.call('HGETALL', tk(old))} end\n"                           \
+    "        return {0, {'id', old}}\n"                                                                      \
+    "      end\n"                                                                                            \
+    "    end\n"                                                                                              \
+    "  end\n"                                                                                                \
+    "  local nb = tonumber(nbs)\n"                                                                           \
+    "  local st = 0\n"                                                                                       \
+    "  if nb > NOW then st = 1 else nb = NOW end\n"                                                          \
+    "  local seq = redis.call('INCR', P .. 'seq')\n"                                                         \
+    "  if redis.call('SADD', P .. 'queues', q) == 1 then\n"                                                  \
+    "    for pp = 0, 3 do redis.pcall('XGROUP', 'CREATE', sk(q, pp), G, '0', 'MKSTREAM') end\n"              \
+    "    redis.call('XADD', P .. 'wake', 'MAXLEN', 1, '*', 'q', q)\n"                                        \
+    "  end\n"                                                                                                \
+    "  local f = {'id', id, 'ty', ty, 'qu', q, 'pr', p, 'st', st, 'pl', pl, 'ma', ma, 'nb', nb, 'to', to, "  \
+    "'lm', lm,\n"                                                                                            \
+    "             'ca', NOWS}\n"                                                                             \
+    "  if st == 0 then\n"                                                                                    \
+    "    f[#f + 1] = 'sid'\n"                                                                                \
+    "    f[#f + 1] = redis.call('XADD', sk(q, p), '*', 'id', id)\n"                                          \
+    "  end\n"                                                                                                \
+    "  if ik ~= '' then f[#f + 1] = 'ik' f[#f + 1] = ik end\n"                                               \
+    "  if tc ~= '' then f[#f + 1] = 'tc' f[#f + 1] = string.sub(tc, 2) end\n"                                \
+    "  redis.call('HSET', tk(id), unpack(f))\n"                                                              \
+    "  redis.call('ZADD', P .. 'index', seq, id)\n"                                                          \
+    "  count(q, p, st, 1)\n"                                                                                 \
+    "  if st == 1 then delay(id, nb) end\n"                                                                  \
+    "  if ik ~= '' then\n"                                                                                   \
+    "    local ttl = math.max(1, tonumber(ittl)) + KEEP + math.floor((nb - NOW) / 1000)\n"                   \
+    "    redis.call('SET', P .. 'i:' .. ik, id, 'PX', ttl)\n"                                                \
+    "  end\n"                                                                                                \
+    "  return {1, {'id', id}}\n"                                                                             \
+    "end\n"
+
+/* ARGV[5..17]: enqueue's arguments. */
 static pk_redis_script S_ENQUEUE = {
-    .src = LUA_PRELUDE
-    "local id, ty, q, p = ARGV[5], ARGV[6], ARGV[7], ARGV[8]\n"
-    "local ik = ARGV[11]\n"
-    "if ik ~= '' then\n"
-    "  ik = string.sub(ik, 2)\n"
-    "  local old = redis.call('GET', P .. 'i:' .. ik)\n"
-    "  if old then\n"
-    "    local r = redis.call('HMGET', tk(old), 'st', 'ca')\n"
-    "    local st = tonumber(r[1])\n"
-    "    if st and (st == 0 or st == 1 or st == 5 or tonumber(r[2]) > NOW - tonumber(ARGV[12]) * 1000) then\n"
-    "      if ARGV[17] == '1' then return {0, redis.call('HGETALL', tk(old))} end\n"
-    "      return {0, {'id', old}}\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "local nb = tonumber(ARGV[16])\n"
-    "local st = 0\n"
-    "if nb > NOW then st = 1 else nb = NOW end\n"
-    "local seq = redis.call('INCR', P .. 'seq')\n"
-    "if redis.call('SADD', P .. 'queues', q) == 1 then\n"
-    "  for pp = 0, 3 do redis.pcall('XGROUP', 'CREATE', sk(q, pp), G, '0', 'MKSTREAM') end\n"
-    "  redis.call('XADD', P .. 'wake', 'MAXLEN', 1, '*', 'q', q)\n"
-    "end\n"
-    "local f = {'id', id, 'ty', ty, 'qu', q, 'pr', p, 'st', st, 'pl', ARGV[9], 'ma', ARGV[10], 'nb', nb,\n"
-    "  'to', ARGV[13], 'lm', ARGV[14], 'ca', NOWS}\n"
-    "if st == 0 then\n"
-    "  f[#f + 1] = 'sid'\n"
-    "  f[#f + 1] = redis.call('XADD', sk(q, p), '*', 'id', id)\n"
-    "end\n"
-    "if ik ~= '' then f[#f + 1] = 'ik' f[#f + 1] = ik end\n"
-    "if ARGV[15] ~= '' then f[#f + 1] = 'tc' f[#f + 1] = string.sub(ARGV[15], 2) end\n"
-    "redis.call('HSET', tk(id), unpack(f))\n"
-    "redis.call('ZADD', P .. 'index', seq, id)\n"
-    "count(q, p, st, 1)\n"
-    "if st == 1 then delay(id, nb) end\n"
-    "if ik ~= '' then\n"
-    "  local ttl = math.max(1, tonumber(ARGV[12])) + KEEP + math.floor((nb - NOW) / 1000)\n"
-    "  redis.call('SET', P .. 'i:' .. ik, id, 'PX', ttl)\n"
-    "end\n"
-    "return {1, {'id', id}}\n"};
+    .src = LUA_PRELUDE LUA_ENQUEUE "return enqueue(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], "
+                                   "ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17])\n"};
+
+/* A batch: ARGV[5] a JSON array of enqueue's argument lists (13 strings each), in order. Returns the
+ * list of enqueue's replies. One script for the whole batch: it is atomic like a single enqueue, and
+ * a later item with the key of an earlier one is a replay of it. */
+static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
+                                          "local out = {}\n"
+                                          "for i, a in ipairs(cjson.decode(ARGV[5])) do\n"
+                                          "  out[i] = enqueue(unpack(a))\n"
+                                          "end\n"
+                                          "return out\n"};
 
 /* The claim as a Lua function (S_CLAIM, and S_SETTLE_CLAIM after a completion): promote due delayed
  * tasks, then read the streams in priority order (XLEN first: an empty stream costs no XREADGROUP).
@@ -607,8 +621,8 @@ static pk_redis_script S_PURGE = {.src = LUA_PRELUDE
                                   "return #ms\n"};
 
 static pk_redis_script *const ALL_SCRIPTS[] = {
-    &S_ENQUEUE, &S_CLAIM,       &S_HEARTBEAT, &S_SETTLE, &S_SETTLE_CLAIM, &S_CANCEL, &S_RETRY,
-    &S_RECLAIM, &S_NEXT_WAKEUP, &S_STATS,     &S_LIST,   &S_WAIT_PREP,    &S_PURGE};
+    &S_ENQUEUE, &S_ENQUEUE_BATCH, &S_CLAIM,       &S_HEARTBEAT, &S_SETTLE, &S_SETTLE_CLAIM, &S_CANCEL,
+    &S_RETRY,   &S_RECLAIM,       &S_NEXT_WAKEUP, &S_STATS,     &S_LIST,   &S_WAIT_PREP,    &S_PURGE};
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
 static void scripts_init(void)
 {
@@ -866,61 +880,136 @@ static void q_close(pk_queue *base)
     free(q);
 }
 
+/* One enqueue's script arguments (enqueue() in LUA_ENQUEUE), checked and formatted. */
+typedef struct enq_args {
+    char id[37], prio[8], maxa[16], ttl[24], timeout[24], lease[24], nb[24];
+    const char *queue;
+    pk_buf ik, tc; /* "=" + key / trace, or empty */
+    const char *argv[13];
+} enq_args;
+
+static pk_err *enq_args_init(rq_queue *q, const pk_task_input *in, int64_t now, bool want_record, enq_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->queue = in->queue && *in->queue ? in->queue : "default";
+    if (!pk_queue_name_valid(in->type))
+        return pk_err_invalid("type must be 1 to 64 characters of [a-z0-9_.-]");
+    if (!pk_queue_name_valid(a->queue))
+        return pk_err_invalid("queue must be 1 to 64 characters of [a-z0-9_.-]");
+    if (in->priority < 0 || in->priority >= PK_PRIO__COUNT) return pk_err_invalid("unknown priority");
+    pk_uuid7(a->id);
+    snprintf(a->prio, sizeof a->prio, "%d", in->priority);
+    snprintf(a->maxa, sizeof a->maxa, "%d",
+             in->max_attempts > 0 ? in->max_attempts : q->cfg.default_max_attempts);
+    snprintf(a->ttl, sizeof a->ttl, "%lld", (long long)(in->idem_ttl_ms > 0 ? in->idem_ttl_ms : 0));
+    snprintf(a->timeout, sizeof a->timeout, "%lld",
+             (long long)(in->timeout_ms > 0 ? in->timeout_ms : q->cfg.default_timeout_ms));
+    snprintf(a->lease, sizeof a->lease, "%lld", (long long)pk_queue_lease_for(&q->cfg, in->type));
+    /* ceiling: a task due at T must not start before T */
+    snprintf(a->nb, sizeof a->nb, "%lld",
+             (long long)(in->not_before_ns > now ? (in->not_before_ns + 999) / 1000 : 0));
+    if (in->idempotency_key) pk_buf_printf(&a->ik, "=%s", in->idempotency_key);
+    if (in->trace_context) pk_buf_printf(&a->tc, "=%s", in->trace_context);
+    const char *v[13] = {a->id,
+                         in->type,
+                         a->queue,
+                         a->prio,
+                         in->payload_json ? in->payload_json : "{}",
+                         a->maxa,
+                         a->ik.len ? a->ik.data : "",
+                         a->ttl,
+                         a->timeout,
+                         a->lease,
+                         a->tc.len ? a->tc.data : "",
+                         a->nb,
+                         want_record ? "1" : "0"};
+    memcpy(a->argv, v, sizeof v);
+    return NULL;
+}
+
+static void enq_args_free(enq_args *a)
+{
+    pk_buf_free(&a->ik);
+    pk_buf_free(&a->tc);
+}
+
+/* One enqueue() reply {created, record or {"id", id}} into *created, id_out and out. */
+static pk_err *enq_result(const redisReply *r, const enq_args *a, const pk_task_input *in, int64_t now,
+                          pk_buf *out, bool *created, char id_out[37])
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return pk_err_internal("bad enqueue reply");
+    const redisReply *h = r->element[1];
+    bool made = rep_int(r->element[0]) == 1;
+    if (created) *created = made;
+    const redisReply *rid = field(h, "id");
+    if (id_out) snprintf(id_out, 37, "%s", rep_is_str(rid) ? rid->str : "");
+    if (out && made)
+        new_task_json(out, a->id, in, a->queue, strtoll(a->maxa, NULL, 10), strtoll(a->timeout, NULL, 10),
+                      strtoll(a->lease, NULL, 10), now / 1000, strtoll(a->nb, NULL, 10));
+    else if (out)
+        task_json(out, h);
+    return NULL;
+}
+
 static pk_err *q_enqueue(pk_queue *base, const pk_task_input *in, pk_buf *out, bool *created, char id_out[37])
 {
     rq_queue *q = (rq_queue *)base;
-    const char *queue = in->queue && *in->queue ? in->queue : "default";
-    if (!pk_queue_name_valid(in->type))
-        return pk_err_invalid("type must be 1 to 64 characters of [a-z0-9_.-]");
-    if (!pk_queue_name_valid(queue)) return pk_err_invalid("queue must be 1 to 64 characters of [a-z0-9_.-]");
-    if (in->priority < 0 || in->priority >= PK_PRIO__COUNT) return pk_err_invalid("unknown priority");
     if (created) *created = false;
     int64_t now = now_ns(q);
-    char id[37], prio[8], maxa[16], ttl[24], timeout[24], lease[24], nb[24];
-    pk_uuid7(id);
-    snprintf(prio, sizeof prio, "%d", in->priority);
-    snprintf(maxa, sizeof maxa, "%d", in->max_attempts > 0 ? in->max_attempts : q->cfg.default_max_attempts);
-    snprintf(ttl, sizeof ttl, "%lld", (long long)(in->idem_ttl_ms > 0 ? in->idem_ttl_ms : 0));
-    snprintf(timeout, sizeof timeout, "%lld",
-             (long long)(in->timeout_ms > 0 ? in->timeout_ms : q->cfg.default_timeout_ms));
-    snprintf(lease, sizeof lease, "%lld", (long long)pk_queue_lease_for(&q->cfg, in->type));
-    /* ceiling: a task due at T must not start before T */
-    snprintf(nb, sizeof nb, "%lld",
-             (long long)(in->not_before_ns > now ? (in->not_before_ns + 999) / 1000 : 0));
-    pk_buf ik = PK_BUF_INIT, tc = PK_BUF_INIT;
-    if (in->idempotency_key) pk_buf_printf(&ik, "=%s", in->idempotency_key);
-    if (in->trace_context) pk_buf_printf(&tc, "=%s", in->trace_context);
-    const char *args[] = {id,
-                          in->type,
-                          queue,
-                          prio,
-                          in->payload_json ? in->payload_json : "{}",
-                          maxa,
-                          ik.len ? ik.data : "",
-                          ttl,
-                          timeout,
-                          lease,
-                          tc.len ? tc.data : "",
-                          nb,
-                          out ? "1" : "0"};
+    enq_args a;
+    pk_err *e = enq_args_init(q, in, now, out != NULL, &a);
     redisReply *r = NULL;
-    pk_err *e = rq_eval(q, &S_ENQUEUE, "enqueue", now, 13, args, &r);
-    pk_buf_free(&ik);
-    pk_buf_free(&tc);
-    if (!e && (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2))
-        e = pk_err_internal("bad enqueue reply");
-    if (!e) {
-        const redisReply *h = r->element[1];
-        bool made = rep_int(r->element[0]) == 1;
-        if (created) *created = made;
-        const redisReply *rid = field(h, "id");
-        if (id_out) snprintf(id_out, 37, "%s", rep_is_str(rid) ? rid->str : "");
-        if (out && made)
-            new_task_json(out, id, in, queue, strtoll(maxa, NULL, 10), strtoll(timeout, NULL, 10),
-                          strtoll(lease, NULL, 10), now / 1000, strtoll(nb, NULL, 10));
-        else if (out)
-            task_json(out, h);
+    if (!e) e = rq_eval(q, &S_ENQUEUE, "enqueue", now, 13, a.argv, &r);
+    if (!e) e = enq_result(r, &a, in, now, out, created, id_out);
+    enq_args_free(&a);
+    if (r) freeReplyObject(r);
+    return e;
+}
+
+/* The whole batch in one script call (S_ENQUEUE_BATCH): its arguments travel as one JSON array. */
+static pk_err *q_enqueue_batch(pk_queue *base, const pk_task_input *in, size_t n, pk_buf *out, bool *created)
+{
+    rq_queue *q = (rq_queue *)base;
+    int64_t now = now_ns(q);
+    enq_args *a = calloc(n ? n : 1, sizeof *a);
+    pk_err *e = NULL;
+    size_t ready = 0;
+    pk_buf arg = PK_BUF_INIT;
+    pk_jw w;
+    pk_jw_init(&w, &arg);
+    pk_jw_arr_open(&w);
+    for (; ready < n && !e; ready++) {
+        if ((e = enq_args_init(q, &in[ready], now, true, &a[ready]))) {
+            pk_err *wrapped = pk_err_invalid("task %zu: %s", ready, e->message);
+            pk_err_free(e);
+            e = wrapped;
+            enq_args_free(&a[ready]);
+            break;
+        }
+        pk_jw_arr_open(&w);
+        for (int k = 0; k < 13; k++)
+            pk_jw_str(&w, a[ready].argv[k]);
+        pk_jw_arr_close(&w);
     }
+    pk_jw_arr_close(&w);
+    redisReply *r = NULL;
+    if (!e) {
+        const char *args[] = {arg.data};
+        e = rq_eval(q, &S_ENQUEUE_BATCH, "enqueue", now, 1, args, &r);
+    }
+    if (!e && (r->type != REDIS_REPLY_ARRAY || r->elements != n)) e = pk_err_internal("bad enqueue reply");
+    if (!e) {
+        pk_buf_putc(out, '[');
+        for (size_t i = 0; i < n && !e; i++) {
+            if (i) pk_buf_putc(out, ',');
+            e = enq_result(r->element[i], &a[i], &in[i], now, out, &created[i], NULL);
+        }
+        pk_buf_putc(out, ']');
+    }
+    for (size_t i = 0; i < ready; i++)
+        enq_args_free(&a[i]);
+    free(a);
+    pk_buf_free(&arg);
     if (r) freeReplyObject(r);
     return e;
 }
@@ -1366,6 +1455,7 @@ static pk_err *q_workers_seen(pk_queue *base, int64_t max_age_ms, pk_queue_worke
 static const pk_queue_ops RQ_OPS = {
     .close = q_close,
     .enqueue = q_enqueue,
+    .enqueue_batch = q_enqueue_batch,
     .get = q_get,
     .list = q_list,
     .claim = q_claim,

@@ -248,6 +248,21 @@ pk_err *pk_tasks_enqueue(pk_tasks *t, const pk_task_input *in, pk_buf *out, bool
     return e;
 }
 
+pk_err *pk_tasks_enqueue_batch(pk_tasks *t, const pk_task_input *in, size_t n, pk_buf *out, bool *created)
+{
+    for (size_t i = 0; i < n; i++)
+        created[i] = false;
+    pk_err *e = pk_queue_enqueue_batch(t->q, in, n, out, created);
+    bool any = false;
+    for (size_t i = 0; i < n; i++)
+        if (created[i]) {
+            count(t, in[i].type, "enqueued");
+            any = true;
+        }
+    if (any) pk_tasks_wake(t);
+    return e;
+}
+
 pk_err *pk_tasks_cancel(pk_tasks *t, const char *id, pk_buf *out, pk_task_state *state)
 {
     pk_task_state st = PK_TASK_QUEUED;
