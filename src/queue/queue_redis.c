@@ -117,7 +117,15 @@ typedef struct rq_queue {
     "local function tk(id) return P .. 't:' .. id end\n"                                                     \
     "local function sk(q, p) return P .. 's:' .. q .. ':' .. p end\n"                                        \
     "local function fmt(n) return string.format('%.0f', n) end\n"                                            \
-    "local function count(q, p, st, d) redis.call('HINCRBY', P .. 'counts', q .. ':' .. p .. ':' .. st, d) " \
+    "local CD = nil\n"                                                                                       \
+    "local function count(q, p, st, d)\n"                                                                    \
+    "  local k = q .. ':' .. p .. ':' .. st\n"                                                               \
+    "  if CD then CD[k] = (CD[k] or 0) + d else redis.call('HINCRBY', P .. 'counts', k, d) end\n"            \
+    "end\n"                                                                                                  \
+    "local function flush()\n"                                                                               \
+    "  for k, d in pairs(CD) do\n"                                                                           \
+    "    if d ~= 0 then redis.call('HINCRBY', P .. 'counts', k, d) end\n"                                    \
+    "  end\n"                                                                                                \
     "end\n"                                                                                                  \
     "local function ready(id, q, p)\n"                                                                       \
     "  local sid = redis.call('XADD', sk(q, p), '*', 'id', id)\n"                                            \
@@ -419,10 +427,14 @@ static pk_redis_script S_SETTLE = {.src = LUA_PRELUDE LUA_SETTLE
  * moveToFinished fetching the next job. */
 static pk_redis_script S_SETTLE_CLAIM = {
     .src = LUA_PRELUDE LUA_SETTLE LUA_CLAIM
+    "CD = {}\n" /* count changes are summed and written at the end: the settled task leaves `running` and the
+                   claimed one enters it, so in steady state 4 HINCRBY become 2 */
     "local st = settle(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], "
     "ARGV[14])\n"
     "if st < 0 then return {st} end\n"
-    "return {st, claim(ARGV[6], ARGV[15], ARGV[16], ARGV[17])}\n"};
+    "local nxt = claim(ARGV[6], ARGV[15], ARGV[16], ARGV[17])\n"
+    "flush()\n"
+    "return {st, nxt}\n"};
 
 /* ARGV[5] id. Returns {-404} | {-409, state} | {1, record}. */
 static pk_redis_script S_CANCEL = {.src = LUA_PRELUDE
