@@ -6,8 +6,14 @@
  * Model. Every operation is ONE Lua script (EVALSHA; NOSCRIPT reloads it, redis.h), so each state
  * transition is atomic in Redis and costs one round trip: enqueue, claim, heartbeat, complete, fail,
  * cancel, retry, reclaim, stats, list and next_wakeup are one EVALSHA each, get is one HGETALL, and
- * `wait` is one EVALSHA plus one blocking XREAD on a dedicated connection. Keys (P = redis_prefix +
- * "q:", default "pake:q:"):
+ * `wait` is one EVALSHA plus one blocking XREAD on a dedicated connection. The hot path is two round
+ * trips per task: enqueue (which returns only the id: the caller renders the new task from its own
+ * input, new_task_json) and complete_claim (settle + the worker's next claim in one script, like
+ * BullMQ's moveToFinished); enqueue_batch sends a whole batch as one script call. The scripts share
+ * Lua functions (LUA_ENQUEUE, LUA_CLAIM, LUA_SETTLE) so the fused scripts run exactly the single
+ * operations' code. Per-task cost is dominated by Redis running the scripts' commands (each
+ * redis.call costs a few microseconds beyond the command itself), so the hot scripts keep their
+ * command count low: see the comments of each. Keys (P = redis_prefix + "q:", default "pake:q:"):
  *
  *   P t:<id>           hash, the task record (the source of truth; fields are short names, times are
  *                      integer MICROseconds of the configured clock: exact in Lua's doubles)
@@ -30,10 +36,11 @@
  * Claim. The script first promotes due tasks from `delayed` into their stream (so a delayed task is
  * never held unacknowledged by anyone), then reads streams in strict priority order (critical, high,
  * normal, low; queues of one priority round-robin by a per-call counter) with XREADGROUP COUNT 1
- * (non-blocking), checks the record (an entry whose task is no longer claimable, e.g. cancelled, is
- * acknowledged and dropped), applies the per-type limits and marks the task running. One entry per
- * call: a claim is one round trip whatever the queue depth; a COUNT>1 batch claim would save round
- * trips per task but give leases to tasks a worker may not start for a while, so it is not done.
+ * (non-blocking; an empty stream is skipped after an XLEN), checks the record (an entry whose task is no
+ * longer claimable, e.g. cancelled, is acknowledged and dropped), applies the per-type limits and marks the
+ * task running. One entry per call: a claim is one round trip whatever the queue depth; a COUNT>1 batch claim
+ * would save round trips per task but give leases to tasks a worker may not start for a while, so it is not
+ * done.
  *
  * Leases. The lease expiry is stored in the record and in `running`, computed from the configured
  * clock, and reclaim_expired takes expired ones from `running` (ZRANGEBYSCORE). Why not XAUTOCLAIM:

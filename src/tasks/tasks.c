@@ -9,6 +9,11 @@
  * the queue's next_wakeup (capped at 250 ms, which also bounds the delay for tasks enqueued by another
  * process on the same file).
  *
+ * A busy worker costs the queue one call per task: when the backend has complete_claim, a success is
+ * recorded and the worker's next task claimed in the same call, and the loop runs that task without
+ * another claim (it only waits after an empty claim). A task claimed that way just as the service
+ * stops is released, uncounted.
+ *
  * Cancellation of a running task reaches its worker two ways: in process, pk_tasks_cancel flags the
  * worker that runs it, so pk_task_check sees it at once; across processes, the heartbeat returns the
  * cancel_requested column.
