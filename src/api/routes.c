@@ -19,6 +19,8 @@ const pk_route pk_routes[] = {
     {"GET", "/v1/search", PK_RC_SEARCH, 0, pk_api_search, "searchNotes", NULL},
     /* tasks (docs/tasks.md) */
     {"POST", "/v1/tasks", PK_RC_WRITE, PK_ROUTE_JSON_BODY, pk_api_task_create, "createTask", NULL},
+    {"POST", "/v1/tasks/batch", PK_RC_WRITE, PK_ROUTE_JSON_BODY, pk_api_task_create_batch, "createTasks",
+     NULL},
     {"GET", "/v1/tasks", PK_RC_READ, 0, pk_api_task_list, "listTasks", NULL},
     {"GET", "/v1/tasks/{id}", PK_RC_READ, 0, pk_api_task_get, "getTask", NULL},
     {"DELETE", "/v1/tasks/{id}", PK_RC_WRITE, 0, pk_api_task_cancel, "cancelTask", NULL},

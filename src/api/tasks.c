@@ -61,6 +61,14 @@ static void invalid(pk_err **ve, const char *field, const char *msg)
     pk_err_add_field(*ve, field, "%s", msg);
 }
 
+/* invalid() for a field of a batch item: at = "" (single task) or "tasks[3]." */
+static void invalid_at(pk_err **ve, const char *at, const char *field, const char *msg)
+{
+    char name[96];
+    snprintf(name, sizeof name, "%s%s", at, field);
+    invalid(ve, name, msg);
+}
+
 /* Every string (keys and values) of the payload goes through the guard. */
 static pk_err *guard_payload(pk_req *r, const cJSON *v, int depth)
 {
@@ -81,77 +89,90 @@ static const char *const CREATE_FIELDS[] = {"type",     "payload",      "priorit
                                             "queue",    "max_attempts", "timeout_ms",
                                             "delay_ms", "not_before",   "idempotency_key"};
 
-static pk_err *parse_create(pk_req *r, pk_tasks *t, task_job *d)
+/* Checks one task input o (the body of POST /v1/tasks, or an item of a batch: `at` prefixes the field
+ * names of its errors) into d; problems are added to *ve. hk/hn: the Idempotency-Key header (single
+ * task only). */
+static void validate_item(pk_tasks *t, const cJSON *o, task_job *d, const char *at, const char *hk, size_t hn,
+                          pk_err **ve)
 {
-    const cJSON *o = r->json;
-    if (!cJSON_IsObject(o)) return pk_err_invalid("the request body must be a JSON object");
-    pk_err *ve = NULL;
+    if (!cJSON_IsObject(o)) {
+        char name[32];
+        snprintf(name, sizeof name, "%.*s", (int)(strlen(at) ? strlen(at) - 1 : 0), at); /* no dot */
+        if (!*at)
+            *ve = pk_err_invalid("the request body must be a JSON object");
+        else
+            invalid(ve, name, "must be a JSON object (a task)");
+        return;
+    }
     for (const cJSON *c = o->child; c; c = c->next) {
         bool known = false;
         for (size_t i = 0; i < sizeof CREATE_FIELDS / sizeof *CREATE_FIELDS && !known; i++)
             known = !strcmp(c->string, CREATE_FIELDS[i]);
-        if (!known) invalid(&ve, c->string, "is not a known field");
+        if (!known) invalid_at(ve, at, c->string, "is not a known field");
     }
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "type");
     if (!cJSON_IsString(type) || !pk_queue_name_valid(type->valuestring))
-        invalid(&ve, "type", "is required: 1 to 64 characters of [a-z0-9_.-]");
+        invalid_at(ve, at, "type", "is required: 1 to 64 characters of [a-z0-9_.-]");
     else if (!pk_tasks_type_known(t, type->valuestring)) {
         char msg[320];
         snprintf(msg, sizeof msg, "is not a known task type (known: %s)", pk_tasks_type_list(t));
-        invalid(&ve, "type", msg);
+        invalid_at(ve, at, "type", msg);
     } else
         d->type = strdup(type->valuestring);
     const cJSON *payload = cJSON_GetObjectItemCaseSensitive(o, "payload");
-    if (payload && !cJSON_IsObject(payload)) invalid(&ve, "payload", "must be a JSON object");
+    if (payload && !cJSON_IsObject(payload)) invalid_at(ve, at, "payload", "must be a JSON object");
     const cJSON *prio = cJSON_GetObjectItemCaseSensitive(o, "priority");
     d->in.priority = PK_PRIO_NORMAL;
     if (prio) {
         int p = cJSON_IsString(prio) ? pk_task_priority_parse(prio->valuestring) : -1;
         if (p < 0)
-            invalid(&ve, "priority", "must be one of critical, high, normal, low");
+            invalid_at(ve, at, "priority", "must be one of critical, high, normal, low");
         else
             d->in.priority = p;
     }
     const cJSON *queue = cJSON_GetObjectItemCaseSensitive(o, "queue");
     if (queue && (!cJSON_IsString(queue) || !pk_queue_name_valid(queue->valuestring)))
-        invalid(&ve, "queue", "must be 1 to 64 characters of [a-z0-9_.-]");
+        invalid_at(ve, at, "queue", "must be 1 to 64 characters of [a-z0-9_.-]");
     else if (queue)
         d->queue = strdup(queue->valuestring);
     const cJSON *ma = cJSON_GetObjectItemCaseSensitive(o, "max_attempts");
     if (ma && (!cJSON_IsNumber(ma) || ma->valuedouble < 1 || ma->valuedouble > 100 ||
                ma->valuedouble != (int)ma->valuedouble))
-        invalid(&ve, "max_attempts", "must be an integer from 1 to 100");
+        invalid_at(ve, at, "max_attempts", "must be an integer from 1 to 100");
     else if (ma)
         d->in.max_attempts = (int)ma->valuedouble;
     const cJSON *to = cJSON_GetObjectItemCaseSensitive(o, "timeout_ms");
     if (to && (!cJSON_IsNumber(to) || to->valuedouble < 1 || to->valuedouble > 86400000))
-        invalid(&ve, "timeout_ms", "must be a number of milliseconds from 1 to 86400000");
+        invalid_at(ve, at, "timeout_ms", "must be a number of milliseconds from 1 to 86400000");
     else if (to)
         d->in.timeout_ms = (int64_t)to->valuedouble;
     const cJSON *delay = cJSON_GetObjectItemCaseSensitive(o, "delay_ms");
     const cJSON *nb = cJSON_GetObjectItemCaseSensitive(o, "not_before");
-    if (delay && nb) invalid(&ve, "delay_ms", "give delay_ms or not_before, not both");
+    if (delay && nb) invalid_at(ve, at, "delay_ms", "give delay_ms or not_before, not both");
     if (delay && (!cJSON_IsNumber(delay) || delay->valuedouble < 0 || delay->valuedouble > 31536000000.0))
-        invalid(&ve, "delay_ms", "must be a number of milliseconds, at most one year");
+        invalid_at(ve, at, "delay_ms", "must be a number of milliseconds, at most one year");
     else if (delay)
         d->in.not_before_ns = pk_wall_ns() + (int64_t)(delay->valuedouble * 1e6);
     if (nb) {
-        int64_t at;
-        if (!cJSON_IsString(nb) || pk_rfc3339_parse(nb->valuestring, &at) != 0)
-            invalid(&ve, "not_before", "must be an RFC 3339 date-time");
+        int64_t when;
+        if (!cJSON_IsString(nb) || pk_rfc3339_parse(nb->valuestring, &when) != 0)
+            invalid_at(ve, at, "not_before", "must be an RFC 3339 date-time");
         else
-            d->in.not_before_ns = at;
+            d->in.not_before_ns = when;
     }
     const cJSON *ik = cJSON_GetObjectItemCaseSensitive(o, "idempotency_key");
-    size_t hn = 0;
-    const char *hk = pk_req_header(r, "idempotency-key", &hn);
     if (ik && (!cJSON_IsString(ik) || !*ik->valuestring || strlen(ik->valuestring) > 255))
-        invalid(&ve, "idempotency_key", "must be a string of 1 to 255 characters");
+        invalid_at(ve, at, "idempotency_key", "must be a string of 1 to 255 characters");
     else if (ik)
         d->idem = strdup(ik->valuestring);
     else if (hk && hn > 0 && hn <= 255)
         d->idem = pk_strndup(hk, hn);
-    if (ve) return ve;
+}
+
+/* After validation: the guard over the payload and key, the payload's text and the trace context. */
+static pk_err *finish_item(pk_req *r, pk_tasks *t, const cJSON *o, task_job *d, const char *trace)
+{
+    const cJSON *payload = cJSON_GetObjectItemCaseSensitive(o, "payload");
     pk_err *e = payload ? guard_payload(r, payload, 0) : NULL;
     if (!e && !strcmp(d->type, "workflow.trigger")) e = pk_tasks_workflow_check(t, payload);
     if (!e && d->idem)
@@ -165,16 +186,31 @@ static pk_err *parse_create(pk_req *r, pk_tasks *t, task_job *d)
     } else
         pk_buf_puts(&b, "{}");
     d->payload = pk_buf_steal(&b, NULL);
-    char tp[64];
-    snprintf(tp, sizeof tp, "00-%s-%s-%02x", r->trace_id, r->span_id, r->sampled ? 1 : 0);
-    d->trace = strdup(tp);
     d->in.type = d->type;
     d->in.queue = d->queue;
     d->in.payload_json = d->payload;
     d->in.idempotency_key = d->idem;
     d->in.idem_ttl_ms = (int64_t)r->srv->cfg.idempotency_ttl_s * 1000;
-    d->in.trace_context = d->trace;
+    d->in.trace_context = trace;
     return NULL;
+}
+
+static void trace_of(pk_req *r, char tp[64])
+{
+    snprintf(tp, 64, "00-%s-%s-%02x", r->trace_id, r->span_id, r->sampled ? 1 : 0);
+}
+
+static pk_err *parse_create(pk_req *r, pk_tasks *t, task_job *d)
+{
+    size_t hn = 0;
+    const char *hk = pk_req_header(r, "idempotency-key", &hn);
+    pk_err *ve = NULL;
+    validate_item(t, r->json, d, "", hk, hn, &ve);
+    if (ve) return ve;
+    char tp[64];
+    trace_of(r, tp);
+    d->trace = strdup(tp);
+    return finish_item(r, t, r->json, d, d->trace);
 }
 
 static void work_create(pk_job *j)
@@ -207,6 +243,91 @@ void pk_api_task_create(pk_req *r)
         return pk_respond_error(r, e);
     }
     pk_offload(r, work_create, create_done, d, task_job_free);
+}
+
+/* ---- POST /v1/tasks/batch ------------------------------------------------------------------------ */
+
+#define BATCH_MAX 500
+
+typedef struct batch_job {
+    task_job *items;
+    size_t n;
+    pk_task_input *in;
+    bool *created;
+    char trace[64];
+} batch_job;
+
+static void batch_job_free(void *p)
+{
+    batch_job *b = p;
+    for (size_t i = 0; i < b->n; i++) {
+        task_job *d = &b->items[i];
+        free(d->type);
+        free(d->queue);
+        free(d->payload);
+        free(d->idem);
+    }
+    free(b->items);
+    free(b->in);
+    free(b->created);
+    free(b);
+}
+
+static void work_batch(pk_job *j)
+{
+    batch_job *b = j->data;
+    j->err = pk_tasks_enqueue_batch(pk_services_tasks(j->srv), b->in, b->n, &j->body, b->created);
+    j->status = 201;
+    if (j->err) return;
+    pk_buf m = PK_BUF_INIT; /* meta.created: which items are new (the others are idempotent replays) */
+    pk_buf_puts(&m, "\"created\":[");
+    for (size_t i = 0; i < b->n; i++)
+        pk_buf_printf(&m, "%s%s", i ? "," : "", b->created[i] ? "true" : "false");
+    pk_buf_putc(&m, ']');
+    j->meta_extra = pk_buf_steal(&m, NULL);
+}
+
+void pk_api_task_create_batch(pk_req *r)
+{
+    pk_tasks *t = tasks_or_error(r);
+    if (!t) return;
+    const cJSON *o = r->json;
+    if (!cJSON_IsObject(o))
+        return pk_respond_error(r, pk_err_invalid("the request body must be a JSON object"));
+    pk_err *ve = NULL;
+    for (const cJSON *c = o->child; c; c = c->next)
+        if (strcmp(c->string, "tasks")) invalid(&ve, c->string, "is not a known field");
+    const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(o, "tasks");
+    int n = cJSON_IsArray(tasks) ? cJSON_GetArraySize(tasks) : -1;
+    if (n < 1 || n > BATCH_MAX) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "is required: an array of 1 to %d tasks", BATCH_MAX);
+        invalid(&ve, "tasks", msg);
+    }
+    if (ve) return pk_respond_error(r, ve);
+    batch_job *b = calloc(1, sizeof *b);
+    b->items = calloc((size_t)n, sizeof *b->items);
+    b->in = calloc((size_t)n, sizeof *b->in);
+    b->created = calloc((size_t)n, sizeof *b->created);
+    b->n = (size_t)n;
+    trace_of(r, b->trace);
+    int i = 0;
+    for (const cJSON *c = tasks->child; c; c = c->next, i++) {
+        char at[32];
+        snprintf(at, sizeof at, "tasks[%d].", i);
+        validate_item(t, c, &b->items[i], at, NULL, 0, &ve);
+    }
+    i = 0;
+    pk_err *e = ve;
+    for (const cJSON *c = tasks->child; c && !e; c = c->next, i++) {
+        e = finish_item(r, t, c, &b->items[i], b->trace);
+        b->in[i] = b->items[i].in;
+    }
+    if (e) {
+        batch_job_free(b);
+        return pk_respond_error(r, e);
+    }
+    pk_offload(r, work_batch, NULL, b, batch_job_free);
 }
 
 static void work_get(pk_job *j)

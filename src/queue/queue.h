@@ -193,6 +193,13 @@ typedef struct pk_queue_worker_info {
 typedef struct pk_queue_ops {
     void (*close)(pk_queue *q);
     pk_err *(*enqueue)(pk_queue *q, const pk_task_input *in, pk_buf *out, bool *created, char id[37]);
+    /* Optional (NULL: pk_queue_enqueue_batch enqueues one by one). The n inputs in order, as n enqueues
+     * would (a later input with an earlier one's idempotency key is a replay of it), in one call: out
+     * gets a JSON array of the n task documents (the new task, or the existing one on a replay),
+     * created[i] says which (out is appended to). The Redis backend checks every input first and runs
+     * the batch as one script; the fallback stops at the first failure, leaving the inputs before it
+     * enqueued (callers validate first; retrying with idempotency keys is safe either way). */
+    pk_err *(*enqueue_batch)(pk_queue *q, const pk_task_input *in, size_t n, pk_buf *out, bool *created);
     pk_err *(*get)(pk_queue *q, const char *id, pk_buf *out);
     pk_err *(*list)(pk_queue *q, const pk_task_filter *f, pk_task_page *out);
     /* Claims one task of any type (types == NULL) or of the listed types. *out->id[0] == 0: none. */
@@ -200,6 +207,12 @@ typedef struct pk_queue_ops {
     /* Renews the lease and records progress (< 0: unchanged); *cancel says a cancel was requested. */
     pk_err *(*heartbeat)(pk_queue *q, const char *id, const char *worker, double progress, bool *cancel);
     pk_err *(*complete)(pk_queue *q, const char *id, const char *worker, const char *result_json);
+    /* Optional (NULL: complete, then claim). complete(), then, only when that succeeded, claim() for
+     * the same worker in the same round trip: the busy worker's loop costs one call per task. On an
+     * error (lease_lost included) nothing was claimed; *next->id == 0 also when there was nothing to
+     * claim or the claim part failed (the caller's next plain claim then reports the failure). */
+    pk_err *(*complete_claim)(pk_queue *q, const char *id, const char *worker, const char *result_json,
+                              const char *const *types, size_t ntypes, pk_task *next);
     /* A failed attempt: retrying (with backoff), dead (attempts spent) or failed (not retryable). The
      * new state is returned in *state. */
     pk_err *(*fail)(pk_queue *q, const char *id, const char *worker, const char *error, bool retryable,
@@ -253,5 +266,40 @@ bool pk_queue_name_valid(const char *s);
 static inline void pk_queue_close(pk_queue *q)
 {
     q->ops->close(q);
+}
+
+/* enqueue_batch with the fallback (enqueue one by one into the same array). */
+static inline pk_err *pk_queue_enqueue_batch(pk_queue *q, const pk_task_input *in, size_t n, pk_buf *out,
+                                             bool *created)
+{
+    if (q->ops->enqueue_batch) return q->ops->enqueue_batch(q, in, n, out, created);
+    pk_buf_putc(out, '[');
+    for (size_t i = 0; i < n; i++) {
+        if (i) pk_buf_putc(out, ',');
+        pk_err *e = q->ops->enqueue(q, &in[i], out, &created[i], NULL);
+        if (e) return e;
+    }
+    pk_buf_putc(out, ']');
+    return NULL;
+}
+
+/* complete_claim with the fallback for backends without it (complete, then claim; a failed claim is
+ * dropped, next left empty): the same semantics whichever backend. */
+static inline pk_err *pk_queue_complete_claim(pk_queue *q, const char *id, const char *worker,
+                                              const char *result_json, const char *const *types,
+                                              size_t ntypes, pk_task *next)
+{
+    if (q->ops->complete_claim)
+        return q->ops->complete_claim(q, id, worker, result_json, types, ntypes, next);
+    *next = (pk_task){0};
+    pk_err *e = q->ops->complete(q, id, worker, result_json);
+    if (e) return e;
+    e = q->ops->claim(q, worker, types, ntypes, next);
+    if (e) {
+        pk_err_free(e);
+        pk_task_free(next);
+        *next = (pk_task){0};
+    }
+    return NULL;
 }
 #endif

@@ -6,8 +6,14 @@
  * Model. Every operation is ONE Lua script (EVALSHA; NOSCRIPT reloads it, redis.h), so each state
  * transition is atomic in Redis and costs one round trip: enqueue, claim, heartbeat, complete, fail,
  * cancel, retry, reclaim, stats, list and next_wakeup are one EVALSHA each, get is one HGETALL, and
- * `wait` is one EVALSHA plus one blocking XREAD on a dedicated connection. Keys (P = redis_prefix +
- * "q:", default "pake:q:"):
+ * `wait` is one EVALSHA plus one blocking XREAD on a dedicated connection. The hot path is two round
+ * trips per task: enqueue (which returns only the id: the caller renders the new task from its own
+ * input, new_task_json) and complete_claim (settle + the worker's next claim in one script, like
+ * BullMQ's moveToFinished); enqueue_batch sends a whole batch as one script call. The scripts share
+ * Lua functions (LUA_ENQUEUE, LUA_CLAIM, LUA_SETTLE) so the fused scripts run exactly the single
+ * operations' code. Per-task cost is dominated by Redis running the scripts' commands (each
+ * redis.call costs a few microseconds beyond the command itself), so the hot scripts keep their
+ * command count low: see the comments of each. Keys (P = redis_prefix + "q:", default "pake:q:"):
  *
  *   P t:<id>           hash, the task record (the source of truth; fields are short names, times are
  *                      integer MICROseconds of the configured clock: exact in Lua's doubles)
@@ -30,10 +36,11 @@
  * Claim. The script first promotes due tasks from `delayed` into their stream (so a delayed task is
  * never held unacknowledged by anyone), then reads streams in strict priority order (critical, high,
  * normal, low; queues of one priority round-robin by a per-call counter) with XREADGROUP COUNT 1
- * (non-blocking), checks the record (an entry whose task is no longer claimable, e.g. cancelled, is
- * acknowledged and dropped), applies the per-type limits and marks the task running. One entry per
- * call: a claim is one round trip whatever the queue depth; a COUNT>1 batch claim would save round
- * trips per task but give leases to tasks a worker may not start for a while, so it is not done.
+ * (non-blocking; an empty stream is skipped after an XLEN), checks the record (an entry whose task is no
+ * longer claimable, e.g. cancelled, is acknowledged and dropped), applies the per-type limits and marks the
+ * task running. One entry per call: a claim is one round trip whatever the queue depth; a COUNT>1 batch claim
+ * would save round trips per task but give leases to tasks a worker may not start for a while, so it is not
+ * done.
  *
  * Leases. The lease expiry is stored in the record and in `running`, computed from the configured
  * clock, and reclaim_expired takes expired ones from `running` (ZRANGEBYSCORE). Why not XAUTOCLAIM:
@@ -117,7 +124,15 @@ typedef struct rq_queue {
     "local function tk(id) return P .. 't:' .. id end\n"                                                     \
     "local function sk(q, p) return P .. 's:' .. q .. ':' .. p end\n"                                        \
     "local function fmt(n) return string.format('%.0f', n) end\n"                                            \
-    "local function count(q, p, st, d) redis.call('HINCRBY', P .. 'counts', q .. ':' .. p .. ':' .. st, d) " \
+    "local CD = nil\n"                                                                                       \
+    "local function count(q, p, st, d)\n"                                                                    \
+    "  local k = q .. ':' .. p .. ':' .. st\n"                                                               \
+    "  if CD then CD[k] = (CD[k] or 0) + d else redis.call('HINCRBY', P .. 'counts', k, d) end\n"            \
+    "end\n"                                                                                                  \
+    "local function flush()\n"                                                                               \
+    "  for k, d in pairs(CD) do\n"                                                                           \
+    "    if d ~= 0 then redis.call('HINCRBY', P .. 'counts', k, d) end\n"                                    \
+    "  end\n"                                                                                                \
     "end\n"                                                                                                  \
     "local function ready(id, q, p)\n"                                                                       \
     "  local sid = redis.call('XADD', sk(q, p), '*', 'id', id)\n"                                            \
@@ -142,10 +157,13 @@ typedef struct rq_queue {
     "  redis.call('ZREM', P .. 'lr:' .. ty, id)\n"                                                           \
     "  redis.call('HDEL', tk(id), 'wk', 'lu')\n"                                                             \
     "end\n"                                                                                                  \
-    "local function fin(id, q, p, old, st)\n"                                                                \
+    "local function fin(id, q, p, old, st, extra)\n"                                                         \
     "  count(q, p, old, -1)\n"                                                                               \
     "  count(q, p, st, 1)\n"                                                                                 \
-    "  redis.call('HSET', tk(id), 'st', st, 'fa', NOWS, 'ua', NOWS)\n"                                       \
+    "  local f = extra or {}\n"                                                                              \
+    "  f[#f + 1] = 'st' f[#f + 1] = st f[#f + 1] = 'fa' f[#f + 1] = NOWS f[#f + 1] = 'ua' f[#f + 1] = "      \
+    "NOWS\n"                                                                                                 \
+    "  redis.call('HSET', tk(id), unpack(f))\n"                                                              \
     "  redis.call('ZADD', P .. 'finished', NOW, st .. '|' .. p .. '|' .. q .. '|' .. id)\n"                  \
     "  redis.call('PEXPIRE', tk(id), KEEP)\n"                                                                \
     "end\n"                                                                                                  \
@@ -172,143 +190,168 @@ typedef struct rq_queue {
     "  return qs\n"                                                                                          \
     "end\n"
 
-/* ARGV[5] id, [6] type, [7] queue, [8] prio, [9] payload, [10] max_attempts, [11] "" or "=" idem key,
- * [12] idem ttl ms, [13] timeout ms, [14] lease ms, [15] "" or "=" trace, [16] not_before us, [17] "1"
- * to return the whole record. Returns {created 0|1, record or {"id", id}}. */
-static pk_redis_script S_ENQUEUE = {
-    .src = LUA_PRELUDE
-    "local id, ty, q, p = ARGV[5], ARGV[6], ARGV[7], ARGV[8]\n"
-    "local ik = ARGV[11]\n"
-    "if ik ~= '' then\n"
-    "  ik = string.sub(ik, 2)\n"
-    "  local old = redis.call('GET', P .. 'i:' .. ik)\n"
-    "  if old then\n"
-    "    local r = redis.call('HMGET', tk(old), 'st', 'ca')\n"
-    "    local st = tonumber(r[1])\n"
-    "    if st and (st == 0 or st == 1 or st == 5 or tonumber(r[2]) > NOW - tonumber(ARGV[12]) * 1000) then\n"
-    "      if ARGV[17] == '1' then return {0, redis.call('HGETALL', tk(old))} end\n"
-    "      return {0, {'id', old}}\n"
-    "    end\n"
-    "  end\n"
+/* enqueue(id, type, queue, prio, payload, max_attempts, "" or "=" idem key, idem ttl ms, timeout ms,
+ * lease ms, "" or "=" trace, not_before us, "1" to return the existing record on an idempotent replay).
+ * Returns {1, {"id", id}} for a new task (the caller renders it from its input: every field is known),
+ * {0, record or {"id", id}} for a replay. The record holds only what differs from the defaults
+ * (attempts 0, progress 0, no cancel, no errors, updated = created are implicit, see task_json), and
+ * the stream entry is added first so that its id goes into the same HSET. */
+#define LUA_ENQUEUE                                                                                          \
+    "local function enqueue(id, ty, q, p, pl, ma, ik, ittl, to, lm, tc, nbs, want)\n"                        \
+    "  if ik ~= '' then\n"                                                                                   \
+    "    ik = string.sub(ik, 2)\n"                                                                           \
+    "    local old = redis.call('GET', P .. 'i:' .. ik)\n"                                                   \
+    "    if old then\n"                                                                                      \
+    "      local r = redis.call('HMGET', tk(old), 'st', 'ca')\n"                                             \
+    "      local st = tonumber(r[1])\n"                                                                      \
+    "      if st and (st == 0 or st == 1 or st == 5 or tonumber(r[2]) > NOW - tonumber(ittl) * 1000) then\n" \
+    "        if want == '1' then return {0, redis.call('HGETALL', tk(old))} end\n"                           \
+    "        return {0, {'id', old}}\n"                                                                      \
+    "      end\n"                                                                                            \
+    "    end\n"                                                                                              \
+    "  end\n"                                                                                                \
+    "  local nb = tonumber(nbs)\n"                                                                           \
+    "  local st = 0\n"                                                                                       \
+    "  if nb > NOW then st = 1 else nb = NOW end\n"                                                          \
+    "  local seq = redis.call('INCR', P .. 'seq')\n"                                                         \
+    "  if redis.call('SADD', P .. 'queues', q) == 1 then\n"                                                  \
+    "    for pp = 0, 3 do redis.pcall('XGROUP', 'CREATE', sk(q, pp), G, '0', 'MKSTREAM') end\n"              \
+    "    redis.call('XADD', P .. 'wake', 'MAXLEN', 1, '*', 'q', q)\n"                                        \
+    "  end\n"                                                                                                \
+    "  local f = {'id', id, 'ty', ty, 'qu', q, 'pr', p, 'st', st, 'pl', pl, 'ma', ma, 'nb', nb, 'to', to, "  \
+    "'lm', lm,\n"                                                                                            \
+    "             'ca', NOWS}\n"                                                                             \
+    "  if st == 0 then\n"                                                                                    \
+    "    f[#f + 1] = 'sid'\n"                                                                                \
+    "    f[#f + 1] = redis.call('XADD', sk(q, p), '*', 'id', id)\n"                                          \
+    "  end\n"                                                                                                \
+    "  if ik ~= '' then f[#f + 1] = 'ik' f[#f + 1] = ik end\n"                                               \
+    "  if tc ~= '' then f[#f + 1] = 'tc' f[#f + 1] = string.sub(tc, 2) end\n"                                \
+    "  redis.call('HSET', tk(id), unpack(f))\n"                                                              \
+    "  redis.call('ZADD', P .. 'index', seq, id)\n"                                                          \
+    "  count(q, p, st, 1)\n"                                                                                 \
+    "  if st == 1 then delay(id, nb) end\n"                                                                  \
+    "  if ik ~= '' then\n"                                                                                   \
+    "    local ttl = math.max(1, tonumber(ittl)) + KEEP + math.floor((nb - NOW) / 1000)\n"                   \
+    "    redis.call('SET', P .. 'i:' .. ik, id, 'PX', ttl)\n"                                                \
+    "  end\n"                                                                                                \
+    "  return {1, {'id', id}}\n"                                                                             \
     "end\n"
-    "local nb = tonumber(ARGV[16])\n"
-    "local st = 0\n"
-    "if nb > NOW then st = 1 else nb = NOW end\n"
-    "local seq = redis.call('INCR', P .. 'seq')\n"
-    "local f = {'id', id, 'ty', ty, 'qu', q, 'pr', p, 'st', st, 'pl', ARGV[9], 'att', 0, 'ma', ARGV[10],\n"
-    "  'nb', nb, 'to', ARGV[13], 'lm', ARGV[14], 'pg', 0, 'cr', 0, 'es', '[]', 'ca', NOWS, 'ua', NOWS, "
-    "'seq', "
-    "seq}\n"
-    "if ik ~= '' then f[#f + 1] = 'ik' f[#f + 1] = ik end\n"
-    "if ARGV[15] ~= '' then f[#f + 1] = 'tc' f[#f + 1] = string.sub(ARGV[15], 2) end\n"
-    "redis.call('HSET', tk(id), unpack(f))\n"
-    "redis.call('ZADD', P .. 'index', seq, id)\n"
-    "count(q, p, st, 1)\n"
-    "if redis.call('SADD', P .. 'queues', q) == 1 then\n"
-    "  for pp = 0, 3 do redis.pcall('XGROUP', 'CREATE', sk(q, pp), G, '0', 'MKSTREAM') end\n"
-    "  redis.call('XADD', P .. 'wake', 'MAXLEN', 1, '*', 'q', q)\n"
-    "end\n"
-    "if st == 1 then delay(id, nb) else ready(id, q, p) end\n"
-    "if ik ~= '' then\n"
-    "  local ttl = math.max(1, tonumber(ARGV[12])) + KEEP + math.floor((nb - NOW) / 1000)\n"
-    "  redis.call('SET', P .. 'i:' .. ik, id, 'PX', ttl)\n"
-    "end\n"
-    "if ARGV[17] == '1' then return {1, redis.call('HGETALL', tk(id))} end\n"
-    "return {1, {'id', id}}\n"};
 
-/* ARGV[5] worker, [6] round-robin counter, [7] concurrency retry us, [8] "" or "type,type,..".
- * Returns false or {id, type, queue, payload, trace, prio, attempts, max, timeout, lease, created, nb,
- * started, has_trace}. */
-static pk_redis_script S_CLAIM = {
-    .src = LUA_PRELUDE
-    "promote(100)\n"
-    "local qs = queues()\n"
-    "local nq = #qs\n"
-    "if nq == 0 then return false end\n"
-    "local worker, rr, defer = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])\n"
-    "local want = nil\n"
-    "if ARGV[8] ~= '' then\n"
-    "  want = {}\n"
-    "  for t in string.gmatch(ARGV[8], '[^,]+') do want[t] = true end\n"
+/* ARGV[5..17]: enqueue's arguments. */
+static pk_redis_script S_ENQUEUE = {
+    .src = LUA_PRELUDE LUA_ENQUEUE "return enqueue(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], "
+                                   "ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17])\n"};
+
+/* A batch: ARGV[5] a JSON array of enqueue's argument lists (13 strings each), in order. Returns the
+ * list of enqueue's replies. One script for the whole batch: it is atomic like a single enqueue, and
+ * a later item with the key of an earlier one is a replay of it. */
+static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
+                                          "local out = {}\n"
+                                          "for i, a in ipairs(cjson.decode(ARGV[5])) do\n"
+                                          "  out[i] = enqueue(unpack(a))\n"
+                                          "end\n"
+                                          "return out\n"};
+
+/* The claim as a Lua function (S_CLAIM, and S_SETTLE_CLAIM after a completion): promote due delayed
+ * tasks, then read the streams in priority order (XLEN first: an empty stream costs no XREADGROUP).
+ * claim(worker, round-robin counter, concurrency retry us, "" or "type,type,..") returns false or
+ * {id, type, queue, payload, trace, prio, attempts, max, timeout, lease, created, nb, started,
+ * has_trace}. The record's `lt` says whether the attempt holds a slot in P lr:<type> (settle skips the
+ * ZREM otherwise). */
+#define LUA_CLAIM                                                                                            \
+    "local function claim(worker, rr, defer, typelist)\n"                                                    \
+    "  promote(100)\n"                                                                                       \
+    "  local qs = queues()\n"                                                                                \
+    "  local nq = #qs\n"                                                                                     \
+    "  if nq == 0 then return false end\n"                                                                   \
+    "  local want = nil\n"                                                                                   \
+    "  if typelist ~= '' then\n"                                                                             \
+    "    want = {}\n"                                                                                        \
+    "    for t in string.gmatch(typelist, '[^,]+') do want[t] = true end\n"                                  \
+    "  end\n"                                                                                                \
+    "  local function read(key)\n"                                                                           \
+    "    if redis.call('XLEN', key) == 0 then return nil end\n"                                              \
+    "    local res = redis.pcall('XREADGROUP', 'GROUP', G, 'c', 'COUNT', 1, 'STREAMS', key, '>')\n"          \
+    "    if type(res) == 'table' and res.err then\n"                                                         \
+    "      if not string.find(res.err, 'NOGROUP', 1, true) then return redis.error_reply(res.err) end\n"     \
+    "      redis.pcall('XGROUP', 'CREATE', key, G, '0', 'MKSTREAM')\n"                                       \
+    "      res = redis.call('XREADGROUP', 'GROUP', G, 'c', 'COUNT', 1, 'STREAMS', key, '>')\n"               \
+    "    end\n"                                                                                              \
+    "    if not res then return nil end\n"                                                                   \
+    "    local e = res[1][2][1]\n"                                                                           \
+    "    return e[1], e[2][2]\n"                                                                             \
+    "  end\n"                                                                                                \
+    "  local function allowed(ty)\n"                                                                         \
+    "    local lim = redis.call('HGET', P .. 'limits', ty)\n"                                                \
+    "    if not lim then return true, false end\n"                                                           \
+    "    local c, r, b = string.match(lim, '^(%S+) (%S+) (%S+)$')\n"                                         \
+    "    c, r, b = tonumber(c), tonumber(r), tonumber(b)\n"                                                  \
+    "    if c > 0 and redis.call('ZCOUNT', P .. 'lr:' .. ty, NOWC, '+inf') >= c then\n"                      \
+    "      return false, NOW + defer\n"                                                                      \
+    "    end\n"                                                                                              \
+    "    if r > 0 then\n"                                                                                    \
+    "      local iv = 1e6 / r\n"                                                                             \
+    "      local tat = tonumber(redis.call('GET', P .. 'tat:' .. ty) or '0')\n"                              \
+    "      if tat < NOW then tat = NOW end\n"                                                                \
+    "      local at = tat - (b - 1) * iv\n"                                                                  \
+    "      if at > NOW then return false, math.ceil(at) end\n"                                               \
+    "      redis.call('SET', P .. 'tat:' .. ty, fmt(tat + iv), 'PX', math.ceil((tat + iv - NOW) / 1000) + "  \
+    "1000)\n"                                                                                                \
+    "    end\n"                                                                                              \
+    "    return true, c > 0\n"                                                                               \
+    "  end\n"                                                                                                \
+    "  local budget = 64\n"                                                                                  \
+    "  local moved = {}\n"                                                                                   \
+    "  for p = 0, 3 do\n"                                                                                    \
+    "    for k = 0, nq - 1 do\n"                                                                             \
+    "      local q = qs[(rr + k) % nq + 1]\n"                                                                \
+    "      local key = sk(q, p)\n"                                                                           \
+    "      while budget > 0 do\n"                                                                            \
+    "        budget = budget - 1\n"                                                                          \
+    "        local sid, id = read(key)\n"                                                                    \
+    "        if type(sid) == 'table' then return sid end\n"                                                  \
+    "        if not sid then break end\n"                                                                    \
+    "        local r = redis.call('HMGET', tk(id), 'st', 'sid', 'ty', 'lm', 'att', 'pl', 'tc', 'ma', 'to', " \
+    "'ca', 'nb')\n"                                                                                          \
+    "        local st = tonumber(r[1])\n"                                                                    \
+    "        if not st or r[2] ~= sid or not (st == 0 or st == 1 or st == 5) then\n"                         \
+    "          redis.pcall('XACK', key, G, sid)\n"                                                           \
+    "          redis.call('XDEL', key, sid)\n"                                                               \
+    "        elseif want and not want[r[3]] then\n"                                                          \
+    "          unready(id, q, p, sid)\n"                                                                     \
+    "          ready(id, q, p)\n"                                                                            \
+    "          if moved[id] then break end\n"                                                                \
+    "          moved[id] = true\n"                                                                           \
+    "        else\n"                                                                                         \
+    "          local ok, x = allowed(r[3])\n"                                                                \
+    "          if not ok then\n"                                                                             \
+    "            unready(id, q, p, sid)\n"                                                                   \
+    "            redis.call('HSET', tk(id), 'nb', x)\n"                                                      \
+    "            delay(id, x)\n"                                                                             \
+    "          else\n"                                                                                       \
+    "            local att = tonumber(r[5] or '0') + 1\n"                                                    \
+    "            local lease = NOW + tonumber(r[4]) * 1000\n"                                                \
+    "            redis.call('HSET', tk(id), 'st', 2, 'att', att, 'wk', worker, 'lu', lease, 'sa', NOWS, "    \
+    "'ua', NOWS,\n"                                                                                          \
+    "                       'lt', x and 1 or 0)\n"                                                           \
+    "            redis.call('ZADD', P .. 'running', lease, id)\n"                                            \
+    "            if x then redis.call('ZADD', P .. 'lr:' .. r[3], lease, id) end\n"                          \
+    "            count(q, p, st, -1)\n"                                                                      \
+    "            count(q, p, 2, 1)\n"                                                                        \
+    "            return {id, r[3], q, r[6], r[7] or '', p, att, r[8], r[9], r[4], r[10], r[11], NOWS, r[7] " \
+    "and 1 or 0}\n"                                                                                          \
+    "          end\n"                                                                                        \
+    "        end\n"                                                                                          \
+    "      end\n"                                                                                            \
+    "    end\n"                                                                                              \
+    "  end\n"                                                                                                \
+    "  return false\n"                                                                                       \
     "end\n"
-    "local function read(key)\n"
-    "  local res = redis.pcall('XREADGROUP', 'GROUP', G, 'c', 'COUNT', 1, 'STREAMS', key, '>')\n"
-    "  if type(res) == 'table' and res.err then\n"
-    "    if not string.find(res.err, 'NOGROUP', 1, true) then return redis.error_reply(res.err) end\n"
-    "    redis.pcall('XGROUP', 'CREATE', key, G, '0', 'MKSTREAM')\n"
-    "    res = redis.call('XREADGROUP', 'GROUP', G, 'c', 'COUNT', 1, 'STREAMS', key, '>')\n"
-    "  end\n"
-    "  if not res then return nil end\n"
-    "  local e = res[1][2][1]\n"
-    "  return e[1], e[2][2]\n"
-    "end\n"
-    /* true[, limited by concurrency] when the type may start now; else false, the time it may */
-    "local function allowed(ty)\n"
-    "  local lim = redis.call('HGET', P .. 'limits', ty)\n"
-    "  if not lim then return true, false end\n"
-    "  local c, r, b = string.match(lim, '^(%S+) (%S+) (%S+)$')\n"
-    "  c, r, b = tonumber(c), tonumber(r), tonumber(b)\n"
-    "  if c > 0 and redis.call('ZCOUNT', P .. 'lr:' .. ty, NOWC, '+inf') >= c then\n"
-    "    return false, NOW + defer\n"
-    "  end\n"
-    "  if r > 0 then\n"
-    "    local iv = 1e6 / r\n"
-    "    local tat = tonumber(redis.call('GET', P .. 'tat:' .. ty) or '0')\n"
-    "    if tat < NOW then tat = NOW end\n"
-    "    local at = tat - (b - 1) * iv\n"
-    "    if at > NOW then return false, math.ceil(at) end\n"
-    "    redis.call('SET', P .. 'tat:' .. ty, fmt(tat + iv), 'PX', math.ceil((tat + iv - NOW) / 1000) + "
-    "1000)\n"
-    "  end\n"
-    "  return true, c > 0\n"
-    "end\n"
-    "local budget = 64\n"
-    "local moved = {}\n"
-    "for p = 0, 3 do\n"
-    "  for k = 0, nq - 1 do\n"
-    "    local q = qs[(rr + k) % nq + 1]\n"
-    "    local key = sk(q, p)\n"
-    "    while budget > 0 do\n"
-    "      budget = budget - 1\n"
-    "      local sid, id = read(key)\n"
-    "      if type(sid) == 'table' then return sid end\n"
-    "      if not sid then break end\n"
-    "      local r = redis.call('HMGET', tk(id), 'st', 'sid', 'ty', 'lm', 'att', 'pl', 'tc', 'ma', 'to', "
-    "'ca', "
-    "'nb')\n"
-    "      local st = tonumber(r[1])\n"
-    "      if not st or r[2] ~= sid or not (st == 0 or st == 1 or st == 5) then\n"
-    "        redis.pcall('XACK', key, G, sid)\n"
-    "        redis.call('XDEL', key, sid)\n"
-    "      elseif want and not want[r[3]] then\n"
-    "        unready(id, q, p, sid)\n"
-    "        ready(id, q, p)\n"
-    "        if moved[id] then break end\n"
-    "        moved[id] = true\n"
-    "      else\n"
-    "        local ok, x = allowed(r[3])\n"
-    "        if not ok then\n"
-    "          unready(id, q, p, sid)\n"
-    "          redis.call('HSET', tk(id), 'nb', x)\n"
-    "          delay(id, x)\n"
-    "        else\n"
-    "          local att = tonumber(r[5]) + 1\n"
-    "          local lease = NOW + tonumber(r[4]) * 1000\n"
-    "          redis.call('HSET', tk(id), 'st', 2, 'att', att, 'wk', worker, 'lu', lease, 'sa', NOWS, 'ua', "
-    "NOWS)\n"
-    "          redis.call('HDEL', tk(id), 'fa')\n"
-    "          redis.call('ZADD', P .. 'running', lease, id)\n"
-    "          if x then redis.call('ZADD', P .. 'lr:' .. r[3], lease, id) end\n"
-    "          count(q, p, st, -1)\n"
-    "          count(q, p, 2, 1)\n"
-    "          return {id, r[3], q, r[6], r[7] or '', p, att, r[8], r[9], r[4], r[10], r[11], NOWS,\n"
-    "                  r[7] and 1 or 0}\n"
-    "        end\n"
-    "      end\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "return false\n"};
+
+/* ARGV[5] worker, [6] round-robin counter, [7] concurrency retry us, [8] "" or "type,type,..". */
+static pk_redis_script S_CLAIM = {.src = LUA_PRELUDE LUA_CLAIM
+                                  "return claim(ARGV[5], ARGV[6], ARGV[7], ARGV[8])\n"};
 
 /* ARGV[5] id, [6] worker, [7] progress or "". Returns -1 (lease lost) or the cancel flag. */
 static pk_redis_script S_HEARTBEAT = {
@@ -325,56 +368,80 @@ static pk_redis_script S_HEARTBEAT = {
                     "if r[4] == '1' then return 1 end\n"
                     "return 0\n"};
 
-/* Settles a running attempt this worker holds. ARGV[5] id, [6] worker, [7] mode: c(omplete),
- * x (cancelled), r(elease), f(ail); [8] result JSON / error as a JSON string, [9] error text, [10] now
- * as RFC 3339, [11] retryable 0|1, [12] jitter [0,1), [13] retry base ms, [14] retry cap ms.
- * Returns -1 (lease lost) or the new state. */
-static pk_redis_script S_SETTLE = {
-    .src = LUA_PRELUDE
-    "local id, mode = ARGV[5], ARGV[7]\n"
-    "local r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'sid', 'ty', 'att', 'ma', 'es')\n"
-    "if tonumber(r[1]) ~= 2 or r[2] ~= ARGV[6] then return -1 end\n"
-    "local q, p = r[3], r[4]\n"
-    "unrun(id, r[6])\n"
-    "unready(id, q, p, r[5])\n"
-    "if mode == 'c' then\n"
-    "  redis.call('HSET', tk(id), 'rs', ARGV[8], 'pg', 1)\n"
-    "  fin(id, q, p, 2, 3)\n"
-    "  return 3\n"
-    "elseif mode == 'x' then\n"
-    "  fin(id, q, p, 2, 7)\n"
-    "  return 7\n"
-    "elseif mode == 'r' then\n"
-    "  redis.call('HSET', tk(id), 'st', 0, 'att', math.max(0, tonumber(r[7]) - 1), 'nb', NOWS, 'ua', NOWS)\n"
-    "  count(q, p, 2, -1)\n"
-    "  count(q, p, 0, 1)\n"
-    "  ready(id, q, p)\n"
-    "  return 0\n"
+/* Settles a running attempt this worker holds: settle(id, worker, mode, text, error, now RFC 3339,
+ * retryable 0|1, jitter [0,1), retry base ms, retry cap ms) with mode c(omplete), x (cancelled),
+ * r(elease), f(ail); text = the result JSON (c) or the error as a JSON string (f). Returns -1 (lease
+ * lost) or the new state. The record's worker, lease and stream-entry fields are left as they are:
+ * nothing reads them unless the state is running, and the next claim or ready() overwrites them. */
+#define LUA_SETTLE                                                                                           \
+    "local function settle(id, worker, mode, text, errtext, at, retryable, jit, rbase, rcap)\n"              \
+    "  local r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'sid', 'ty', 'att', 'ma', 'es', "       \
+    "'lt')\n"                                                                                                \
+    "  if tonumber(r[1]) ~= 2 or r[2] ~= worker then return -1 end\n"                                        \
+    "  local q, p = r[3], r[4]\n"                                                                            \
+    "  redis.call('ZREM', P .. 'running', id)\n"                                                             \
+    "  if r[10] ~= '0' then redis.call('ZREM', P .. 'lr:' .. r[6], id) end\n"                                \
+    "  if r[5] then\n"                                                                                       \
+    "    redis.pcall('XACK', sk(q, p), G, r[5])\n"                                                           \
+    "    redis.call('XDEL', sk(q, p), r[5])\n"                                                               \
+    "  end\n"                                                                                                \
+    "  if mode == 'c' then\n"                                                                                \
+    "    fin(id, q, p, 2, 3, {'rs', text, 'pg', 1})\n"                                                       \
+    "    return 3\n"                                                                                         \
+    "  elseif mode == 'x' then\n"                                                                            \
+    "    fin(id, q, p, 2, 7)\n"                                                                              \
+    "    return 7\n"                                                                                         \
+    "  elseif mode == 'r' then\n"                                                                            \
+    "    redis.call('HSET', tk(id), 'st', 0, 'att', math.max(0, tonumber(r[7]) - 1), 'nb', NOWS, 'ua', "     \
+    "NOWS)\n"                                                                                                \
+    "    count(q, p, 2, -1)\n"                                                                               \
+    "    count(q, p, 0, 1)\n"                                                                                \
+    "    ready(id, q, p)\n"                                                                                  \
+    "    return 0\n"                                                                                         \
+    "  end\n"                                                                                                \
+    "  local att, ma = tonumber(r[7]), tonumber(r[8])\n"                                                     \
+    "  local nxt = 5\n"                                                                                      \
+    "  if retryable ~= '1' then nxt = 4 elseif att >= ma then nxt = 6 end\n"                                 \
+    "  local es = adderr(r[9], att, at, text)\n"                                                             \
+    "  if nxt == 5 then\n"                                                                                   \
+    "    local ceil, cap = tonumber(rbase) * 1000, tonumber(rcap) * 1000\n"                                  \
+    "    local i = 1\n"                                                                                      \
+    "    while i < att and ceil < cap do ceil = ceil * 2 i = i + 1 end\n"                                    \
+    "    if ceil > cap then ceil = cap end\n"                                                                \
+    "    local b = math.floor(tonumber(jit) * ceil)\n"                                                       \
+    "    if b >= ceil then b = ceil - 1 end\n"                                                               \
+    "    if b < 0 then b = 0 end\n"                                                                          \
+    "    local due = NOW + b\n"                                                                              \
+    "    redis.call('HSET', tk(id), 'er', errtext, 'es', es, 'st', 5, 'nb', due, 'ua', NOWS)\n"              \
+    "    count(q, p, 2, -1)\n"                                                                               \
+    "    count(q, p, 5, 1)\n"                                                                                \
+    "    delay(id, due)\n"                                                                                   \
+    "    return 5\n"                                                                                         \
+    "  end\n"                                                                                                \
+    "  fin(id, q, p, 2, nxt, {'er', errtext, 'es', es, 'nb', NOWS})\n"                                       \
+    "  if nxt == 6 then dead(id, errtext) end\n"                                                             \
+    "  return nxt\n"                                                                                         \
     "end\n"
-    "local att, ma = tonumber(r[7]), tonumber(r[8])\n"
-    "local nxt = 5\n"
-    "if ARGV[11] ~= '1' then nxt = 4 elseif att >= ma then nxt = 6 end\n"
-    "redis.call('HSET', tk(id), 'er', ARGV[9], 'es', adderr(r[9], att, ARGV[10], ARGV[8]))\n"
-    "if nxt == 5 then\n"
-    "  local ceil, cap = tonumber(ARGV[13]) * 1000, tonumber(ARGV[14]) * 1000\n"
-    "  local i = 1\n"
-    "  while i < att and ceil < cap do ceil = ceil * 2 i = i + 1 end\n"
-    "  if ceil > cap then ceil = cap end\n"
-    "  local b = math.floor(tonumber(ARGV[12]) * ceil)\n"
-    "  if b >= ceil then b = ceil - 1 end\n"
-    "  if b < 0 then b = 0 end\n"
-    "  local due = NOW + b\n"
-    "  redis.call('HSET', tk(id), 'st', 5, 'nb', due, 'ua', NOWS)\n"
-    "  redis.call('HDEL', tk(id), 'fa')\n"
-    "  count(q, p, 2, -1)\n"
-    "  count(q, p, 5, 1)\n"
-    "  delay(id, due)\n"
-    "  return 5\n"
-    "end\n"
-    "redis.call('HSET', tk(id), 'nb', NOWS)\n"
-    "fin(id, q, p, 2, nxt)\n"
-    "if nxt == 6 then dead(id, ARGV[9]) end\n"
-    "return nxt\n"};
+
+/* ARGV[5..14]: settle's arguments. */
+static pk_redis_script S_SETTLE = {.src = LUA_PRELUDE LUA_SETTLE
+                                   "return settle(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], "
+                                   "ARGV[11], ARGV[12], ARGV[13], ARGV[14])\n"};
+
+/* A settle, then (when it succeeded) a claim for the same worker in the same call: ARGV[5..14] settle's
+ * arguments, [15] round-robin counter, [16] concurrency retry us, [17] "" or "type,type,..". Returns
+ * {-1} (lease lost, nothing claimed) or {new state, claim's reply}: the analogue of BullMQ's
+ * moveToFinished fetching the next job. */
+static pk_redis_script S_SETTLE_CLAIM = {
+    .src = LUA_PRELUDE LUA_SETTLE LUA_CLAIM
+    "CD = {}\n" /* count changes are summed and written at the end: the settled task leaves `running` and the
+                   claimed one enters it, so in steady state 4 HINCRBY become 2 */
+    "local st = settle(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], "
+    "ARGV[14])\n"
+    "if st < 0 then return {st} end\n"
+    "local nxt = claim(ARGV[6], ARGV[15], ARGV[16], ARGV[17])\n"
+    "flush()\n"
+    "return {st, nxt}\n"};
 
 /* ARGV[5] id. Returns {-404} | {-409, state} | {1, record}. */
 static pk_redis_script S_CANCEL = {.src = LUA_PRELUDE
@@ -572,9 +639,9 @@ static pk_redis_script S_PURGE = {.src = LUA_PRELUDE
                                   "end\n"
                                   "return #ms\n"};
 
-static pk_redis_script *const ALL_SCRIPTS[] = {&S_ENQUEUE, &S_CLAIM, &S_HEARTBEAT, &S_SETTLE,
-                                               &S_CANCEL,  &S_RETRY, &S_RECLAIM,   &S_NEXT_WAKEUP,
-                                               &S_STATS,   &S_LIST,  &S_WAIT_PREP, &S_PURGE};
+static pk_redis_script *const ALL_SCRIPTS[] = {
+    &S_ENQUEUE, &S_ENQUEUE_BATCH, &S_CLAIM,       &S_HEARTBEAT, &S_SETTLE, &S_SETTLE_CLAIM, &S_CANCEL,
+    &S_RETRY,   &S_RECLAIM,       &S_NEXT_WAKEUP, &S_STATS,     &S_LIST,   &S_WAIT_PREP,    &S_PURGE};
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
 static void scripts_init(void)
 {
@@ -616,7 +683,7 @@ static pk_err *lease_lost(const char *id)
     return pk_err_new("lease_lost", 409, "task '%s' is no longer held by this worker", id);
 }
 
-#define MAX_OP_ARGS 13
+#define MAX_OP_ARGS 16
 
 /* Runs a script with the common arguments (prefix, now, now ceiling, keep) then `args`. */
 static pk_err *rq_eval(rq_queue *q, pk_redis_script *s, const char *what, int64_t now, int nargs,
@@ -728,7 +795,75 @@ static void task_json(pk_buf *out, const redisReply *h)
     pk_jw_key(&w, "finished_at");
     jw_time(&w, field(h, "fa"));
     pk_jw_key(&w, "updated_at");
-    jw_time(&w, field(h, "ua"));
+    const redisReply *ua = field(h, "ua");
+    jw_time(&w, ua ? ua : field(h, "ca")); /* a record never updated since its enqueue has no `ua` */
+    pk_jw_obj_close(&w);
+}
+
+/* The document of a task the enqueue script just created, from what the caller sent (the script
+ * stored exactly this: see S_ENQUEUE), without reading the record back. Times in us, as stored. */
+static void new_task_json(pk_buf *out, const char *id, const pk_task_input *in, const char *queue,
+                          int64_t max_attempts, int64_t timeout_ms, int64_t lease_ms, int64_t now_us,
+                          int64_t nb_us)
+{
+    char ca[PK_RFC3339_LEN], nbs[PK_RFC3339_LEN];
+    bool scheduled = nb_us > now_us;
+    pk_rfc3339(now_us * 1000, ca);
+    pk_rfc3339((scheduled ? nb_us : now_us) * 1000, nbs);
+    pk_jw w;
+    pk_jw_init(&w, out);
+    pk_jw_obj_open(&w);
+    pk_jw_key(&w, "id");
+    pk_jw_str(&w, id);
+    pk_jw_key(&w, "type");
+    pk_jw_str(&w, in->type);
+    pk_jw_key(&w, "queue");
+    pk_jw_str(&w, queue);
+    pk_jw_key(&w, "priority");
+    pk_jw_str(&w, pk_task_priority_name(in->priority));
+    pk_jw_key(&w, "state");
+    pk_jw_str(&w, pk_task_state_name(scheduled ? PK_TASK_SCHEDULED : PK_TASK_QUEUED));
+    pk_jw_key(&w, "payload");
+    const char *pl = in->payload_json ? in->payload_json : "{}";
+    pk_jw_raw(&w, pl, strlen(pl));
+    pk_jw_key(&w, "attempts");
+    pk_jw_int(&w, 0);
+    pk_jw_key(&w, "max_attempts");
+    pk_jw_int(&w, max_attempts);
+    pk_jw_key(&w, "idempotency_key");
+    if (in->idempotency_key)
+        pk_jw_str(&w, in->idempotency_key);
+    else
+        pk_jw_null(&w);
+    pk_jw_key(&w, "not_before");
+    pk_jw_str(&w, nbs);
+    pk_jw_key(&w, "timeout_ms");
+    pk_jw_int(&w, timeout_ms);
+    pk_jw_key(&w, "lease_ms");
+    pk_jw_int(&w, lease_ms);
+    pk_jw_key(&w, "trace_context");
+    if (in->trace_context)
+        pk_jw_str(&w, in->trace_context);
+    else
+        pk_jw_null(&w);
+    pk_jw_key(&w, "progress");
+    pk_jw_num(&w, 0);
+    pk_jw_key(&w, "cancel_requested");
+    pk_jw_bool(&w, false);
+    pk_jw_key(&w, "result");
+    pk_jw_null(&w);
+    pk_jw_key(&w, "error");
+    pk_jw_null(&w);
+    pk_jw_key(&w, "errors");
+    pk_jw_raw(&w, "[]", 2);
+    pk_jw_key(&w, "created_at");
+    pk_jw_str(&w, ca);
+    pk_jw_key(&w, "started_at");
+    pk_jw_null(&w);
+    pk_jw_key(&w, "finished_at");
+    pk_jw_null(&w);
+    pk_jw_key(&w, "updated_at");
+    pk_jw_str(&w, ca);
     pk_jw_obj_close(&w);
 }
 
@@ -764,56 +899,136 @@ static void q_close(pk_queue *base)
     free(q);
 }
 
+/* One enqueue's script arguments (enqueue() in LUA_ENQUEUE), checked and formatted. */
+typedef struct enq_args {
+    char id[37], prio[8], maxa[16], ttl[24], timeout[24], lease[24], nb[24];
+    const char *queue;
+    pk_buf ik, tc; /* "=" + key / trace, or empty */
+    const char *argv[13];
+} enq_args;
+
+static pk_err *enq_args_init(rq_queue *q, const pk_task_input *in, int64_t now, bool want_record, enq_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->queue = in->queue && *in->queue ? in->queue : "default";
+    if (!pk_queue_name_valid(in->type))
+        return pk_err_invalid("type must be 1 to 64 characters of [a-z0-9_.-]");
+    if (!pk_queue_name_valid(a->queue))
+        return pk_err_invalid("queue must be 1 to 64 characters of [a-z0-9_.-]");
+    if (in->priority < 0 || in->priority >= PK_PRIO__COUNT) return pk_err_invalid("unknown priority");
+    pk_uuid7(a->id);
+    snprintf(a->prio, sizeof a->prio, "%d", in->priority);
+    snprintf(a->maxa, sizeof a->maxa, "%d",
+             in->max_attempts > 0 ? in->max_attempts : q->cfg.default_max_attempts);
+    snprintf(a->ttl, sizeof a->ttl, "%lld", (long long)(in->idem_ttl_ms > 0 ? in->idem_ttl_ms : 0));
+    snprintf(a->timeout, sizeof a->timeout, "%lld",
+             (long long)(in->timeout_ms > 0 ? in->timeout_ms : q->cfg.default_timeout_ms));
+    snprintf(a->lease, sizeof a->lease, "%lld", (long long)pk_queue_lease_for(&q->cfg, in->type));
+    /* ceiling: a task due at T must not start before T */
+    snprintf(a->nb, sizeof a->nb, "%lld",
+             (long long)(in->not_before_ns > now ? (in->not_before_ns + 999) / 1000 : 0));
+    if (in->idempotency_key) pk_buf_printf(&a->ik, "=%s", in->idempotency_key);
+    if (in->trace_context) pk_buf_printf(&a->tc, "=%s", in->trace_context);
+    const char *v[13] = {a->id,
+                         in->type,
+                         a->queue,
+                         a->prio,
+                         in->payload_json ? in->payload_json : "{}",
+                         a->maxa,
+                         a->ik.len ? a->ik.data : "",
+                         a->ttl,
+                         a->timeout,
+                         a->lease,
+                         a->tc.len ? a->tc.data : "",
+                         a->nb,
+                         want_record ? "1" : "0"};
+    memcpy(a->argv, v, sizeof v);
+    return NULL;
+}
+
+static void enq_args_free(enq_args *a)
+{
+    pk_buf_free(&a->ik);
+    pk_buf_free(&a->tc);
+}
+
+/* One enqueue() reply {created, record or {"id", id}} into *created, id_out and out. */
+static pk_err *enq_result(const redisReply *r, const enq_args *a, const pk_task_input *in, int64_t now,
+                          pk_buf *out, bool *created, char id_out[37])
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return pk_err_internal("bad enqueue reply");
+    const redisReply *h = r->element[1];
+    bool made = rep_int(r->element[0]) == 1;
+    if (created) *created = made;
+    const redisReply *rid = field(h, "id");
+    if (id_out) snprintf(id_out, 37, "%s", rep_is_str(rid) ? rid->str : "");
+    if (out && made)
+        new_task_json(out, a->id, in, a->queue, strtoll(a->maxa, NULL, 10), strtoll(a->timeout, NULL, 10),
+                      strtoll(a->lease, NULL, 10), now / 1000, strtoll(a->nb, NULL, 10));
+    else if (out)
+        task_json(out, h);
+    return NULL;
+}
+
 static pk_err *q_enqueue(pk_queue *base, const pk_task_input *in, pk_buf *out, bool *created, char id_out[37])
 {
     rq_queue *q = (rq_queue *)base;
-    const char *queue = in->queue && *in->queue ? in->queue : "default";
-    if (!pk_queue_name_valid(in->type))
-        return pk_err_invalid("type must be 1 to 64 characters of [a-z0-9_.-]");
-    if (!pk_queue_name_valid(queue)) return pk_err_invalid("queue must be 1 to 64 characters of [a-z0-9_.-]");
-    if (in->priority < 0 || in->priority >= PK_PRIO__COUNT) return pk_err_invalid("unknown priority");
     if (created) *created = false;
     int64_t now = now_ns(q);
-    char id[37], prio[8], maxa[16], ttl[24], timeout[24], lease[24], nb[24];
-    pk_uuid7(id);
-    snprintf(prio, sizeof prio, "%d", in->priority);
-    snprintf(maxa, sizeof maxa, "%d", in->max_attempts > 0 ? in->max_attempts : q->cfg.default_max_attempts);
-    snprintf(ttl, sizeof ttl, "%lld", (long long)(in->idem_ttl_ms > 0 ? in->idem_ttl_ms : 0));
-    snprintf(timeout, sizeof timeout, "%lld",
-             (long long)(in->timeout_ms > 0 ? in->timeout_ms : q->cfg.default_timeout_ms));
-    snprintf(lease, sizeof lease, "%lld", (long long)pk_queue_lease_for(&q->cfg, in->type));
-    /* ceiling: a task due at T must not start before T */
-    snprintf(nb, sizeof nb, "%lld",
-             (long long)(in->not_before_ns > now ? (in->not_before_ns + 999) / 1000 : 0));
-    pk_buf ik = PK_BUF_INIT, tc = PK_BUF_INIT;
-    if (in->idempotency_key) pk_buf_printf(&ik, "=%s", in->idempotency_key);
-    if (in->trace_context) pk_buf_printf(&tc, "=%s", in->trace_context);
-    const char *args[] = {id,
-                          in->type,
-                          queue,
-                          prio,
-                          in->payload_json ? in->payload_json : "{}",
-                          maxa,
-                          ik.len ? ik.data : "",
-                          ttl,
-                          timeout,
-                          lease,
-                          tc.len ? tc.data : "",
-                          nb,
-                          out ? "1" : "0"};
+    enq_args a;
+    pk_err *e = enq_args_init(q, in, now, out != NULL, &a);
     redisReply *r = NULL;
-    pk_err *e = rq_eval(q, &S_ENQUEUE, "enqueue", now, 13, args, &r);
-    pk_buf_free(&ik);
-    pk_buf_free(&tc);
-    if (!e && (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2))
-        e = pk_err_internal("bad enqueue reply");
-    if (!e) {
-        const redisReply *h = r->element[1];
-        if (created) *created = rep_int(r->element[0]) == 1;
-        const redisReply *rid = field(h, "id");
-        if (id_out) snprintf(id_out, 37, "%s", rep_is_str(rid) ? rid->str : "");
-        if (out) task_json(out, h);
+    if (!e) e = rq_eval(q, &S_ENQUEUE, "enqueue", now, 13, a.argv, &r);
+    if (!e) e = enq_result(r, &a, in, now, out, created, id_out);
+    enq_args_free(&a);
+    if (r) freeReplyObject(r);
+    return e;
+}
+
+/* The whole batch in one script call (S_ENQUEUE_BATCH): its arguments travel as one JSON array. */
+static pk_err *q_enqueue_batch(pk_queue *base, const pk_task_input *in, size_t n, pk_buf *out, bool *created)
+{
+    rq_queue *q = (rq_queue *)base;
+    int64_t now = now_ns(q);
+    enq_args *a = calloc(n ? n : 1, sizeof *a);
+    pk_err *e = NULL;
+    size_t ready = 0;
+    pk_buf arg = PK_BUF_INIT;
+    pk_jw w;
+    pk_jw_init(&w, &arg);
+    pk_jw_arr_open(&w);
+    for (; ready < n && !e; ready++) {
+        if ((e = enq_args_init(q, &in[ready], now, true, &a[ready]))) {
+            pk_err *wrapped = pk_err_invalid("task %zu: %s", ready, e->message);
+            pk_err_free(e);
+            e = wrapped;
+            enq_args_free(&a[ready]);
+            break;
+        }
+        pk_jw_arr_open(&w);
+        for (int k = 0; k < 13; k++)
+            pk_jw_str(&w, a[ready].argv[k]);
+        pk_jw_arr_close(&w);
     }
+    pk_jw_arr_close(&w);
+    redisReply *r = NULL;
+    if (!e) {
+        const char *args[] = {arg.data};
+        e = rq_eval(q, &S_ENQUEUE_BATCH, "enqueue", now, 1, args, &r);
+    }
+    if (!e && (r->type != REDIS_REPLY_ARRAY || r->elements != n)) e = pk_err_internal("bad enqueue reply");
+    if (!e) {
+        pk_buf_putc(out, '[');
+        for (size_t i = 0; i < n && !e; i++) {
+            if (i) pk_buf_putc(out, ',');
+            e = enq_result(r->element[i], &a[i], &in[i], now, out, &created[i], NULL);
+        }
+        pk_buf_putc(out, ']');
+    }
+    for (size_t i = 0; i < ready; i++)
+        enq_args_free(&a[i]);
+    free(a);
+    pk_buf_free(&arg);
     if (r) freeReplyObject(r);
     return e;
 }
@@ -876,38 +1091,55 @@ static char *rep_dup(const redisReply *r)
     return rep_is_str(r) ? strdup(r->str) : NULL;
 }
 
+/* A claim reply ({id, type, ...} or nil) into *out (zeroed first: id[0] == 0 = none). */
+static void claim_reply(const redisReply *r, pk_task *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 14) return;
+    redisReply **el = r->element;
+    snprintf(out->id, sizeof out->id, "%s", rep_is_str(el[0]) ? el[0]->str : "");
+    out->type = rep_dup(el[1]);
+    out->queue = rep_dup(el[2]);
+    out->payload_json = rep_dup(el[3]);
+    out->trace_context = rep_int(el[13]) ? rep_dup(el[4]) : NULL;
+    out->priority = (int)rep_int(el[5]);
+    out->attempts = (int)rep_int(el[6]);
+    out->max_attempts = (int)rep_int(el[7]);
+    out->timeout_ms = rep_int(el[8]);
+    out->lease_ms = rep_int(el[9]);
+    out->created_ns = rep_int(el[10]) * 1000;
+    out->not_before_ns = rep_int(el[11]) * 1000;
+    out->started_ns = rep_int(el[12]) * 1000;
+}
+
+/* The claim arguments after the worker: round-robin counter, concurrency retry, type list. */
+typedef struct claim_args {
+    char rr[16], defer[24];
+    pk_buf types;
+} claim_args;
+
+static void claim_args_init(rq_queue *q, claim_args *a, const char *const *types, size_t ntypes)
+{
+    a->types = (pk_buf)PK_BUF_INIT;
+    for (size_t i = 0; types && i < ntypes; i++)
+        pk_buf_printf(&a->types, "%s%s", i ? "," : "", types[i]);
+    snprintf(a->rr, sizeof a->rr, "%u", atomic_fetch_add(&q->rr, 1) % 1000000u);
+    snprintf(a->defer, sizeof a->defer, "%d", LIMIT_RETRY_MS * 1000);
+}
+
 static pk_err *q_claim(pk_queue *base, const char *worker, const char *const *types, size_t ntypes,
                        pk_task *out)
 {
     rq_queue *q = (rq_queue *)base;
     memset(out, 0, sizeof *out);
-    pk_buf tl = PK_BUF_INIT;
-    for (size_t i = 0; types && i < ntypes; i++)
-        pk_buf_printf(&tl, "%s%s", i ? "," : "", types[i]);
-    char rr[16], defer[24];
-    snprintf(rr, sizeof rr, "%u", atomic_fetch_add(&q->rr, 1) % 1000000u);
-    snprintf(defer, sizeof defer, "%d", LIMIT_RETRY_MS * 1000);
-    const char *args[] = {worker, rr, defer, tl.len ? tl.data : ""};
+    claim_args ca;
+    claim_args_init(q, &ca, types, ntypes);
+    const char *args[] = {worker, ca.rr, ca.defer, ca.types.len ? ca.types.data : ""};
     redisReply *r = NULL;
     pk_err *e = rq_eval(q, &S_CLAIM, "claim", now_ns(q), 4, args, &r);
-    pk_buf_free(&tl);
+    pk_buf_free(&ca.types);
     if (e) return e;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 14) {
-        redisReply **el = r->element;
-        snprintf(out->id, sizeof out->id, "%s", rep_is_str(el[0]) ? el[0]->str : "");
-        out->type = rep_dup(el[1]);
-        out->queue = rep_dup(el[2]);
-        out->payload_json = rep_dup(el[3]);
-        out->trace_context = rep_int(el[13]) ? rep_dup(el[4]) : NULL;
-        out->priority = (int)rep_int(el[5]);
-        out->attempts = (int)rep_int(el[6]);
-        out->max_attempts = (int)rep_int(el[7]);
-        out->timeout_ms = rep_int(el[8]);
-        out->lease_ms = rep_int(el[9]);
-        out->created_ns = rep_int(el[10]) * 1000;
-        out->not_before_ns = rep_int(el[11]) * 1000;
-        out->started_ns = rep_int(el[12]) * 1000;
-    }
+    claim_reply(r, out);
     freeReplyObject(r);
     return NULL;
 }
@@ -953,6 +1185,31 @@ static pk_err *settle(rq_queue *q, const char *id, const char *worker, const cha
 static pk_err *q_complete(pk_queue *base, const char *id, const char *worker, const char *result_json)
 {
     return settle((rq_queue *)base, id, worker, "c", result_json ? result_json : "null", NULL, false, NULL);
+}
+
+/* Complete and claim the next task in one script (S_SETTLE_CLAIM). */
+static pk_err *q_complete_claim(pk_queue *base, const char *id, const char *worker, const char *result_json,
+                                const char *const *types, size_t ntypes, pk_task *next)
+{
+    rq_queue *q = (rq_queue *)base;
+    memset(next, 0, sizeof *next);
+    int64_t now = now_ns(q);
+    claim_args ca;
+    claim_args_init(q, &ca, types, ntypes);
+    const char *args[] = {id,  worker, "c",      result_json ? result_json : "null", "", "", "0", "0", "0",
+                          "0", ca.rr,  ca.defer, ca.types.len ? ca.types.data : ""};
+    redisReply *r = NULL;
+    pk_err *e = rq_eval(q, &S_SETTLE_CLAIM, "complete", now, 13, args, &r);
+    pk_buf_free(&ca.types);
+    if (e) return e;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1)
+        e = pk_err_internal("bad complete reply");
+    else if (rep_int(r->element[0]) < 0)
+        e = lease_lost(id);
+    else if (r->elements > 1)
+        claim_reply(r->element[1], next); /* an error element (the claim failed) leaves next empty */
+    freeReplyObject(r);
+    return e;
 }
 
 static pk_err *q_cancelled(pk_queue *base, const char *id, const char *worker)
@@ -1217,11 +1474,13 @@ static pk_err *q_workers_seen(pk_queue *base, int64_t max_age_ms, pk_queue_worke
 static const pk_queue_ops RQ_OPS = {
     .close = q_close,
     .enqueue = q_enqueue,
+    .enqueue_batch = q_enqueue_batch,
     .get = q_get,
     .list = q_list,
     .claim = q_claim,
     .heartbeat = q_heartbeat,
     .complete = q_complete,
+    .complete_claim = q_complete_claim,
     .fail = q_fail,
     .cancelled = q_cancelled,
     .release = q_release,

@@ -24,6 +24,7 @@
 
 typedef struct slot {
     redisContext *c;
+    int64_t tmo_ms; /* the socket timeout last set on c (0: unknown): set again only when it changes */
     bool busy;
     int fails;
     int64_t next_try_ns;
@@ -303,6 +304,7 @@ static pk_err *acquire(pk_redis *r, int64_t deadline_ns, slot **out)
         pick->busy = false;
     } else {
         pick->fails = 0;
+        pick->tmo_ms = 0; /* the new connection has the connect timeout */
     }
     pthread_mutex_unlock(&r->mu);
     if (!e) *out = pick;
@@ -315,6 +317,7 @@ static void release(pk_redis *r, slot *s, bool broken)
     if (broken && s->c) {
         redisFree(s->c);
         s->c = NULL;
+        s->tmo_ms = 0;
         s->fails++;
         s->next_try_ns = pk_mono_ns() + backoff_ns(s->fails);
     }
@@ -336,7 +339,10 @@ static pk_err *run(pk_redis *r, slot *s, int64_t deadline_ns, int timeout_ms, re
         }
         if (timeout_ms <= 0 && left < tmo) tmo = left;
     }
-    redisSetTimeout(s->c, tv_ms(tmo));
+    if (s->tmo_ms != tmo) { /* two setsockopt calls: not once per command when the timeout is the same */
+        redisSetTimeout(s->c, tv_ms(tmo));
+        s->tmo_ms = tmo;
+    }
     redisReply *rep = redisCommandArgv(s->c, argc, argv, lens);
     if (!rep) {
         *broken = true;

@@ -9,6 +9,11 @@
  * the queue's next_wakeup (capped at 250 ms, which also bounds the delay for tasks enqueued by another
  * process on the same file).
  *
+ * A busy worker costs the queue one call per task: when the backend has complete_claim, a success is
+ * recorded and the worker's next task claimed in the same call, and the loop runs that task without
+ * another claim (it only waits after an empty claim). A task claimed that way just as the service
+ * stops is released, uncounted.
+ *
  * Cancellation of a running task reaches its worker two ways: in process, pk_tasks_cancel flags the
  * worker that runs it, so pk_task_check sees it at once; across processes, the heartbeat returns the
  * cancel_requested column.
@@ -183,7 +188,10 @@ void pk_tasks_wake(pk_tasks *t)
 {
     pthread_mutex_lock(&t->mu);
     t->gen++;
-    pthread_cond_broadcast(&t->cv);
+    /* Without worker threads (`pake serve --workers 0`) only the hook thread waits on cv, for note
+     * changes (on_note_changed signals those itself) or the stop: waking it for every enqueue would
+     * cost a context switch per API call for nothing. */
+    if (t->nworkers || atomic_load(&t->stopping)) pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -242,6 +250,21 @@ pk_err *pk_tasks_enqueue(pk_tasks *t, const pk_task_input *in, pk_buf *out, bool
         pk_tasks_wake(t);
     }
     if (created) *created = made;
+    return e;
+}
+
+pk_err *pk_tasks_enqueue_batch(pk_tasks *t, const pk_task_input *in, size_t n, pk_buf *out, bool *created)
+{
+    for (size_t i = 0; i < n; i++)
+        created[i] = false;
+    pk_err *e = pk_queue_enqueue_batch(t->q, in, n, out, created);
+    bool any = false;
+    for (size_t i = 0; i < n; i++)
+        if (created[i]) {
+            count(t, in[i].type, "enqueued");
+            any = true;
+        }
+    if (any) pk_tasks_wake(t);
     return e;
 }
 
@@ -414,7 +437,10 @@ static void log_ctx_for(const pk_task *task, pk_log_ctx *ctx, char trace_id[33],
     }
 }
 
-static void run_task(worker *w, pk_task *task)
+/* Runs one claimed task and records its outcome. When `next` is given, the backend can complete and
+ * claim in one call (complete_claim) and the worker is not stopping, a success also claims the
+ * worker's next task into *next (next->id[0] == 0: none claimed; the caller claims as usual). */
+static void run_task(worker *w, pk_task *task, pk_task *next)
 {
     pk_tasks *t = w->t;
     int64_t started_wall = wall_now();
@@ -484,6 +510,10 @@ static void run_task(worker *w, pk_task *task)
             pk_log_write(st == PK_TASK_RETRYING ? PK_LOG_INFO : PK_LOG_WARN, &lc, NULL,
                          "task %s (%s) attempt %d failed (%s): %s", task->id, task->type, task->attempts,
                          pk_task_state_name(st), msg);
+    } else if (next && t->q->ops->complete_claim && !atomic_load(&t->stopping)) {
+        qe = t->q->ops->complete_claim(t->q, task->id, w->name, result.len ? result.data : NULL, NULL, 0,
+                                       next);
+        event = "succeeded";
     } else {
         qe = t->q->ops->complete(t->q, task->id, w->name, result.len ? result.data : NULL);
         event = "succeeded";
@@ -625,6 +655,7 @@ static void *worker_main(void *arg)
 {
     worker *w = arg;
     pk_tasks *t = w->t;
+    pk_task next = {0}; /* claimed together with the previous completion (complete_claim) */
     while (!atomic_load(&t->stopping)) {
         pthread_mutex_lock(&t->mu);
         uint64_t gen = t->gen;
@@ -635,20 +666,32 @@ static void *worker_main(void *arg)
         pk_workflows_drain(t);
         maintenance(t);
         pk_task task;
-        pk_err *e = t->q->ops->claim(t->q, w->name, NULL, 0, &task);
-        if (e) {
-            warn_throttled(t, w->name, "claim", e);
-            pk_err_free(e);
-            cond_wait_until(t, gen, wall_now() + 100000000LL);
-            continue;
+        if (next.id[0]) { /* busy: no claim call, no wait */
+            task = next;
+            next = (pk_task){0};
+        } else {
+            pk_err *e = t->q->ops->claim(t->q, w->name, NULL, 0, &task);
+            if (e) {
+                warn_throttled(t, w->name, "claim", e);
+                pk_err_free(e);
+                cond_wait_until(t, gen, wall_now() + 100000000LL);
+                continue;
+            }
         }
         if (task.id[0]) {
             w->fast_wakeups = 0;
-            run_task(w, &task);
+            run_task(w, &task, &next);
             pk_task_free(&task);
             continue;
         }
         idle_wait(w, gen);
+    }
+    if (next.id[0]) { /* claimed just as the service began to stop: hand it back, uncounted */
+        pk_err *e = t->q->ops->release(t->q, next.id, w->name);
+        if (e) warn_throttled(t, w->name, "release", e);
+        pk_err_free(e);
+        count(t, next.type, "released");
+        pk_task_free(&next);
     }
     return NULL;
 }

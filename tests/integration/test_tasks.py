@@ -2,7 +2,8 @@
 """The task queue over HTTP (embedded SQLite queue, worker threads in `pake serve`): enqueue a noop and
 watch it succeed; a failing task becomes a dead letter after max attempts with its error history, and a
 retry from dead succeeds; cancel (queued: never starts; running: stops at its next check); a delayed task
-starts within 100 ms of its time; idempotency keys; validation and the guard; queue stats and metrics;
+starts within 100 ms of its time; idempotency keys; batch enqueue (order, per-item keys, all-or-nothing
+validation); validation and the guard; queue stats and metrics;
 note.summarize + note.embed (automatic on note writes) + semantic and hybrid search end to end;
 kill -9 during a task: after restart the task is reclaimed after its lease and finishes once;
 graceful shutdown releases a task that cannot finish by the deadline."""
@@ -165,6 +166,46 @@ class Tasks(ServerTestCase):
         self.assertEqual(self.srv.get("/v1/tasks?state=sleeping").status, 422)
         self.assertEqual(self.srv.get("/v1/tasks?bogus=1").status, 422)
         self.assertEqual(self.srv.get("/v1/tasks?cursor=zz").status, 422)
+
+    def test_batch_enqueue(self):
+        tasks = [{"type": "noop", "payload": {"i": i}, "queue": "batch"} for i in range(5)]
+        tasks[1]["idempotency_key"] = "batch-key-1"
+        tasks[3]["idempotency_key"] = "batch-key-1"  # the same key as item 1: a replay of it
+        tasks[4]["priority"] = "critical"
+        r = self.srv.post("/v1/tasks/batch", json_body={"tasks": tasks})
+        self.assertEqual(r.status, 201, r)
+        got = r.json["data"]
+        self.assertEqual(len(got), 5)
+        self.assertEqual(r.json["meta"]["created"], [True, True, True, False, True])
+        self.assertEqual([t["payload"]["i"] for t in got], [0, 1, 2, 1, 4], "request order")
+        self.assertEqual(got[3]["id"], got[1]["id"])
+        self.assertEqual(len({t["id"] for t in got}), 4)
+        self.assertEqual(got[4]["priority"], "critical")
+        self.assertRegex(got[0]["trace_context"], r"^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$")
+        for t in (got[0], got[1], got[2], got[4]):
+            wait_task(self.srv, t["id"], ("succeeded",))
+        # the key is honoured across requests too
+        again = self.srv.post("/v1/tasks/batch", json_body={"tasks": [{"type": "noop", "idempotency_key": "x2"},
+                                                                      tasks[1]]})
+        self.assertEqual(again.status, 201, again)
+        self.assertEqual(again.json["meta"]["created"], [True, False])
+        self.assertEqual(again.json["data"][1]["id"], got[1]["id"])
+
+    def test_batch_validation_is_all_or_nothing(self):
+        before = self.srv.get("/v1/tasks?queue=batchbad").json["data"]
+        r = self.srv.post("/v1/tasks/batch", json_body={"tasks": [
+            {"type": "noop", "queue": "batchbad"}, {"type": "nope", "queue": "batchbad"}, 7,
+            {"type": "noop", "queue": "batchbad", "extra": 1}]})
+        self.assertEqual((r.status, r.json["code"]), (422, "validation_failed"), r)
+        self.assertEqual({e["field"] for e in r.json["errors"]}, {"tasks[1].type", "tasks[2]", "tasks[3].extra"})
+        for body in ({"tasks": []}, {"tasks": {}}, {}, {"tasks": [{"type": "noop"}], "more": 1},
+                     {"tasks": [{"type": "noop"}] * 501}):
+            r = self.srv.post("/v1/tasks/batch", json_body=body)
+            self.assertEqual((r.status, r.json["code"]), (422, "validation_failed"), (body, r))
+        r = self.srv.post("/v1/tasks/batch", json_body={"tasks": [
+            {"type": "noop", "queue": "batchbad"}, {"type": "noop", "queue": "batchbad", "payload": {"t": ATTACK}}]})
+        self.assertEqual((r.status, r.json["code"]), (422, "input_rejected"), r)
+        self.assertEqual(self.srv.get("/v1/tasks?queue=batchbad").json["data"], before, "nothing was enqueued")
 
     def test_list_pages(self):
         ids = [enqueue(self.srv, type="noop", queue="paging")["id"] for _ in range(7)]

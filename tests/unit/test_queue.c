@@ -656,6 +656,215 @@ QTEST(stats_and_purge)
     pk_task_free(&t);
 }
 
+/* complete_claim (pk_queue_complete_claim: the backend's op, or complete + claim where it has none). */
+static bool complete_claim(const char *id, const char *worker, const char *result, pk_task *next)
+{
+    pk_err *e = pk_queue_complete_claim(q, id, worker, result, NULL, 0, next);
+    cr_assert_null(e, "%s", e ? e->message : "");
+    return next->id[0] != 0;
+}
+
+QTEST(complete_claim_settles_then_hands_out_the_next_by_priority)
+{
+    if (is_redis) cr_assert_not_null(q->ops->complete_claim, "the Redis backend fuses the two calls");
+    char low[37], normal[37], crit[37];
+    enqueue("noop", PK_PRIO_LOW, 0, low);
+    now_ns += MS;
+    enqueue("noop", PK_PRIO_NORMAL, 0, normal);
+    now_ns += MS;
+    enqueue("noop", PK_PRIO_CRITICAL, 0, crit);
+    pk_task t, n;
+    cr_assert(claim("w", &t));
+    cr_assert_str_eq(t.id, crit);
+    now_ns += MS;
+    cr_assert(complete_claim(crit, "w", "{\"n\":1}", &n));
+    cr_assert_str_eq(n.id, normal, "the next one by priority");
+    cr_assert_eq(n.attempts, 1);
+    cr_assert_str_eq(n.payload_json, "{\"a\":1}");
+    cr_assert_eq(n.started_ns / 1000, now_ns / 1000);
+    cJSON *j = get(crit);
+    cr_assert_str_eq(cJSON_GetObjectItem(j, "state")->valuestring, "succeeded");
+    cr_assert_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "result"), "n")->valueint, 1);
+    cr_assert_eq(cJSON_GetObjectItem(j, "progress")->valuedouble, 1.0);
+    cJSON_Delete(j);
+    cr_assert_str_eq(state_of(normal), "running");
+    pk_task n2, n3;
+    cr_assert(complete_claim(normal, "w", NULL, &n2));
+    cr_assert_str_eq(n2.id, low);
+    cr_assert_not(complete_claim(low, "w", NULL, &n3), "nothing left: settled, nothing claimed");
+    cr_assert_str_eq(state_of(low), "succeeded");
+    pk_err *e = pk_queue_complete_claim(q, low, "w", NULL, NULL, 0, &n3);
+    cr_assert(e && pk_err_is(e, "lease_lost"), "a second completion is refused");
+    pk_err_free(e);
+    pk_task_free(&t);
+    pk_task_free(&n);
+    pk_task_free(&n2);
+}
+
+QTEST(complete_claim_by_a_stale_worker_claims_nothing)
+{
+    char a[37], b[37];
+    enqueue("noop", PK_PRIO_NORMAL, 0, a);
+    pk_task t;
+    cr_assert(claim("w1", &t));
+    now_ns += 11 * SEC; /* w1's lease expired */
+    int n = 0;
+    cr_assert_null(q->ops->reclaim_expired(q, &n));
+    cr_assert_eq(n, 1);
+    pk_task t2;
+    cr_assert(claim("w2", &t2));
+    cr_assert_str_eq(t2.id, a);
+    enqueue("noop", PK_PRIO_NORMAL, 0, b);
+    pk_task next;
+    pk_err *e = pk_queue_complete_claim(q, a, "w1", NULL, NULL, 0, &next);
+    cr_assert(e && pk_err_is(e, "lease_lost"));
+    pk_err_free(e);
+    cr_assert_eq(next.id[0], 0, "nothing claimed after a lost lease");
+    cr_assert_str_eq(state_of(a), "running", "w2's attempt is untouched");
+    cr_assert_str_eq(state_of(b), "queued");
+    cr_assert(complete_claim(a, "w2", NULL, &next));
+    cr_assert_str_eq(next.id, b);
+    pk_task_free(&t);
+    pk_task_free(&t2);
+    pk_task_free(&next);
+}
+
+QTEST(complete_claim_respects_type_limits)
+{
+    char a[37], b[37], c[37];
+    enqueue("one", PK_PRIO_NORMAL, 0, a);
+    now_ns += MS;
+    enqueue("one", PK_PRIO_NORMAL, 0, b);
+    pk_task t, n, n2;
+    cr_assert(claim("w1", &t));
+    cr_assert_str_eq(t.id, a);
+    cr_assert(complete_claim(a, "w1", NULL, &n), "the completion frees the concurrency slot first");
+    cr_assert_str_eq(n.id, b);
+    pk_task other;
+    enqueue("one", PK_PRIO_NORMAL, 0, c);
+    cr_assert_not(claim("w2", &other), "concurrency 1: b holds the slot");
+    cr_assert_str_eq(state_of(c), "queued");
+    now_ns += 50 * MS;
+    cr_assert(complete_claim(b, "w1", NULL, &n2));
+    cr_assert_str_eq(n2.id, c);
+    pk_task_free(&n2);
+    /* rl: 2/s, burst 1: the start after a completion still waits its turn */
+    char r1[37], r2[37];
+    enqueue("rl", PK_PRIO_NORMAL, 0, r1);
+    enqueue("rl", PK_PRIO_NORMAL, 0, r2);
+    pk_task x, y;
+    cr_assert(complete_claim(c, "w1", NULL, &x));
+    cr_assert_str_eq(x.id, r1);
+    cr_assert_not(complete_claim(r1, "w1", NULL, &y), "rate 2/s: r2 may start 500 ms later");
+    cr_assert_str_eq(state_of(r2), "queued");
+    now_ns += 500 * MS;
+    cr_assert(claim("w1", &y));
+    cr_assert_str_eq(y.id, r2);
+    pk_task_free(&t);
+    pk_task_free(&n);
+    pk_task_free(&x);
+    pk_task_free(&y);
+}
+
+QTEST(enqueue_returns_the_document_get_returns)
+{
+    pk_task_input ins[] = {
+        {.type = "noop", .priority = PK_PRIO_HIGH, .payload_json = "{\"k\":[1,\"x\"]}"},
+        {.type = "noop",
+         .queue = "mail",
+         .priority = PK_PRIO_LOW,
+         .max_attempts = 7,
+         .timeout_ms = 1234,
+         .idempotency_key = "key-\"1\"",
+         .idem_ttl_ms = 60000,
+         .trace_context = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {.type = "slow", .not_before_ns = now_ns + 2 * SEC + 1},
+    };
+    for (size_t i = 0; i < sizeof ins / sizeof *ins; i++) {
+        pk_buf b = PK_BUF_INIT, g = PK_BUF_INIT;
+        char id[37];
+        bool created = false;
+        now_ns += 1234567; /* not a whole millisecond */
+        pk_err *e = q->ops->enqueue(q, &ins[i], &b, &created, id);
+        cr_assert_null(e, "%s", e ? e->message : "");
+        cr_assert(created);
+        cr_assert_null(q->ops->get(q, id, &g));
+        cr_assert_str_eq(b.data, g.data, "input %zu", i);
+        pk_buf_free(&b);
+        pk_buf_free(&g);
+    }
+}
+
+QTEST(enqueue_batch_in_order_with_per_item_keys)
+{
+    if (is_redis) cr_assert_not_null(q->ops->enqueue_batch, "the Redis backend runs a batch as one script");
+    pk_task_input in[] = {
+        {.type = "noop", .priority = PK_PRIO_LOW, .payload_json = "{\"i\":0}"},
+        {.type = "noop", .priority = PK_PRIO_NORMAL, .payload_json = "{\"i\":1}", .idempotency_key = "bk"},
+        {.type = "noop", .priority = PK_PRIO_NORMAL, .payload_json = "{\"i\":2}", .idempotency_key = "bk"},
+        {.type = "noop", .priority = PK_PRIO_CRITICAL, .payload_json = "{\"i\":3}"},
+        {.type = "slow", .not_before_ns = now_ns + SEC, .payload_json = "{\"i\":4}"},
+    };
+    size_t n = sizeof in / sizeof *in;
+    bool created[5];
+    pk_buf out = PK_BUF_INIT;
+    pk_err *e = pk_queue_enqueue_batch(q, in, n, &out, created);
+    cr_assert_null(e, "%s", e ? e->message : "");
+    cJSON *arr = NULL;
+    cr_assert_null(pk_json_parse(out.data, out.len, 32, &arr));
+    cr_assert_eq(cJSON_GetArraySize(arr), 5);
+    const bool want_created[] = {true, true, false, true, true};
+    const int want_i[] = {0, 1, 1, 3, 4};
+    char ids[5][37];
+    for (int i = 0; i < 5; i++) {
+        cJSON *t = cJSON_GetArrayItem(arr, i);
+        cr_assert_eq(created[i], want_created[i], "item %d", i);
+        cr_assert_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(t, "payload"), "i")->valueint, want_i[i],
+                     "item %d", i);
+        snprintf(ids[i], sizeof ids[i], "%s", cJSON_GetObjectItem(t, "id")->valuestring);
+        /* each document is what get returns */
+        pk_buf g = PK_BUF_INIT;
+        cr_assert_null(q->ops->get(q, ids[i], &g));
+        char *one = cJSON_PrintUnformatted(t);
+        cJSON *gj = NULL;
+        cr_assert_null(pk_json_parse(g.data, g.len, 32, &gj));
+        char *two = cJSON_PrintUnformatted(gj);
+        cr_assert_str_eq(one, two, "item %d", i);
+        free(one);
+        free(two);
+        cJSON_Delete(gj);
+        pk_buf_free(&g);
+    }
+    cJSON_Delete(arr);
+    pk_buf_free(&out);
+    cr_assert_str_eq(ids[2], ids[1], "a later item with an earlier one's key is a replay of it");
+    cr_assert_str_eq(state_of(ids[4]), "scheduled");
+    /* claimable in priority order, like single enqueues */
+    const char *order[] = {ids[3], ids[1], ids[0]};
+    for (int i = 0; i < 3; i++) {
+        pk_task t;
+        cr_assert(claim("w", &t));
+        cr_assert_str_eq(t.id, order[i], "claim %d", i);
+        pk_task_free(&t);
+    }
+    pk_task t;
+    cr_assert_not(claim("w", &t), "the delayed one waits");
+    /* a bad input: nothing of the batch is enqueued (the Redis backend checks every input first) */
+    if (is_redis) {
+        pk_task_input bad[] = {{.type = "noop", .queue = "fresh"}, {.type = "no spaces allowed"}};
+        pk_buf b = PK_BUF_INIT;
+        e = pk_queue_enqueue_batch(q, bad, 2, &b, created);
+        cr_assert(e && pk_err_is(e, "validation_failed"), "%s", e ? e->code : "no error");
+        pk_err_free(e);
+        pk_buf_free(&b);
+        pk_queue_stats st = {0};
+        cr_assert_null(q->ops->stats(q, &st));
+        for (size_t i = 0; i < st.nrows; i++)
+            cr_assert_str_neq(st.rows[i].queue, "fresh");
+        pk_queue_stats_free(&st);
+    }
+}
+
 QTEST(concurrency_limit_defers_and_never_exceeds)
 {
     char a[37], b[37], x[37];
