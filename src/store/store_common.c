@@ -366,3 +366,53 @@ void pk_store_link_json(pk_jw *w, const char *id, const char *src, const char *d
     pk_jw_str(w, ts);
     pk_jw_obj_close(w);
 }
+
+/* ---- list and search queries ---- */
+
+#define QUERY_TAGS_MAX 20
+
+pk_err *pk_note_query_invalid(const char *field, const char *msg)
+{
+    pk_err *e = pk_err_invalid("the query has invalid parameters");
+    pk_err_add_field(e, field, "%s", msg);
+    return e;
+}
+
+pk_err *pk_note_query_prepare(const pk_note_query *q, bool search, pk_sort_key *key, char kind[3])
+{
+    memset(kind, 0, 3);
+    pk_sort_key k = q->sort;
+    if (k == PK_SORT_DEFAULT) k = search ? PK_SORT_RELEVANCE : PK_SORT_CREATED;
+    *key = k;
+    switch (k) {
+    case PK_SORT_CREATED:
+        kind[0] = 'c';
+        break;
+    case PK_SORT_UPDATED:
+        kind[0] = 'u';
+        break;
+    case PK_SORT_TITLE:
+        kind[0] = 't';
+        break;
+    case PK_SORT_CONFIDENCE:
+        kind[0] = 'f';
+        break;
+    case PK_SORT_RELEVANCE:
+        if (!search) return pk_note_query_invalid("sort", "relevance applies to searches only");
+        kind[0] = 'r';
+        break;
+    default:
+        return pk_note_query_invalid("sort", "unknown sort key");
+    }
+    if (k != PK_SORT_RELEVANCE) kind[1] = q->ascending ? '+' : '-';
+    if (q->status && !pk_note_enum_valid(PK_NOTE_STATUSES, q->status))
+        return pk_note_query_invalid("status", "must be one of: draft, active, archived");
+    if (q->verification_status && !pk_note_enum_valid(PK_NOTE_VERIFICATIONS, q->verification_status))
+        return pk_note_query_invalid("verification_status",
+                                     "must be one of: pending, verified, disputed, rejected");
+    if (q->has_min_confidence && !(q->min_confidence >= 0.0 && q->min_confidence <= 1.0))
+        return pk_note_query_invalid("min_confidence", "must be a number between 0 and 1");
+    if (q->ntags_all > QUERY_TAGS_MAX || q->ntags_any > QUERY_TAGS_MAX)
+        return pk_note_query_invalid("tags", "at most 20 tags per filter");
+    return NULL;
+}

@@ -50,6 +50,13 @@ typedef struct pk_search_term {
     bool phrase, prefix;
 } pk_search_term;
 pk_err *pk_search_terms(const char *text, pk_search_term *terms, size_t *nterms);
+/* A "validation_failed" error for a list/search query with one field error. */
+pk_err *pk_note_query_invalid(const char *field, const char *msg);
+/* Checks a list/search query's filters and resolves its sort: *key is the effective key (never
+ * PK_SORT_DEFAULT: relevance for searches, created otherwise) and kind the cursor kind (column letter
+ * and direction, or "r" for relevance). Errors: "validation_failed" naming the field. Each backend
+ * maps *key to its own column expression. */
+pk_err *pk_note_query_prepare(const pk_note_query *q, bool search, pk_sort_key *key, char kind[3]);
 /* Writes one link object: {"id","source_id","target_id","type","strength","metadata","created_at"}. */
 void pk_store_link_json(pk_jw *w, const char *id, const char *src, const char *dst, const char *type,
                         double strength, const char *meta, size_t meta_len, int64_t created);

@@ -700,8 +700,6 @@ static pk_err *sq_note_delete(pk_store *ps, const pk_op_ctx *c, const char *id, 
 
 /* ---- list and search ---- */
 
-#define QUERY_TAGS_MAX 20
-
 typedef struct sort_spec {
     const char *col; /* NULL: relevance */
     int colidx;      /* column of the sort value in NOTE_COLS */
@@ -709,55 +707,29 @@ typedef struct sort_spec {
     char kind[3]; /* cursor kind: column letter + direction */
 } sort_spec;
 
-static pk_err *bad_query(const char *field, const char *msg)
-{
-    pk_err *e = pk_err_invalid("the query has invalid parameters");
-    pk_err_add_field(e, field, "%s", msg);
-    return e;
-}
-
 static pk_err *sort_of(const pk_note_query *q, bool search, sort_spec *sp)
 {
     memset(sp, 0, sizeof *sp);
-    pk_sort_key key = q->sort;
-    if (key == PK_SORT_DEFAULT) key = search ? PK_SORT_RELEVANCE : PK_SORT_CREATED;
+    pk_sort_key key;
+    pk_err *e = pk_note_query_prepare(q, search, &key, sp->kind);
+    if (e) return e;
     sp->asc = q->ascending;
-    char letter;
     switch (key) {
     case PK_SORT_CREATED:
-        sp->col = "created_at", sp->colidx = C_CREATED, letter = 'c';
+        sp->col = "created_at", sp->colidx = C_CREATED;
         break;
     case PK_SORT_UPDATED:
-        sp->col = "updated_at", sp->colidx = C_UPDATED, letter = 'u';
+        sp->col = "updated_at", sp->colidx = C_UPDATED;
         break;
     case PK_SORT_TITLE:
-        sp->col = "title", sp->colidx = C_TITLE, letter = 't';
+        sp->col = "title", sp->colidx = C_TITLE;
         break;
     case PK_SORT_CONFIDENCE:
-        sp->col = "confidence_score", sp->colidx = C_CONF, letter = 'f';
+        sp->col = "confidence_score", sp->colidx = C_CONF;
         break;
-    case PK_SORT_RELEVANCE:
-        if (!search) return bad_query("sort", "relevance applies to searches only");
-        sp->kind[0] = 'r';
-        return NULL;
-    default:
-        return bad_query("sort", "unknown sort key");
+    default: /* relevance */
+        break;
     }
-    sp->kind[0] = letter;
-    sp->kind[1] = sp->asc ? '+' : '-';
-    return NULL;
-}
-
-static pk_err *check_query(const pk_note_query *q)
-{
-    if (q->status && !pk_note_enum_valid(PK_NOTE_STATUSES, q->status))
-        return bad_query("status", "must be one of: draft, active, archived");
-    if (q->verification_status && !pk_note_enum_valid(PK_NOTE_VERIFICATIONS, q->verification_status))
-        return bad_query("verification_status", "must be one of: pending, verified, disputed, rejected");
-    if (q->has_min_confidence && !(q->min_confidence >= 0.0 && q->min_confidence <= 1.0))
-        return bad_query("min_confidence", "must be a number between 0 and 1");
-    if (q->ntags_all > QUERY_TAGS_MAX || q->ntags_any > QUERY_TAGS_MAX)
-        return bad_query("tags", "at most 20 tags per filter");
     return NULL;
 }
 
@@ -819,11 +791,11 @@ static pk_err *keyset(qb *b, const sort_spec *sp, const char *a, const char *cur
         qb_text(b, *value);
     } else if (sp->colidx == C_CONF) {
         double d = strtod(*value, &end);
-        if (end == *value || *end || !isfinite(d)) return bad_query("cursor", "is malformed");
+        if (end == *value || *end || !isfinite(d)) return pk_note_query_invalid("cursor", "is malformed");
         qb_double(b, d);
     } else {
         long long v = strtoll(*value, &end, 10);
-        if (end == *value || *end || errno) return bad_query("cursor", "is malformed");
+        if (end == *value || *end || errno) return pk_note_query_invalid("cursor", "is malformed");
         qb_int(b, v);
     }
     qb_sql(b, ", ");
@@ -909,7 +881,6 @@ static pk_err *list_impl(pk_sqlite_conn *k, const pk_note_query *q, pk_page *out
 {
     sort_spec sp;
     pk_err *e = sort_of(q, false, &sp);
-    if (!e) e = check_query(q);
     if (e) return e;
     qb b = {0};
     char *cur = NULL;
@@ -933,9 +904,8 @@ static pk_err *search_impl(pk_sqlite_conn *k, const pk_note_query *q, pk_page *o
 {
     sort_spec sp;
     pk_err *e = sort_of(q, true, &sp);
-    if (!e) e = check_query(q);
     if (e) return e;
-    if (!q->text) return bad_query("q", "a search needs query text");
+    if (!q->text) return pk_note_query_invalid("q", "a search needs query text");
     pk_buf match = PK_BUF_INIT;
     if ((e = pk_fts5_query(q->text, &match))) return e;
     qb b = {0};
@@ -952,7 +922,7 @@ static pk_err *search_impl(pk_sqlite_conn *k, const pk_note_query *q, pk_page *o
             char *end = NULL;
             if (!e) offset = strtoll(cur, &end, 10);
             if (!e && (end == cur || *end || offset < 0 || offset > 100000))
-                e = bad_query("cursor", "is malformed");
+                e = pk_note_query_invalid("cursor", "is malformed");
         }
         qb_sql(&b, " ORDER BY notes_fts.rank LIMIT ");
         qb_int(&b, page_limit(q) + 1);
