@@ -172,6 +172,10 @@ typedef struct pk_queue_stats {
     int64_t now_ns;
 } pk_queue_stats;
 void pk_queue_stats_free(pk_queue_stats *s);
+/* For backends: the row of (queue, prio), appended (zeroed) when missing; and the rows sorted by queue,
+ * then priority. */
+pk_queue_stats_row *pk_queue_stats_row_for(pk_queue_stats *s, const char *queue, int prio);
+void pk_queue_stats_sort(pk_queue_stats *s);
 
 /* A process that runs workers, as the queue's worker registry knows it (GET /v1/queues "workers_seen").
  * Each such process beats about once a second; the registry is shared by every process on the queue

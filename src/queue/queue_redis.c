@@ -1294,25 +1294,6 @@ static pk_err *q_next_wakeup(pk_queue *base, int64_t *at)
     return NULL;
 }
 
-static pk_queue_stats_row *stats_row(pk_queue_stats *s, const char *queue, int prio)
-{
-    for (size_t i = 0; i < s->nrows; i++)
-        if (s->rows[i].priority == prio && !strcmp(s->rows[i].queue, queue)) return &s->rows[i];
-    s->rows = realloc(s->rows, (s->nrows + 1) * sizeof *s->rows);
-    pk_queue_stats_row *r = &s->rows[s->nrows++];
-    memset(r, 0, sizeof *r);
-    snprintf(r->queue, sizeof r->queue, "%s", queue);
-    r->priority = prio;
-    return r;
-}
-
-static int row_cmp(const void *a, const void *b)
-{
-    const pk_queue_stats_row *x = a, *y = b;
-    int c = strcmp(x->queue, y->queue);
-    return c ? c : x->priority - y->priority;
-}
-
 static pk_err *q_stats(pk_queue *base, pk_queue_stats *out)
 {
     rq_queue *q = (rq_queue *)base;
@@ -1333,17 +1314,18 @@ static pk_err *q_stats(pk_queue *base, pk_queue_stats *out)
         int prio, state;
         if (sscanf(counts->element[i]->str, "%64[^:]:%d:%d", qn, &prio, &state) != 3) continue;
         if (state < 0 || state >= PK_TASK__STATES) continue;
-        stats_row(&s, qn, prio)->counts[state] = n;
+        pk_queue_stats_row_for(&s, qn, prio)->counts[state] = n;
     }
     for (size_t i = 0; i < rows->elements; i++) {
         const redisReply *row = rows->element[i];
         if (row->type != REDIS_REPLY_ARRAY || row->elements != 4 || !rep_is_str(row->element[0])) continue;
-        pk_queue_stats_row *sr = stats_row(&s, row->element[0]->str, (int)rep_int(row->element[1]));
+        pk_queue_stats_row *sr =
+            pk_queue_stats_row_for(&s, row->element[0]->str, (int)rep_int(row->element[1]));
         sr->ready = rep_int(row->element[2]);
         sr->oldest_ready_ns = rep_int(row->element[3]) * 1000;
     }
     freeReplyObject(r);
-    if (s.nrows) qsort(s.rows, s.nrows, sizeof *s.rows, row_cmp);
+    pk_queue_stats_sort(&s);
     pk_queue_stats_free(out);
     *out = s;
     return NULL;

@@ -117,6 +117,31 @@ void pk_queue_stats_free(pk_queue_stats *s)
     memset(s, 0, sizeof *s);
 }
 
+pk_queue_stats_row *pk_queue_stats_row_for(pk_queue_stats *s, const char *queue, int prio)
+{
+    for (size_t i = 0; i < s->nrows; i++)
+        if (s->rows[i].priority == prio && !strcmp(s->rows[i].queue, queue)) return &s->rows[i];
+    s->rows = realloc(s->rows, (s->nrows + 1) * sizeof *s->rows);
+    if (!s->rows) abort();
+    pk_queue_stats_row *r = &s->rows[s->nrows++];
+    memset(r, 0, sizeof *r);
+    snprintf(r->queue, sizeof r->queue, "%s", queue);
+    r->priority = prio;
+    return r;
+}
+
+static int stats_row_cmp(const void *a, const void *b)
+{
+    const pk_queue_stats_row *x = a, *y = b;
+    int c = strcmp(x->queue, y->queue);
+    return c ? c : x->priority - y->priority;
+}
+
+void pk_queue_stats_sort(pk_queue_stats *s)
+{
+    if (s->nrows) qsort(s->rows, s->nrows, sizeof *s->rows, stats_row_cmp);
+}
+
 /* ---- plumbing ------------------------------------------------------------------------------- */
 
 static int64_t real_wall(void *ctx)
@@ -920,18 +945,6 @@ static pk_err *q_next_wakeup(pk_queue *base, int64_t *at)
     return e;
 }
 
-static pk_queue_stats_row *stats_row(pk_queue_stats *s, const char *queue, int prio)
-{
-    for (size_t i = 0; i < s->nrows; i++)
-        if (s->rows[i].priority == prio && !strcmp(s->rows[i].queue, queue)) return &s->rows[i];
-    s->rows = realloc(s->rows, (s->nrows + 1) * sizeof *s->rows);
-    pk_queue_stats_row *r = &s->rows[s->nrows++];
-    memset(r, 0, sizeof *r);
-    snprintf(r->queue, sizeof r->queue, "%s", queue);
-    r->priority = prio;
-    return r;
-}
-
 static pk_err *q_stats(pk_queue *base, pk_queue_stats *out)
 {
     sq_queue *q = (sq_queue *)base;
@@ -948,8 +961,8 @@ static pk_err *q_stats(pk_queue *base, pk_queue_stats *out)
     if (!e) {
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             int state = sqlite3_column_int(st, 2);
-            pk_queue_stats_row *r =
-                stats_row(&s, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int(st, 1));
+            pk_queue_stats_row *r = pk_queue_stats_row_for(&s, (const char *)sqlite3_column_text(st, 0),
+                                                           sqlite3_column_int(st, 1));
             if (state >= 0 && state < PK_TASK__STATES) r->counts[state] = sqlite3_column_int64(st, 3);
         }
         if (rc != SQLITE_DONE) e = db_err(q, rc, "stats");
@@ -958,8 +971,8 @@ static pk_err *q_stats(pk_queue *base, pk_queue_stats *out)
     if (!e && !(e = prep(q, ready, &st))) {
         sqlite3_bind_int64(st, 1, s.now_ns);
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            pk_queue_stats_row *r =
-                stats_row(&s, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int(st, 1));
+            pk_queue_stats_row *r = pk_queue_stats_row_for(&s, (const char *)sqlite3_column_text(st, 0),
+                                                           sqlite3_column_int(st, 1));
             r->ready = sqlite3_column_int64(st, 2);
             r->oldest_ready_ns = sqlite3_column_int64(st, 3);
         }
