@@ -39,6 +39,19 @@ SOURCE_DIR = os.environ.get("PAKE_SOURCE_DIR", os.path.dirname(os.path.dirname(H
 PAKE_BIN = os.environ.get("PAKE_BIN", os.path.join(SOURCE_DIR, "build", "pake"))
 SANITIZED = os.environ.get("PAKE_SANITIZED", "0").lower() in ("1", "on", "true", "yes")
 SLOW = 3.0 if SANITIZED else 1.0
+
+
+def wait_for(what, fn, timeout=10.0, interval=0.02):
+    """Polls fn until it returns a truthy value and returns it; fails with `what` after timeout * SLOW
+    seconds."""
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(interval)
 SANITIZER_MARKERS = ("AddressSanitizer", "runtime error", "LeakSanitizer", "ThreadSanitizer")
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")

@@ -35,25 +35,13 @@ import unittest
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pake_harness import PAKE_BIN, SANITIZER_MARKERS, SLOW, SOURCE_DIR, Server, main  # noqa: E402
+from pake_harness import PAKE_BIN, SANITIZER_MARKERS, SLOW, SOURCE_DIR, Server, main, wait_for  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(SOURCE_DIR, "scripts", "redis-test-server.sh")
 HAVE_REDIS = shutil.which("redis-server") is not None and shutil.which("redis-cli") is not None
 REDIS_QUEUE = os.path.exists(os.path.join(SOURCE_DIR, "src", "queue", "queue_redis.c"))
 LEASE_MS = 1500
-
-
-def wait_for(what, fn, timeout):
-    """Polls fn until it returns a truthy value; fails with `what` after timeout * SLOW seconds."""
-    deadline = time.monotonic() + timeout * SLOW
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.03)
 
 
 class Worker:
