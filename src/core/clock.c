@@ -29,6 +29,18 @@ const pk_clock *pk_clock_real(void)
     return &c;
 }
 
+static int64_t wall_now(void *ctx)
+{
+    (void)ctx;
+    return pk_wall_ns();
+}
+
+const pk_clock *pk_clock_wall(void)
+{
+    static const pk_clock c = {wall_now, NULL};
+    return &c;
+}
+
 int64_t pk_fake_clock_now(void *ctx)
 {
     return *(int64_t *)ctx;

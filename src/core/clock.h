@@ -15,6 +15,8 @@ typedef struct pk_clock {
 int64_t pk_mono_ns(void);
 int64_t pk_wall_ns(void); /* CLOCK_REALTIME */
 const pk_clock *pk_clock_real(void);
+/* The wall clock (CLOCK_REALTIME nanoseconds) as a pk_clock: the default of the stores and queues. */
+const pk_clock *pk_clock_wall(void);
 static inline int64_t pk_clock_now(const pk_clock *c)
 {
     return c->now_ns(c->ctx);

@@ -262,6 +262,9 @@ pk_err *pk_queue_limits_parse(const char *spec, pk_queue_type_limit **limits, si
 struct sqlite3;
 pk_err *pk_queue_sqlite_with_db(pk_queue *q, pk_err *(*fn)(struct sqlite3 *db, void *ud), void *ud);
 
+/* For backends: fills cfg's zero values with the documented defaults (wall clock, pk_rand_unit, 3
+ * attempts, 30 s timeout and lease, backoff 1 s .. 60 s, finished tasks kept 7 days). */
+void pk_queue_config_defaults(pk_queue_config *cfg);
 /* The lease of a type under cfg (default when no override). */
 int64_t pk_queue_lease_for(const pk_queue_config *cfg, const char *type);
 /* Validates a type or queue name: 1..64 chars of [a-z0-9_.-]. */

@@ -651,19 +651,6 @@ static void scripts_init(void)
 
 /* ---- plumbing ------------------------------------------------------------------------------- */
 
-static int64_t real_wall(void *ctx)
-{
-    (void)ctx;
-    return pk_wall_ns();
-}
-static const pk_clock real_wall_clock = {real_wall, NULL};
-
-static double default_random(void *ud)
-{
-    (void)ud;
-    return pk_rand_unit();
-}
-
 static int64_t now_ns(rq_queue *q)
 {
     return pk_clock_now(q->cfg.clock);
@@ -1513,14 +1500,7 @@ pk_err *pk_queue_open_redis(const pk_queue_config *cfg, pk_queue **out)
     q->cfg = *cfg;
     q->r = cfg->redis;
     snprintf(q->prefix, sizeof q->prefix, "%sq:", prefix);
-    if (!q->cfg.clock) q->cfg.clock = &real_wall_clock;
-    if (!q->cfg.unit_random) q->cfg.unit_random = default_random;
-    if (q->cfg.default_max_attempts <= 0) q->cfg.default_max_attempts = 3;
-    if (q->cfg.default_timeout_ms <= 0) q->cfg.default_timeout_ms = 30000;
-    if (q->cfg.default_lease_ms <= 0) q->cfg.default_lease_ms = 30000;
-    if (q->cfg.retry_base_ms <= 0) q->cfg.retry_base_ms = 1000;
-    if (q->cfg.retry_cap_ms <= 0) q->cfg.retry_cap_ms = 60000;
-    if (q->cfg.keep_finished_ms <= 0) q->cfg.keep_finished_ms = 7LL * 86400 * 1000;
+    pk_queue_config_defaults(&q->cfg);
     q->leases = calloc(cfg->nleases ? cfg->nleases : 1, sizeof *q->leases);
     for (size_t i = 0; i < cfg->nleases; i++)
         q->leases[i] = (pk_queue_type_lease){strdup(cfg->leases[i].type), cfg->leases[i].lease_ms};

@@ -144,13 +144,6 @@ void pk_queue_stats_sort(pk_queue_stats *s)
 
 /* ---- plumbing ------------------------------------------------------------------------------- */
 
-static int64_t real_wall(void *ctx)
-{
-    (void)ctx;
-    return pk_wall_ns();
-}
-static const pk_clock real_wall_clock = {real_wall, NULL};
-
 static int64_t now_ns(sq_queue *q)
 {
     return pk_clock_now(q->cfg.clock);
@@ -776,6 +769,18 @@ static double default_random(void *ud)
     return pk_rand_unit();
 }
 
+void pk_queue_config_defaults(pk_queue_config *c)
+{
+    if (!c->clock) c->clock = pk_clock_wall();
+    if (!c->unit_random) c->unit_random = default_random;
+    if (c->default_max_attempts <= 0) c->default_max_attempts = 3;
+    if (c->default_timeout_ms <= 0) c->default_timeout_ms = 30000;
+    if (c->default_lease_ms <= 0) c->default_lease_ms = 30000;
+    if (c->retry_base_ms <= 0) c->retry_base_ms = 1000;
+    if (c->retry_cap_ms <= 0) c->retry_cap_ms = 60000;
+    if (c->keep_finished_ms <= 0) c->keep_finished_ms = 7LL * 86400 * 1000;
+}
+
 static pk_err *q_fail(pk_queue *base, const char *id, const char *worker, const char *error, bool retryable,
                       pk_task_state *state_out)
 {
@@ -1122,14 +1127,7 @@ pk_err *pk_queue_open_sqlite(const pk_queue_config *cfg, pk_queue **out)
     q->base.ops = &SQ_OPS;
     q->base.backend = "sqlite";
     q->cfg = *cfg;
-    if (!q->cfg.clock) q->cfg.clock = &real_wall_clock;
-    if (!q->cfg.unit_random) q->cfg.unit_random = default_random;
-    if (q->cfg.default_max_attempts <= 0) q->cfg.default_max_attempts = 3;
-    if (q->cfg.default_timeout_ms <= 0) q->cfg.default_timeout_ms = 30000;
-    if (q->cfg.default_lease_ms <= 0) q->cfg.default_lease_ms = 30000;
-    if (q->cfg.retry_base_ms <= 0) q->cfg.retry_base_ms = 1000;
-    if (q->cfg.retry_cap_ms <= 0) q->cfg.retry_cap_ms = 60000;
-    if (q->cfg.keep_finished_ms <= 0) q->cfg.keep_finished_ms = 7LL * 86400 * 1000;
+    pk_queue_config_defaults(&q->cfg);
     q->leases = calloc(cfg->nleases ? cfg->nleases : 1, sizeof *q->leases);
     for (size_t i = 0; i < cfg->nleases; i++)
         q->leases[i] = (pk_queue_type_lease){strdup(cfg->leases[i].type), cfg->leases[i].lease_ms};

@@ -58,13 +58,6 @@ typedef struct pg_store {
 
 static const pk_store_ops pg_ops;
 
-static int64_t real_wall(void *ctx)
-{
-    (void)ctx;
-    return pk_wall_ns();
-}
-static const pk_clock real_wall_clock = {real_wall, NULL};
-
 static int64_t wall_now(pg_store *s)
 {
     return pk_clock_now(s->wall);
@@ -1537,7 +1530,7 @@ pk_err *pk_store_open_pg(const pk_pg_config *cfg, bool no_migrate, pk_store **ou
     if (!s) abort();
     s->base.ops = &pg_ops;
     s->base.backend = "postgres";
-    s->wall = cfg->wall_clock ? cfg->wall_clock : &real_wall_clock;
+    s->wall = cfg->wall_clock ? cfg->wall_clock : pk_clock_wall();
     s->idem_ttl_s = cfg->idem_ttl_s > 0 ? cfg->idem_ttl_s : 86400;
     s->idem_lease_s = cfg->idem_lease_s > 0 ? cfg->idem_lease_s : 60;
     s->ryw_ns = (int64_t)(cfg->read_your_writes_ms > 0 ? cfg->read_your_writes_ms : 5000) * 1000000;

@@ -43,13 +43,6 @@ typedef struct sq_store {
     int idem_ttl_s, idem_lease_s;
 } sq_store;
 
-static int64_t real_wall(void *ctx)
-{
-    (void)ctx;
-    return pk_wall_ns();
-}
-static const pk_clock real_wall_clock = {real_wall, NULL};
-
 static int64_t wall_now(sq_store *s)
 {
     return pk_clock_now(s->wall);
@@ -1437,7 +1430,7 @@ pk_err *pk_store_open_sqlite(const pk_sqlite_config *cfg, bool no_migrate, pk_st
     s->base.ops = &sq_ops;
     s->base.backend = "sqlite";
     s->clock = cfg->clock ? cfg->clock : pk_clock_real();
-    s->wall = cfg->wall_clock ? cfg->wall_clock : &real_wall_clock;
+    s->wall = cfg->wall_clock ? cfg->wall_clock : pk_clock_wall();
     s->idem_ttl_s = cfg->idem_ttl_s > 0 ? cfg->idem_ttl_s : 86400;
     s->idem_lease_s = cfg->idem_lease_s > 0 ? cfg->idem_lease_s : 60;
     pk_buf path = PK_BUF_INIT;
