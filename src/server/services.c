@@ -84,7 +84,6 @@ struct pk_services {
     breaker_stat extra_breaker_stats[8][5];
     int nextra_breakers;
     pk_ai *ai; /* AI providers (embeddings, chat) */
-    breaker_stat ai_breaker_stats[2][5];
 };
 
 /* ---- metrics --------------------------------------------------------------------------------- */
@@ -227,6 +226,15 @@ static void register_breaker_metrics(struct pk_services *v, pk_breaker *b, break
     }
 }
 
+/* Metrics for a breaker of another module (AI providers, n8n), from a fixed pool of bindings. */
+static pk_err *track_breaker(struct pk_services *v, pk_breaker *b)
+{
+    if (v->nextra_breakers == (int)(sizeof v->extra_breaker_stats / sizeof v->extra_breaker_stats[0]))
+        return pk_err_internal("too many circuit breakers");
+    register_breaker_metrics(v, b, v->extra_breaker_stats[v->nextra_breakers++]);
+    return NULL;
+}
+
 static void register_cache_metrics(struct pk_services *v)
 {
     struct {
@@ -273,11 +281,11 @@ static pk_err *ai_init(struct pk_services *v, const pk_config *c)
     pk_err *e = pk_ai_new(&ac, &v->ai);
     if (e) return e;
     static const char *ops[] = {"embeddings", "chat"};
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 2 && !e; i++) {
         pk_breaker *b = pk_ai_breaker(v->ai, ops[i]);
-        if (b) register_breaker_metrics(v, b, v->ai_breaker_stats[i]);
+        if (b) e = track_breaker(v, b);
     }
-    return NULL;
+    return e;
 }
 
 static void set_class(pk_rate_class *c, const char *name, double rate, int burst)
@@ -701,9 +709,8 @@ pk_err *pk_services_breaker_add(pk_server *s, pk_breaker_config *cfg, pk_breaker
     pk_err *e = pk_breaker_new(cfg, pk_clock_real(), &b);
     if (e) return pk_err_wrap(e, "bad_config", 2, "%s circuit breaker", cfg->name);
     if ((e = pk_breaker_registry_add(v->breakers, b))) return e; /* the registry freed b */
-    register_breaker_metrics(v, b, v->extra_breaker_stats[v->nextra_breakers++]);
     *out = b;
-    return NULL;
+    return track_breaker(v, b);
 }
 
 void pk_services_on_note_changed(pk_server *s, pk_note_observer fn, void *ud)
