@@ -67,7 +67,7 @@ struct pk_pg_pool {
     bool has_thread;
     _Atomic(pk_metric *) wait_hist;
     _Atomic(pk_metric_family *) query_hist;
-    gauge_ctx gctx[9];
+    gauge_ctx gctx[10];
 };
 
 /* ---- small helpers ---- */
@@ -767,6 +767,8 @@ static double gauge_fn(void *ctx)
         return s.idle;
     case 2:
         return s.in_use;
+    case 9:
+        return s.size - s.idle - s.in_use; /* counted in size, connect still in progress */
     case 3:
         return s.waiters;
     case 4:
@@ -788,14 +790,16 @@ void pk_pg_pool_bind_metrics(pk_pg_pool *p, struct pk_metrics *m)
     static const char *const pool_l[] = {"pool"};
     static const char *const state_l[] = {"pool", "state"};
     static const char *const query_l[] = {"pool", "statement"};
-    for (int i = 0; i < 9; i++)
+    for (int i = 0; i < 10; i++)
         p->gctx[i] = (gauge_ctx){p, i};
     const char *pv[] = {p->name};
     pk_metric_family *conns = pk_metrics_gauge(
-        m, "pake_pg_pool_connections", "Open database connections by state (idle, in_use).", 2, state_l);
-    const char *idle_v[] = {p->name, "idle"}, *used_v[] = {p->name, "in_use"};
+        m, "pake_pg_pool_connections", "Database connections by state (idle, in_use, opening).", 2, state_l);
+    const char *idle_v[] = {p->name, "idle"}, *used_v[] = {p->name, "in_use"},
+               *open_v[] = {p->name, "opening"};
     pk_metric_bind_fn(conns, idle_v, 2, gauge_fn, &p->gctx[1]);
     pk_metric_bind_fn(conns, used_v, 2, gauge_fn, &p->gctx[2]);
+    pk_metric_bind_fn(conns, open_v, 2, gauge_fn, &p->gctx[9]);
     pk_metric_bind_fn(
         pk_metrics_gauge(m, "pake_pg_pool_size", "Open (or opening) database connections.", 1, pool_l), pv, 1,
         gauge_fn, &p->gctx[0]);
