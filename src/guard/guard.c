@@ -343,20 +343,12 @@ typedef struct gate_ctx {
     uint16_t open[PK_VIEW_COUNT][SINGLE_MAX]; /* rules whose required sets are all present */
     unsigned nopen[PK_VIEW_COUNT];            /* > SINGLE_MAX: scan the view's full database */
     bool candidate;                           /* stage 0: some rule has its first set and needs stage 1 */
-    unsigned views;                           /* views whose literals the running scan looks for */
 } gate_ctx;
 
-/* Every view the running scan reports rules of already needs its full database. */
-static inline bool all_full(const gate_ctx *c)
-{
-    for (unsigned v = 0; v < PK_VIEW_COUNT; v++)
-        if (((c->views >> v) & 1) && c->nopen[v] <= SINGLE_MAX) return false;
-    return true;
-}
-
 /* Literal `id` was found: mark the requirements it satisfies; a rule with all of them met is open.
- * A scan stops once every view it reports rules of needs its full database (c->views). */
-static int gate_hit(unsigned id, void *ctx)
+ * The scan of a view stops once it needs its full database. */
+static int on_gate(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags,
+                   void *ctx)
 {
     gate_ctx *c = ctx;
     const pk_guard_gate_lit *lit = &c->rs->gate_lit[c->stage][id];
@@ -372,29 +364,15 @@ static int gate_hit(unsigned id, void *ctx)
         if (was == all) continue;
         unsigned *n = &c->nopen[lit->view];
         if (*n < SINGLE_MAX) c->open[lit->view][*n] = (uint16_t)rule;
-        if (++*n > SINGLE_MAX && all_full(c)) return 1;
+        if (++*n > SINGLE_MAX) return 1;
     }
     return 0;
 }
 
-static int on_gate(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags,
-                   void *ctx)
-{
-    return gate_hit(id, ctx);
-}
-
-/* Looks for the literals of the current stage that belong in text of view `view` (words: the padded
- * words view, which also holds raw-view rules' literals of letters and spaces; rules.h). */
 static void gate_scan(gate_ctx *c, tls_state *t, int view, const pk_buf *b)
 {
-    const pk_guard_ruleset *rs = c->rs;
-    c->views = 1u << view;
-    if (view == PK_VIEW_WORDS && rs->words_has_raw[c->stage]) c->views |= 1u << PK_VIEW_RAW;
-    if (!b->len || all_full(c)) return;
-    if (view == PK_VIEW_WORDS && pk_guard_litmatch_scan(rs->tok[c->stage], b->data, b->len, gate_hit, c))
-        return;
-    const hs_database_t *db = rs->gate[c->stage][view];
-    if (db)
+    const hs_database_t *db = c->rs->gate[c->stage][view];
+    if (db && b->len && c->nopen[view] <= SINGLE_MAX)
         hs_scan(db, b->data, (unsigned)(b->len > UINT32_MAX ? UINT32_MAX : b->len), 0, t->scratch, on_gate,
                 c);
 }
@@ -432,9 +410,6 @@ static void scan_text(const pk_guard_ruleset *rs, tls_state *t, bool prefilter, 
     pk_buf_putc(&t->words, ' ');
     pk_guard_normalize(text, len, &t->words, &t->raw, st);
     pk_buf_putc(&t->words, ' ');
-    /* The token matcher reads up to PK_GUARD_LITMATCH_PAD bytes past the end (zeroed here). */
-    pk_buf_reserve(&t->words, PK_GUARD_LITMATCH_PAD);
-    memset(t->words.data + t->words.len, 0, PK_GUARD_LITMATCH_PAD + 1);
     pk_buf words = {.data = t->words.data + 1, .len = t->words.len - 2, .cap = 0};
     if (!prefilter) {
         scan_view(rs, t, NULL, PK_VIEW_WORDS, &words, h);

@@ -185,12 +185,6 @@ static size_t lit_score(const pk_guard_lit *l)
     return score;
 }
 
-size_t pk_guard_lit_score(const char *s, size_t n)
-{
-    pk_guard_lit l = {(char *)s, n};
-    return lit_score(&l);
-}
-
 static size_t set_score(const pk_guard_litset *s)
 {
     size_t m = SIZE_MAX;

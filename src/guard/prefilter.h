@@ -47,8 +47,4 @@ typedef struct pk_guard_litset {
 size_t pk_guard_required_literals(const char *pattern, bool words_view,
                                   pk_guard_litset out[PK_GUARD_MAX_AND]);
 void pk_guard_litset_free(pk_guard_litset *s);
-
-/* How unlikely a literal is in ordinary text (higher: rarer): uncommon words count their length,
- * the most common English words 1, punctuation 2 or 6. A heuristic for choices that affect speed only. */
-size_t pk_guard_lit_score(const char *s, size_t n);
 #endif

@@ -75,7 +75,6 @@ void pk_guard_ruleset_release(pk_guard_ruleset *rs)
         for (int v = 0; v < PK_VIEW_COUNT; v++)
             hs_free_database(rs->gate[st][v]);
         free(rs->gate_lit[st]), free(rs->gate_pairs[st]);
-        pk_guard_litmatch_free(rs->tok[st]);
     }
     free(rs);
 }
@@ -388,17 +387,6 @@ static bool lit_redundant(const pk_guard_litset *S, size_t j)
     return false;
 }
 
-/* A raw-view literal made only of lower-case letters and spaces occurs in the padded words view
- * wherever it occurs in the raw view: the normaliser writes the same letters to both views and a
- * space of the raw view is a space of the words view (normalize.h). Digits are excluded (leetspeak
- * folds them in the words view), and so is every other byte. */
-static bool letters_and_spaces(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || s[i] == ' ')) return false;
-    return n > 0;
-}
-
 /* Builds gate stage `st` (both views): stage 0 holds every rule's first required set, stage 1 the
  * others; literals deduplicated per view, each with the (rule, requirement) pairs it satisfies. */
 static pk_err *compile_gate(pk_guard_ruleset *rs, int st, const char *origin)
@@ -446,32 +434,16 @@ static pk_err *compile_gate(pk_guard_ruleset *rs, int st, const char *origin)
     size_t *ll = malloc(sizeof(size_t) * (nall + 1));
     unsigned *lf = malloc(sizeof(unsigned) * (nall + 1)), *li = malloc(sizeof(unsigned) * (nall + 1));
     int *lline = calloc(nall + 1, sizeof(int));
-    bool *taken = calloc(nall + 1, sizeof(bool));
-    /* The view each literal is looked for in: words-view literals and letters-and-spaces raw-view
-     * literals in the words view (by the token matcher when it can anchor them), the rest in the raw
-     * view. */
-    int *in_view = malloc(sizeof(int) * (nall + 1));
-    unsigned nw = 0;
-    for (size_t k = 0; k < nall; k++) {
-        in_view[k] = all[k].view == PK_VIEW_WORDS || letters_and_spaces(all[k].s, all[k].n) ? PK_VIEW_WORDS
-                                                                                              : PK_VIEW_RAW;
-        if (in_view[k] == PK_VIEW_WORDS) lx[nw] = all[k].s, ll[nw] = all[k].n, li[nw++] = (unsigned)k;
-    }
-    rs->tok[st] = pk_guard_litmatch_build(lx, ll, li, nw, taken);
-    for (unsigned k = 0; k < nw; k++)
-        if (taken[k]) in_view[li[k]] = -1;
-    for (size_t k = 0; k < nall; k++)
-        if (all[k].view == PK_VIEW_RAW && in_view[k] != PK_VIEW_RAW) rs->words_has_raw[st] = true;
     pk_err *e = NULL;
     for (int v = 0; v < PK_VIEW_COUNT && !e; v++) {
         unsigned n = 0;
         for (size_t k = 0; k < nall; k++)
-            if (in_view[k] == v)
+            if (all[k].view == v)
                 lx[n] = all[k].s, ll[n] = all[k].n, lf[n] = HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH,
                 li[n++] = (unsigned)k;
         e = compile_db(DB_GATE + st * 16, lx, ll, lf, li, lline, n, v, origin, &rs->gate[st][v]);
     }
-    free(lx), free(ll), free(lf), free(li), free(lline), free(all), free(taken), free(in_view);
+    free(lx), free(ll), free(lf), free(li), free(lline), free(all);
     return e;
 }
 

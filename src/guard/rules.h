@@ -7,7 +7,6 @@
 #ifndef PAKE_GUARD_RULES_H
 #define PAKE_GUARD_RULES_H
 #include "guard/guard.h"
-#include "guard/litmatch.h"
 #include "guard/prefilter.h"
 #include <hs/hs.h>
 #include <stdatomic.h>
@@ -51,15 +50,8 @@ typedef struct pk_guard_ruleset {
     double sig_combination;
     hs_database_t *db[PK_VIEW_COUNT]; /* all rules of a view; NULL when a view has no rules */
     /* Literal prefilter, two stages: [0] the first (strongest) required set of every rule, [1] the
-     * further sets, looked for only when stage 0 found a rule's first set. Per stage, the literals
-     * looked for in the (padded) words view are found by tok[st] (guard/litmatch.h) or, those it
-     * cannot anchor, by gate[st][PK_VIEW_WORDS]; gate[st][PK_VIEW_RAW] holds the literals looked for
-     * in the raw view. A raw-view rule's literal made only of letters and spaces is looked for in the
-     * words view (it occurs there whenever it occurs in the raw view, normalize.h), so the raw view's
-     * database only holds literals with punctuation, digits or other bytes. NULL: none. */
+     * further sets, scanned only when stage 0 found a rule's first set. NULL: none. */
     hs_database_t *gate[2][PK_VIEW_COUNT];
-    pk_guard_litmatch *tok[2];
-    bool words_has_raw[2]; /* stage st looks for raw-view rules' literals in the words view */
     hs_database_t *always[PK_VIEW_COUNT]; /* rules without required literals; NULL: none */
     /* Literal j of gate[s] is gate_lit[s][j] (nlit + 1 entries, the last one only closes the pair
      * range); its pairs are (rule index << 2 | requirement index). */
