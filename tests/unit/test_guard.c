@@ -314,15 +314,22 @@ Test(guard, allows_ordinary_text)
     }
 }
 
+/* Opens a file of the source tree (PAKE_SOURCE_DIR from the environment, else the build's). */
+static FILE *open_source_file(const char *rel, const char *mode, char *path, size_t cap)
+{
+    const char *src = getenv("PAKE_SOURCE_DIR");
+    snprintf(path, cap, "%s/%s", src ? src : PAKE_SOURCE_DIR, rel);
+    FILE *f = fopen(path, mode);
+    cr_assert_not_null(f, "%s", path);
+    return f;
+}
+
 /* Hand-written search queries with trigger words (dark mode, developer mode, passwords, "ignore case",
  * "uncensored version"...): a knowledge base is searched for such things every day. */
 Test(guard, allows_ordinary_queries_with_trigger_words)
 {
-    const char *src = getenv("PAKE_SOURCE_DIR");
     char path[4096];
-    snprintf(path, sizeof path, "%s/tests/data/guard-benign-queries.txt", src ? src : PAKE_SOURCE_DIR);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f, "%s", path);
+    FILE *f = open_source_file("tests/data/guard-benign-queries.txt", "r", path, sizeof path);
     char line[512];
     int n = 0;
     while (fgets(line, sizeof line, f)) {
@@ -586,11 +593,8 @@ Test(guard_rules, missing_file_is_an_error)
 
 Test(guard_rules, embedded_rules_match_the_rule_file)
 {
-    const char *src = getenv("PAKE_SOURCE_DIR");
     char path[4096];
-    snprintf(path, sizeof path, "%s/rules/guard.rules", src ? src : PAKE_SOURCE_DIR);
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "%s", path);
+    FILE *f = open_source_file("rules/guard.rules", "rb", path, sizeof path);
     pk_buf b = PK_BUF_INIT;
     char chunk[4096];
     size_t n;
