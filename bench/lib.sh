@@ -17,16 +17,23 @@ stop_pid() { # pid: TERM, wait up to 5 s, then KILL, and reap it
     wait "$pid" 2>/dev/null || true
 }
 
-# wait_ready URL PID TIMEOUT: 0 once URL answers 2xx; 1 if PID dies or the time runs out.
-wait_ready() {
-    local url=$1 pid=$2 deadline=$((SECONDS + $3))
+# poll_url CURL_FLAGS URL PID TIMEOUT: 0 once `curl CURL_FLAGS URL` succeeds; 1 if PID dies or the
+# time runs out.
+poll_url() {
+    local flags=$1 url=$2 pid=$3 deadline=$((SECONDS + $4))
     while ((SECONDS < deadline)); do
         kill -0 "$pid" 2>/dev/null || return 1
-        curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+        curl "$flags" -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
         sleep 0.1
     done
     return 1
 }
+
+# wait_ready URL PID TIMEOUT: 0 once URL answers 2xx; 1 if PID dies or the time runs out.
+wait_ready() { poll_url -fsS "$@"; }
+
+# wait_http URL PID TIMEOUT: 0 once URL gives any HTTP answer (a 4xx too); 1 as wait_ready.
+wait_http() { poll_url -sS "$@"; }
 
 cpu_ticks() { # utime + stime of a process (all its threads), in clock ticks
     sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'

@@ -80,16 +80,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 
-# wait_http URL PID TIMEOUT: 0 once URL gives any HTTP answer; 1 if PID dies or the time runs out.
-wait_http() {
-    local url=$1 pid=$2 deadline=$((SECONDS + $3))
-    while ((SECONDS < deadline)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        curl -sS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
 
 
 

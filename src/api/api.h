@@ -74,6 +74,9 @@ typedef struct pk_query_args {
     char *text;
     char **tags_all, **tags_any; /* owned arrays of owned strings */
 } pk_query_args;
+/* Replaces every byte outside ASCII 0x20-0x7e with '?' in place: a client's parameter name is
+ * echoed back in a problem only in that form. */
+void pk_api_printable(char *s);
 /* Parses list/search filters from the query string (search: q required). Unknown parameters 422. */
 pk_err *pk_api_parse_query(pk_req *r, bool search, pk_query_args *out);
 /* The same filters from a JSON object (compat search_notes). */

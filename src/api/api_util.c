@@ -464,6 +464,12 @@ static pk_err *finish_query(pk_req *r, pk_err *ve, bool search, pk_query_args *a
     return ve;
 }
 
+void pk_api_printable(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e) *s = '?';
+}
+
 pk_err *pk_api_parse_query(pk_req *r, bool search, pk_query_args *a)
 {
     memset(a, 0, sizeof *a);
@@ -482,9 +488,7 @@ pk_err *pk_api_parse_query(pk_req *r, bool search, pk_query_args *a)
         if (!known) {
             char fname[64];
             snprintf(fname, sizeof fname, "%.*s", (int)(k.len < 60 ? k.len : 60), k.base);
-            /* only ASCII-printable names are echoed back */
-            for (char *p = fname; *p; p++)
-                if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) *p = '?';
+            pk_api_printable(fname);
             fail(&ve, fname, "is not a known query parameter");
         } else if (bad) {
             fail(&ve, key, "is not valid percent-encoded UTF-8");

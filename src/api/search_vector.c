@@ -195,8 +195,7 @@ void pk_api_search_vector(pk_req *r, bool hybrid)
     for (; pk_req_query_pair(r, &cur, &k, &v, &bad); bad = false) {
         char key[32];
         snprintf(key, sizeof key, "%.*s", (int)(k.len < 31 ? k.len : 31), k.base);
-        for (char *p = key; *p; p++)
-            if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) *p = '?';
+        pk_api_printable(key);
         if (!ve && bad) ve = pk_err_invalid("the request has invalid query parameters");
         if (bad) {
             pk_err_add_field(ve, key, "is not valid percent-encoded UTF-8");

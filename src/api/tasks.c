@@ -448,8 +448,7 @@ void pk_api_task_list(pk_req *r)
             free(d->cursor);
             d->cursor = strdup(v);
         } else {
-            for (char *p = key; *p; p++)
-                if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) *p = '?';
+            pk_api_printable(key);
             invalid(&ve, key, "is not a known query parameter");
         }
     }

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """GET /v1/notes filters, sorting and cursor pagination; GET /v1/search; the compatibility routes."""
+import json
 import os
 import sys
 import time
@@ -169,6 +170,18 @@ class ListSearch(ServerTestCase):
             with self.subTest(query=query):
                 r = self.srv.get("/v1/notes?" + query)
                 self.assertProblem(r, 422, None, [field])
+
+    def test_unknown_parameter_names_are_echoed_printable(self):
+        # names are not percent-decoded; raw bytes outside printable ASCII come back as '?', on every
+        # query parser (notes, full-text search, semantic search, tasks)
+        for path in [b"/v1/notes?caf\xc3\xa9=1", b"/v1/search?q=a&caf\xc3\xa9=1",
+                     b"/v1/search?mode=semantic&q=a&caf\xc3\xa9=1", b"/v1/tasks?caf\xc3\xa9=1"]:
+            with self.subTest(path=path):
+                out = self.srv.raw(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                head, _, body = out.partition(b"\r\n\r\n")
+                self.assertIn(b" 422 ", head.split(b"\r\n")[0], out[:300])
+                fields = {e["field"] for e in json.loads(body)["errors"]}
+                self.assertEqual(fields, {"caf??"}, body)
 
     # ---- search -----------------------------------------------------------------------------
     def test_search(self):
