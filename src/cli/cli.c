@@ -95,7 +95,8 @@ static pk_err *open_store(const pk_config *c, bool no_migrate, pk_store **out)
     pk_sqlite_config sc = {.data_dir = c->data_dir,
                            .busy_timeout_ms = 5000,
                            .max_connections = c->offload_threads + 2,
-                           .idem_ttl_s = c->idempotency_ttl_s};
+                           .idem_ttl_s = c->idempotency_ttl_s,
+                           .search_index = c->search_index && !no_migrate};
     return pk_store_open_sqlite(&sc, no_migrate, out);
 }
 
@@ -106,6 +107,7 @@ static pk_err *open_context(pk_server *srv)
     pk_err *e = open_store(&srv->cfg, false, &srv->store);
     if (!e) e = pk_services_init(srv);
     if (!e) pk_store_pg_bind_metrics(srv->store, pk_services_metrics(srv));
+    if (!e) pk_store_sqlite_bind_metrics(srv->store, pk_services_metrics(srv));
     return e;
 }
 

@@ -84,6 +84,8 @@ static const opt OPTS[] = {
      "principals tracked by the in-process limiter"},
     {"cache-bytes", "PAKE_CACHE_BYTES", T_I64, O(cache_bytes), "67108864",
      "L1 cache size in bytes (0 disables)"},
+    {"search-index", "PAKE_SEARCH_INDEX", T_BOOL, O(search_index), "true",
+     "embedded store: relevance search from an in-memory index (false: FTS5 only)"},
     {"cache-ttl-ms", "PAKE_CACHE_TTL_MS", T_INT, O(cache_ttl_ms), "300000", "L1 entry time to live"},
     {"cache-negative-ttl-ms", "PAKE_CACHE_NEGATIVE_TTL_MS", T_INT, O(cache_negative_ttl_ms), "5000",
      "L1 time to live of a cached 404"},

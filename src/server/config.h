@@ -38,6 +38,7 @@ typedef struct pk_config {
     int rl_read_burst, rl_write_burst, rl_search_burst, rl_mcp_burst, rl_admin_burst;
     int rl_max_keys;
     int64_t cache_bytes;
+    bool search_index;
     int cache_ttl_ms, cache_negative_ttl_ms;
     char *guard_rules;
     char *guard_policy; /* e.g. "search=block,note=flag" */

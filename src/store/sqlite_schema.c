@@ -128,5 +128,20 @@ static const char m2[] =
 static const char m3[] = "ALTER TABLE audit_log ADD COLUMN outcome TEXT NOT NULL DEFAULT 'ok';"
                          "ALTER TABLE audit_log ADD COLUMN guard TEXT;";
 
-const char *const pk_sqlite_migrations[] = {m1, m2, m3};
+/* 4: search_log names every note whose searchable text changed (insert, update of title, content or
+ * tags, delete), written by triggers in the writing transaction, so each process's in-memory search
+ * index can catch up with writes made by any process (src/store/sqlite_search.c). Trimmed to the last
+ * 100,000 entries (an index that fell further behind is rebuilt). */
+static const char m4[] =
+    "CREATE TABLE search_log (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL);"
+    "CREATE TRIGGER search_log_ai AFTER INSERT ON notes BEGIN INSERT INTO search_log(seq) VALUES (new.seq); "
+    "END;"
+    "CREATE TRIGGER search_log_ad AFTER DELETE ON notes BEGIN INSERT INTO search_log(seq) VALUES (old.seq); "
+    "END;"
+    "CREATE TRIGGER search_log_au AFTER UPDATE OF title, content, tags ON notes BEGIN"
+    " INSERT INTO search_log(seq) VALUES (new.seq); END;"
+    "CREATE TRIGGER search_log_trim AFTER INSERT ON search_log WHEN new.id % 1024 = 0 BEGIN"
+    " DELETE FROM search_log WHERE id <= new.id - 100000; END;";
+
+const char *const pk_sqlite_migrations[] = {m1, m2, m3, m4};
 const int pk_sqlite_migration_count = (int)(sizeof pk_sqlite_migrations / sizeof pk_sqlite_migrations[0]);

@@ -182,6 +182,7 @@ typedef struct pk_sqlite_config {
     const pk_clock *wall_clock; /* wall ns, for timestamps and idempotency expiry; NULL = real time */
     int idem_ttl_s;             /* idempotency records are kept this long; default 86400 */
     int idem_lease_s;           /* an in-progress record older than this is abandoned; default 60 */
+    bool search_index; /* relevance search from an in-memory index (built in the background on first use) */
 } pk_sqlite_config;
 
 /* Allowed values, NULL-terminated. */
@@ -190,6 +191,13 @@ extern const char *const PK_NOTE_VERIFICATIONS[]; /* "pending", "verified", "dis
 
 /* Opens (creating if needed) and applies pending migrations unless `no_migrate`. */
 pk_err *pk_store_open_sqlite(const pk_sqlite_config *cfg, bool no_migrate, pk_store **out);
+/* The in-memory search index's metrics (docs/observability.md); nothing for other backends or when
+ * the index is off. */
+struct pk_metrics;
+void pk_store_sqlite_bind_metrics(pk_store *s, struct pk_metrics *m);
+/* Waits up to timeout_ms for the search index to be ready (starting its build); false when it is off
+ * or not ready in time. */
+bool pk_store_sqlite_search_ready(pk_store *s, int timeout_ms);
 int pk_store_schema_version_latest(void);
 
 #ifdef PAKE_FAULT_INJECTION

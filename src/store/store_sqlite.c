@@ -23,6 +23,7 @@
 #include "core/json.h"
 #include "store/sqlite_pool.h"
 #include "store/sqlite_schema.h"
+#include "store/sqlite_search.h"
 #include "store/store_internal.h"
 #include <errno.h>
 #include <limits.h>
@@ -38,6 +39,7 @@
 typedef struct sq_store {
     pk_store base;
     pk_sqlite_pool *pool;
+    pk_sqlite_search *search; /* in-memory relevance index; NULL when off */
     const pk_clock *clock;
     const pk_clock *wall;
     int idem_ttl_s, idem_lease_s;
@@ -893,7 +895,95 @@ static pk_err *list_impl(pk_sqlite_conn *k, const pk_note_query *q, pk_page *out
     return e;
 }
 
-static pk_err *search_impl(pk_sqlite_conn *k, const pk_note_query *q, pk_page *out)
+/* Relevance pages from the in-memory index: hits in rank order, each read back (with the query's
+ * filters) in the caller's read transaction; snippets built from the row's text. *served is false
+ * when the index cannot answer (not ready, or a prefix/phrase query): the caller runs FTS5. */
+static pk_err *search_indexed(sq_store *s, pk_sqlite_conn *k, const pk_note_query *q, const char *kind,
+                              int64_t offset, bool *served, pk_page *out)
+{
+    *served = false;
+    pk_search_term t[PK_SEARCH_TERMS_MAX];
+    size_t nt = 0;
+    pk_err *e = pk_search_terms(q->text, t, &nt);
+    if (e) return e;
+    pk_fts_tok tok;
+    if ((e = pk_fts_tokenizer_instance(pk_sqlite_search_tokenizer(s->search), &tok))) return e;
+    pk_search_hits h;
+    bool ok = false;
+    if (!(e = pk_sqlite_begin(k, false))) ok = pk_sqlite_search_query(s->search, k, &tok, t, nt, &h, &e);
+    qb b = {0};
+    sqlite3_stmt *st = NULL;
+    int seq_param = 0;
+    if (ok && !e) {
+        qb_sql(&b, "SELECT " NOTE_COLS("n") " FROM notes n WHERE 1");
+        filters(&b, q, "n");
+        qb_sql(&b, " AND n.seq = ");
+        seq_param = b.n + 1;
+        qb_int(&b, 0);
+        e = qb_prepare(&b, k, &st);
+    }
+    int limit = page_limit(q);
+    pk_buf items = PK_BUF_INIT, snip = PK_BUF_INIT;
+    pk_jw w;
+    pk_jw_init(&w, &items);
+    pk_jw_arr_open(&w);
+    size_t count = 0, want = (size_t)offset + (size_t)limit + 1;
+    int64_t passed = 0;
+    bool more = false;
+    for (size_t i = 0; ok && !e && !more && i < h.n; i++) {
+        if (i == h.sorted) pk_search_hits_rank(&h, i < want ? want : 2 * i); /* filters dropped some */
+        sqlite3_bind_int64(st, seq_param, h.hit[i].seq);
+        int rc = pk_sqlite_step(k, st);
+        if (rc == SQLITE_ROW && passed++ >= offset) {
+            if (count == (size_t)limit) {
+                more = true;
+            } else {
+                note_open(&w, st);
+                const char *cols[PK_SEARCH_COLS];
+                size_t lens[PK_SEARCH_COLS];
+                static const int col_of[PK_SEARCH_COLS] = {C_TITLE, C_CONTENT, C_TAGS};
+                for (int c = 0; c < PK_SEARCH_COLS; c++) {
+                    cols[c] = (const char *)sqlite3_column_text(st, col_of[c]);
+                    lens[c] = (size_t)sqlite3_column_bytes(st, col_of[c]);
+                }
+                pk_buf_reset(&snip);
+                e = pk_search_snippet(&tok, &h, cols, lens, "<mark>", "</mark>", "...", 24, &snip);
+                pk_jw_key(&w, "snippet");
+                pk_jw_strn(&w, snip.data ? snip.data : "", snip.len);
+                pk_jw_key(&w, "score");
+                pk_jw_num(&w, h.hit[i].score);
+                pk_jw_obj_close(&w);
+                count++;
+            }
+        } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+            e = pk_sqlite_err(k, rc, "searching notes");
+        }
+        sqlite3_reset(st);
+    }
+    pk_sqlite_rollback(k); /* read-only: ends the snapshot */
+    if (ok && !e) {
+        pk_jw_arr_close(&w);
+        pk_page_free(out);
+        out->items = items;
+        out->count = count;
+        if (more) {
+            char off[32];
+            snprintf(off, sizeof off, "%lld", (long long)(offset + limit));
+            out->next_cursor = pk_cursor_encode(kind, 0, off);
+        }
+        *served = true;
+    } else {
+        pk_buf_free(&items);
+    }
+    pk_sqlite_search_count(s->search, *served);
+    if (ok) pk_search_hits_free(&h);
+    pk_buf_free(&snip);
+    pk_buf_free(&b.sql);
+    pk_fts_tok_free(&tok);
+    return e;
+}
+
+static pk_err *search_impl(sq_store *s, pk_sqlite_conn *k, const pk_note_query *q, pk_page *out)
 {
     sort_spec sp;
     pk_err *e = sort_of(q, true, &sp);
@@ -904,19 +994,26 @@ static pk_err *search_impl(pk_sqlite_conn *k, const pk_note_query *q, pk_page *o
     qb b = {0};
     char *cur = NULL;
     int64_t offset = 0;
+    if (!sp.col && q->cursor) { /* relevance pages are offsets (rank is a float that ties) */
+        int64_t zero;
+        e = pk_cursor_decode(q->cursor, sp.kind, &zero, &cur);
+        char *end = NULL;
+        if (!e) offset = strtoll(cur, &end, 10);
+        if (!e && (end == cur || *end || offset < 0 || offset > 100000))
+            e = pk_note_query_invalid("cursor", "is malformed");
+    }
+    bool served = false;
+    if (!e && !sp.col && s->search) e = search_indexed(s, k, q, sp.kind, offset, &served, out);
+    if (e || served) {
+        free(cur);
+        pk_buf_free(&match);
+        return e;
+    }
     if (!sp.col) { /* relevance: FTS5 orders by rank and stops at the limit; snippets for those rows only */
         qb_sql(&b, "SELECT " NOTE_COLS("n") ", " SNIPPET ", notes_fts.rank FROM notes_fts CROSS JOIN notes n"
                                             " ON n.seq = notes_fts.rowid WHERE notes_fts MATCH ");
         qb_text(&b, match.data);
         filters(&b, q, "n");
-        if (q->cursor) {
-            int64_t zero;
-            e = pk_cursor_decode(q->cursor, sp.kind, &zero, &cur);
-            char *end = NULL;
-            if (!e) offset = strtoll(cur, &end, 10);
-            if (!e && (end == cur || *end || offset < 0 || offset > 100000))
-                e = pk_note_query_invalid("cursor", "is malformed");
-        }
         qb_sql(&b, " ORDER BY notes_fts.rank LIMIT ");
         qb_int(&b, page_limit(q) + 1);
         qb_sql(&b, " OFFSET ");
@@ -967,7 +1064,7 @@ static pk_err *sq_note_search(pk_store *ps, const pk_op_ctx *c, const pk_note_qu
     int64_t t0 = pk_clock_now(s->clock);
     pk_sqlite_conn *k;
     pk_err *e = op_begin(s, c, false, &k);
-    if (!e) e = search_impl(k, q, out);
+    if (!e) e = search_impl(s, k, q, out);
     return op_end(s, "note_search", t0, k, e);
 }
 
@@ -1366,6 +1463,7 @@ static void sq_close(pk_store *ps)
 {
     sq_store *s = (sq_store *)ps;
     if (!s) return;
+    pk_sqlite_search_close(s->search);
     pk_sqlite_pool_close(s->pool);
     free(s);
 }
@@ -1444,12 +1542,24 @@ pk_err *pk_store_open_sqlite(const pk_sqlite_config *cfg, bool no_migrate, pk_st
     e = pk_sqlite_pool_open(&pc, &s->pool);
     pk_buf_free(&path);
     if (!e && !no_migrate) e = sq_migrate(&s->base, NULL, NULL);
+    if (!e && cfg->search_index) e = pk_sqlite_search_open(s->pool, &s->search);
     if (e) {
         sq_close(&s->base);
         return e;
     }
     *out = &s->base;
     return NULL;
+}
+
+void pk_store_sqlite_bind_metrics(pk_store *ps, struct pk_metrics *m)
+{
+    if (ps && strcmp(ps->backend, "sqlite") == 0) pk_sqlite_search_bind_metrics(((sq_store *)ps)->search, m);
+}
+
+bool pk_store_sqlite_search_ready(pk_store *ps, int timeout_ms)
+{
+    sq_store *s = (sq_store *)ps;
+    return s->search && pk_sqlite_search_wait_ready(s->search, timeout_ms);
 }
 
 #ifdef PAKE_FAULT_INJECTION

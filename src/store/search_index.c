@@ -1,0 +1,768 @@
+/*
+ * search_index: the in-memory inverted index behind the embedded store's relevance search.
+ *
+ * Model. Terms live in one open-addressing dictionary (FNV-1a hash of the token bytes). Each term has
+ * a postings array of (slot, frequency in title, content, tags), appended in slot order, so every
+ * postings array is sorted by slot. A note gets a new slot each time it is indexed; the old slot is
+ * marked dead and its postings stay until the next compaction (run when dead postings outnumber live
+ * ones), which renumbers slots in order so the arrays stay sorted. The statistics BM25 needs are kept
+ * for live notes only: the number of notes, their total tokens, each term's document frequency, each
+ * note's token count. They equal what FTS5 keeps for notes_fts, so the scores are the same numbers.
+ *
+ * A query intersects the postings of its terms, rarest first (the others are searched forward with a
+ * galloping binary search), and scores each match with FTS5's bm25 formula and weights (10, 1, 5).
+ *
+ * Snippets follow FTS5's snippet() rules: for every match position, a window of ntoken tokens around
+ * the matches that follow it is scored (1000 per distinct query term in the window, 1 per repeat),
+ * and a window starting at the beginning of the match's sentence (after '.' or ':' and a space) is
+ * scored with a bonus of 100 (120 at the start of the column); the best window wins (the first on
+ * ties, columns in order). Matches inside it are wrapped in the open/close marks, and the ellipsis
+ * marks text cut at either end. The unit tests compare ranks and snippets with FTS5 on a corpus.
+ */
+#include "store/search_index.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the tokenizer: SQLite's own FTS5 one, as notes_fts declares it ---- */
+
+struct pk_fts_tokenizer {
+    sqlite3 *db; /* private in-memory connection: owns the fts5_api the tokenizer comes from */
+    fts5_tokenizer api;
+    void *ud;
+};
+
+static const char *const TOKENIZER_ARGS[] = {"unicode61", "remove_diacritics", "2"}; /* porter's arguments */
+
+pk_err *pk_fts_tokenizer_open(pk_fts_tokenizer **out)
+{
+    *out = NULL;
+    pk_fts_tokenizer *f = calloc(1, sizeof *f);
+    if (!f) abort();
+    fts5_api *api = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_open_v2(":memory:", &f->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(f->db, "SELECT fts5(?1)", -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_pointer(st, 1, (void *)&api, "fts5_api_ptr", NULL);
+        sqlite3_step(st);
+        rc = sqlite3_finalize(st);
+    }
+    if (rc == SQLITE_OK && api) rc = api->xFindTokenizer(api, "porter", &f->ud, &f->api);
+    if (rc != SQLITE_OK || !api) {
+        pk_fts_tokenizer_close(f);
+        return pk_err_new("store_error", 500, "SQLite's FTS5 porter tokenizer is not available (rc %d)", rc);
+    }
+    *out = f;
+    return NULL;
+}
+
+void pk_fts_tokenizer_close(pk_fts_tokenizer *f)
+{
+    if (!f) return;
+    sqlite3_close(f->db);
+    free(f);
+}
+
+pk_err *pk_fts_tokenizer_instance(const pk_fts_tokenizer *f, pk_fts_tok *out)
+{
+    out->owner = f;
+    out->t = NULL;
+    int rc = f->api.xCreate(f->ud, (const char **)TOKENIZER_ARGS, 3, &out->t);
+    if (rc != SQLITE_OK)
+        return pk_err_new("store_error", 500, "cannot create the FTS5 tokenizer (rc %d)", rc);
+    return NULL;
+}
+
+void pk_fts_tok_free(pk_fts_tok *t)
+{
+    if (t && t->t) t->owner->api.xDelete(t->t);
+    if (t) t->t = NULL;
+}
+
+typedef int (*token_fn)(void *ctx, int flags, const char *tok, int ntok, int start, int end);
+
+static pk_err *tokenize(pk_fts_tok *t, int flags, const char *text, size_t len, void *ctx, token_fn cb)
+{
+    if (!text || !len) return NULL;
+    if (len > INT32_MAX) return pk_err_new("store_error", 500, "text too long to index");
+    int rc = t->owner->api.xTokenize(t->t, ctx, flags, text, (int)len, cb);
+    if (rc != SQLITE_OK) return pk_err_new("store_error", 500, "the FTS5 tokenizer failed (rc %d)", rc);
+    return NULL;
+}
+
+/* ---- the index ---- */
+
+typedef struct posting {
+    uint32_t slot;
+    uint16_t tf[PK_SEARCH_COLS];
+} posting;
+
+typedef struct term {
+    char *s;
+    uint32_t len, hash;
+    posting *p;
+    uint32_t n, cap;
+    uint32_t df;             /* live notes containing the term */
+    uint32_t mark, mark_idx; /* scratch while indexing one note */
+} term;
+
+typedef struct doc {
+    int64_t seq;
+    uint32_t len; /* tokens in all columns */
+    uint32_t nterms;
+    uint32_t *terms; /* distinct term ids, for removal */
+    bool alive;
+} doc;
+
+struct pk_search_index {
+    term *terms;
+    uint32_t nterms, terms_cap;
+    uint32_t *tmap; /* term id + 1; 0 = empty */
+    uint32_t tmap_cap;
+    doc *docs;
+    uint32_t ndocs, docs_cap;
+    uint32_t *dmap; /* slot + 1 of live notes by seq; 0 = empty */
+    uint32_t dmap_cap, dmap_n;
+    uint64_t live_docs, total_tokens, live_postings, dead_postings, term_bytes;
+    uint32_t epoch;
+};
+
+static void *grow(void *p, uint32_t *cap, uint32_t need, size_t elem)
+{
+    if (need <= *cap) return p;
+    uint32_t c = *cap ? *cap : 8;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(p, (size_t)c * elem);
+    if (!q) abort();
+    *cap = c;
+    return q;
+}
+
+static uint32_t fnv(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+static uint32_t seq_hash(int64_t seq)
+{
+    uint64_t x = (uint64_t)seq * 0x9E3779B97F4A7C15ull;
+    return (uint32_t)(x >> 32);
+}
+
+pk_search_index *pk_search_index_new(void)
+{
+    pk_search_index *ix = calloc(1, sizeof *ix);
+    if (!ix) abort();
+    return ix;
+}
+
+void pk_search_index_free(pk_search_index *ix)
+{
+    if (!ix) return;
+    for (uint32_t i = 0; i < ix->nterms; i++) {
+        free(ix->terms[i].s);
+        free(ix->terms[i].p);
+    }
+    for (uint32_t i = 0; i < ix->ndocs; i++)
+        free(ix->docs[i].terms);
+    free(ix->terms);
+    free(ix->tmap);
+    free(ix->docs);
+    free(ix->dmap);
+    free(ix);
+}
+
+static long term_find(const pk_search_index *ix, const char *s, size_t n)
+{
+    if (!ix->tmap_cap) return -1;
+    uint32_t h = fnv(s, n), mask = ix->tmap_cap - 1;
+    for (uint32_t i = h & mask;; i = (i + 1) & mask) {
+        uint32_t v = ix->tmap[i];
+        if (!v) return -1;
+        const term *t = &ix->terms[v - 1];
+        if (t->hash == h && t->len == n && memcmp(t->s, s, n) == 0) return (long)(v - 1);
+    }
+}
+
+static void tmap_insert(pk_search_index *ix, uint32_t id)
+{
+    uint32_t mask = ix->tmap_cap - 1;
+    uint32_t i = ix->terms[id].hash & mask;
+    while (ix->tmap[i])
+        i = (i + 1) & mask;
+    ix->tmap[i] = id + 1;
+}
+
+static uint32_t term_get(pk_search_index *ix, const char *s, size_t n)
+{
+    long f = term_find(ix, s, n);
+    if (f >= 0) return (uint32_t)f;
+    if ((uint64_t)(ix->nterms + 1) * 2 > ix->tmap_cap) { /* keep the load under 1/2 */
+        free(ix->tmap);
+        ix->tmap_cap = ix->tmap_cap ? ix->tmap_cap * 2 : 1024;
+        ix->tmap = calloc(ix->tmap_cap, sizeof *ix->tmap);
+        if (!ix->tmap) abort();
+        for (uint32_t i = 0; i < ix->nterms; i++)
+            tmap_insert(ix, i);
+    }
+    ix->terms = grow(ix->terms, &ix->terms_cap, ix->nterms + 1, sizeof *ix->terms);
+    term *t = &ix->terms[ix->nterms];
+    memset(t, 0, sizeof *t);
+    t->s = malloc(n + 1);
+    if (!t->s) abort();
+    memcpy(t->s, s, n);
+    t->s[n] = 0;
+    t->len = (uint32_t)n;
+    t->hash = fnv(s, n);
+    ix->term_bytes += n + 1;
+    tmap_insert(ix, ix->nterms);
+    return ix->nterms++;
+}
+
+/* seq -> slot map (linear probing, backward-shift deletion) */
+static long doc_find(const pk_search_index *ix, int64_t seq, uint32_t *pos)
+{
+    if (!ix->dmap_cap) return -1;
+    uint32_t mask = ix->dmap_cap - 1;
+    for (uint32_t i = seq_hash(seq) & mask;; i = (i + 1) & mask) {
+        uint32_t v = ix->dmap[i];
+        if (!v) return -1;
+        if (ix->docs[v - 1].seq == seq) {
+            if (pos) *pos = i;
+            return (long)(v - 1);
+        }
+    }
+}
+
+static void dmap_insert(pk_search_index *ix, uint32_t slot)
+{
+    uint32_t mask = ix->dmap_cap - 1;
+    uint32_t i = seq_hash(ix->docs[slot].seq) & mask;
+    while (ix->dmap[i])
+        i = (i + 1) & mask;
+    ix->dmap[i] = slot + 1;
+}
+
+static void dmap_rebuild(pk_search_index *ix, uint32_t cap)
+{
+    free(ix->dmap);
+    ix->dmap_cap = cap;
+    ix->dmap = calloc(cap, sizeof *ix->dmap);
+    if (!ix->dmap) abort();
+    for (uint32_t s = 0; s < ix->ndocs; s++)
+        if (ix->docs[s].alive) dmap_insert(ix, s);
+}
+
+static void dmap_delete(pk_search_index *ix, uint32_t i)
+{
+    uint32_t mask = ix->dmap_cap - 1;
+    ix->dmap[i] = 0;
+    for (uint32_t j = (i + 1) & mask; ix->dmap[j]; j = (j + 1) & mask) {
+        uint32_t home = seq_hash(ix->docs[ix->dmap[j] - 1].seq) & mask;
+        /* move j back into the hole at i when its home is not in (i, j] (cyclically) */
+        bool in_range = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!in_range) {
+            ix->dmap[i] = ix->dmap[j];
+            ix->dmap[j] = 0;
+            i = j;
+        }
+    }
+}
+
+static void compact(pk_search_index *ix)
+{
+    uint32_t *remap = malloc(((size_t)ix->ndocs + 1) * sizeof *remap);
+    if (!remap) abort();
+    uint32_t live = 0;
+    for (uint32_t s = 0; s < ix->ndocs; s++) {
+        if (ix->docs[s].alive) {
+            remap[s] = live;
+            ix->docs[live++] = ix->docs[s];
+        } else {
+            remap[s] = UINT32_MAX;
+            free(ix->docs[s].terms);
+        }
+    }
+    ix->ndocs = live;
+    for (uint32_t t = 0; t < ix->nterms; t++) {
+        term *tm = &ix->terms[t];
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < tm->n; i++) {
+            uint32_t ns = remap[tm->p[i].slot];
+            if (ns == UINT32_MAX) continue;
+            tm->p[k] = tm->p[i];
+            tm->p[k++].slot = ns;
+        }
+        tm->n = k;
+    }
+    free(remap);
+    ix->dead_postings = 0;
+    dmap_rebuild(ix, ix->dmap_cap);
+}
+
+void pk_search_index_remove(pk_search_index *ix, int64_t seq)
+{
+    uint32_t pos;
+    long slot = doc_find(ix, seq, &pos);
+    if (slot < 0) return;
+    doc *d = &ix->docs[slot];
+    for (uint32_t i = 0; i < d->nterms; i++)
+        ix->terms[d->terms[i]].df--;
+    ix->live_docs--;
+    ix->total_tokens -= d->len;
+    ix->live_postings -= d->nterms;
+    ix->dead_postings += d->nterms;
+    free(d->terms);
+    d->terms = NULL;
+    d->nterms = 0;
+    d->alive = false;
+    dmap_delete(ix, pos);
+    ix->dmap_n--;
+    if (ix->dead_postings > 4096 && ix->dead_postings > ix->live_postings) compact(ix);
+}
+
+typedef struct local_tf {
+    uint32_t term;
+    uint16_t tf[PK_SEARCH_COLS];
+} local_tf;
+
+typedef struct put_ctx {
+    pk_search_index *ix;
+    int col;
+    uint32_t ntok;
+    local_tf *loc;
+    uint32_t nloc, loc_cap;
+} put_ctx;
+
+static int put_token(void *vc, int flags, const char *tok, int ntok, int start, int end)
+{
+    (void)start, (void)end;
+    put_ctx *c = vc;
+    if (flags & FTS5_TOKEN_COLOCATED) return SQLITE_OK; /* not counted by FTS5 either */
+    if (ntok <= 0) return SQLITE_OK;
+    c->ntok++;
+    uint32_t id = term_get(c->ix, tok, (size_t)ntok);
+    term *t = &c->ix->terms[id];
+    if (t->mark != c->ix->epoch) {
+        t->mark = c->ix->epoch;
+        c->loc = grow(c->loc, &c->loc_cap, c->nloc + 1, sizeof *c->loc);
+        t->mark_idx = c->nloc;
+        c->loc[c->nloc++] = (local_tf){.term = id};
+    }
+    uint16_t *f = &c->loc[t->mark_idx].tf[c->col];
+    if (*f < UINT16_MAX) (*f)++;
+    return SQLITE_OK;
+}
+
+pk_err *pk_search_index_put(pk_search_index *ix, pk_fts_tok *tok, int64_t seq,
+                            const char *const cols[PK_SEARCH_COLS], const size_t lens[PK_SEARCH_COLS])
+{
+    pk_search_index_remove(ix, seq);
+    if (++ix->epoch == 0) { /* wrapped: clear every mark so none looks current */
+        for (uint32_t i = 0; i < ix->nterms; i++)
+            ix->terms[i].mark = 0;
+        ix->epoch = 1;
+    }
+    put_ctx c = {.ix = ix};
+    for (int col = 0; col < PK_SEARCH_COLS; col++) {
+        c.col = col;
+        pk_err *e =
+            tokenize(tok, FTS5_TOKENIZE_DOCUMENT, cols[col], cols[col] ? lens[col] : 0, &c, put_token);
+        if (e) {
+            free(c.loc);
+            return e;
+        }
+    }
+    if (ix->ndocs == UINT32_MAX - 1) compact(ix);
+    ix->docs = grow(ix->docs, &ix->docs_cap, ix->ndocs + 1, sizeof *ix->docs);
+    uint32_t slot = ix->ndocs++;
+    doc *d = &ix->docs[slot];
+    *d = (doc){.seq = seq, .len = c.ntok, .nterms = c.nloc, .alive = true};
+    d->terms = malloc(((size_t)c.nloc + 1) * sizeof *d->terms);
+    if (!d->terms) abort();
+    for (uint32_t i = 0; i < c.nloc; i++) {
+        term *t = &ix->terms[c.loc[i].term];
+        t->p = grow(t->p, &t->cap, t->n + 1, sizeof *t->p);
+        posting *p = &t->p[t->n++];
+        p->slot = slot;
+        memcpy(p->tf, c.loc[i].tf, sizeof p->tf);
+        t->df++;
+        d->terms[i] = c.loc[i].term;
+    }
+    free(c.loc);
+    ix->live_docs++;
+    ix->total_tokens += c.ntok;
+    ix->live_postings += c.nloc;
+    if ((uint64_t)(ix->dmap_n + 1) * 2 > ix->dmap_cap)
+        dmap_rebuild(ix, ix->dmap_cap ? ix->dmap_cap * 2 : 1024);
+    dmap_insert(ix, slot);
+    ix->dmap_n++;
+    return NULL;
+}
+
+size_t pk_search_index_docs(const pk_search_index *ix)
+{
+    return (size_t)ix->live_docs;
+}
+
+size_t pk_search_index_bytes(const pk_search_index *ix)
+{
+    size_t b = sizeof *ix + (size_t)ix->terms_cap * sizeof(term) + (size_t)ix->tmap_cap * 4 +
+               (size_t)ix->docs_cap * sizeof(doc) + (size_t)ix->dmap_cap * 4 + (size_t)ix->term_bytes;
+    for (uint32_t i = 0; i < ix->nterms; i++)
+        b += (size_t)ix->terms[i].cap * sizeof(posting);
+    for (uint32_t i = 0; i < ix->ndocs; i++)
+        b += (size_t)ix->docs[i].nterms * 4;
+    return b;
+}
+
+/* ---- queries ---- */
+
+typedef struct query_tok {
+    char *s;
+    int n;
+    int count;
+} query_tok;
+
+static int query_token(void *vc, int flags, const char *tok, int ntok, int start, int end)
+{
+    (void)start, (void)end;
+    query_tok *q = vc;
+    if (flags & FTS5_TOKEN_COLOCATED) return SQLITE_OK;
+    if (q->count++ == 0) {
+        q->s = malloc((size_t)ntok + 1);
+        if (!q->s) abort();
+        memcpy(q->s, tok, (size_t)ntok);
+        q->s[ntok] = 0;
+        q->n = ntok;
+    }
+    return SQLITE_OK;
+}
+
+void pk_search_hits_free(pk_search_hits *h)
+{
+    free(h->hit);
+    for (size_t i = 0; i < h->ntokens; i++)
+        free(h->tokens[i]);
+    memset(h, 0, sizeof *h);
+}
+
+/* first index >= from with p[i].slot >= slot (galloping, then binary search) */
+static uint32_t seek(const posting *p, uint32_t n, uint32_t from, uint32_t slot)
+{
+    uint32_t lo = from, step = 1, hi = from;
+    while (hi < n && p[hi].slot < slot) {
+        lo = hi + 1;
+        hi += step;
+        step *= 2;
+    }
+    if (hi > n) hi = n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (p[mid].slot < slot)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+bool pk_search_index_query(const pk_search_index *ix, pk_fts_tok *tok, const pk_search_term *terms, size_t n,
+                           pk_search_hits *out, pk_err **err)
+{
+    memset(out, 0, sizeof *out);
+    *err = NULL;
+    if (n == 0 || n > PK_SEARCH_TERMS_MAX) return false;
+    for (size_t i = 0; i < n; i++) {
+        if (terms[i].prefix) goto unsupported;
+        query_tok q = {0};
+        pk_err *e = tokenize(tok, FTS5_TOKENIZE_QUERY, terms[i].text, terms[i].len, &q, query_token);
+        if (e || q.count != 1) {
+            free(q.s);
+            *err = e;
+            goto unsupported;
+        }
+        out->tokens[out->ntokens++] = q.s;
+    }
+    const term *t[PK_SEARCH_TERMS_MAX];
+    double idf[PK_SEARCH_TERMS_MAX];
+    for (size_t i = 0; i < n; i++) {
+        long id = term_find(ix, out->tokens[i], strlen(out->tokens[i]));
+        if (id < 0 || ix->terms[id].df == 0) return true; /* a word no note has: no hits */
+        t[i] = &ix->terms[id];
+        double nrow = (double)ix->live_docs, nhit = (double)t[i]->df;
+        idf[i] = log((nrow - nhit + 0.5) / (nhit + 0.5));
+        if (idf[i] <= 0.0) idf[i] = 1e-6;
+    }
+    size_t drive = 0; /* the rarest term drives the intersection */
+    for (size_t i = 1; i < n; i++)
+        if (t[i]->n < t[drive]->n) drive = i;
+    static const double weight[PK_SEARCH_COLS] = {10.0, 1.0, 5.0}; /* notes_fts's rank: bm25(10, 1, 5) */
+    const double k1 = 1.2, b = 0.75;
+    double avgdl = (double)ix->total_tokens / (double)ix->live_docs;
+    uint32_t cur[PK_SEARCH_TERMS_MAX] = {0};
+    size_t cap = 0;
+    const term *d = t[drive];
+    for (uint32_t j = 0; j < d->n; j++) {
+        uint32_t slot = d->p[j].slot;
+        if (!ix->docs[slot].alive) continue;
+        const posting *hit[PK_SEARCH_TERMS_MAX];
+        bool all = true;
+        for (size_t i = 0; i < n && all; i++) {
+            if (i == drive) {
+                hit[i] = &d->p[j];
+                continue;
+            }
+            cur[i] = seek(t[i]->p, t[i]->n, cur[i], slot);
+            all = cur[i] < t[i]->n && t[i]->p[cur[i]].slot == slot;
+            hit[i] = all ? &t[i]->p[cur[i]] : NULL;
+        }
+        if (!all) continue;
+        double D = (double)ix->docs[slot].len, score = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            double f = 0.0;
+            for (int c = 0; c < PK_SEARCH_COLS; c++)
+                f += weight[c] * hit[i]->tf[c];
+            score += idf[i] * ((f * (k1 + 1.0)) / (f + k1 * (1 - b + b * D / avgdl)));
+        }
+        if (out->n == cap) {
+            cap = cap ? cap * 2 : 64;
+            out->hit = realloc(out->hit, cap * sizeof *out->hit);
+            if (!out->hit) abort();
+        }
+        out->hit[out->n++] = (pk_search_hit){ix->docs[slot].seq, score};
+    }
+    return true;
+unsupported:
+    pk_search_hits_free(out);
+    return false;
+}
+
+static int hit_cmp(const void *a, const void *b)
+{
+    const pk_search_hit *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static void hit_swap(pk_search_hit *a, pk_search_hit *b)
+{
+    pk_search_hit t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Reorders h[0..n) so that h[0..k) hold the k best (any order); quickselect on a median of three. */
+static void select_top(pk_search_hit *h, size_t n, size_t k)
+{
+    size_t lo = 0, hi = n;
+    while (hi - lo > 16 && k > lo && k < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (hit_cmp(&h[mid], &h[lo]) < 0) hit_swap(&h[mid], &h[lo]);
+        if (hit_cmp(&h[hi - 1], &h[lo]) < 0) hit_swap(&h[hi - 1], &h[lo]);
+        if (hit_cmp(&h[hi - 1], &h[mid]) < 0) hit_swap(&h[hi - 1], &h[mid]);
+        pk_search_hit pivot = h[mid];
+        size_t i = lo, j = hi - 1;
+        for (;;) {
+            while (hit_cmp(&h[i], &pivot) < 0)
+                i++;
+            while (hit_cmp(&h[j], &pivot) > 0)
+                j--;
+            if (i >= j) break;
+            hit_swap(&h[i++], &h[j--]);
+        }
+        if (k <= j)
+            hi = j + 1;
+        else
+            lo = j + 1;
+    }
+    if (k > lo && k < hi) qsort(h + lo, hi - lo, sizeof *h, hit_cmp); /* the small range left */
+}
+
+void pk_search_hits_rank(pk_search_hits *h, size_t k)
+{
+    if (k > h->n) k = h->n;
+    if (k <= h->sorted) return;
+    pk_search_hit *rest = h->hit + h->sorted;
+    size_t nrest = h->n - h->sorted, want = k - h->sorted;
+    if (want < nrest) select_top(rest, nrest, want);
+    qsort(rest, want, sizeof *rest, hit_cmp);
+    h->sorted = k;
+}
+
+/* ---- snippets ---- */
+
+typedef struct span {
+    int start, end; /* byte offsets */
+} span;
+
+typedef struct col_toks {
+    const char *text;
+    span *tok;
+    int n, cap;
+    int *first; /* token positions that start a sentence */
+    int nfirst, first_cap;
+    struct inst {
+        int pos, phrase; /* a match: token position, query term */
+    } * inst;
+    int ninst, inst_cap;
+    const pk_search_hits *q;
+} col_toks;
+
+static void *grow_int(void *p, int *cap, int need, size_t elem)
+{
+    uint32_t c = (uint32_t)*cap;
+    p = grow(p, &c, (uint32_t)need, elem);
+    *cap = (int)c;
+    return p;
+}
+
+static int snip_token(void *vc, int flags, const char *tok, int ntok, int start, int end)
+{
+    col_toks *c = vc;
+    if (flags & FTS5_TOKEN_COLOCATED) return SQLITE_OK;
+    int pos = c->n;
+    c->tok = grow_int(c->tok, &c->cap, pos + 1, sizeof *c->tok);
+    c->tok[c->n++] = (span){start, end};
+    bool first = pos == 0;
+    if (!first) { /* a sentence starts after '.' or ':' followed by white space */
+        int i = start - 1;
+        char ch = 0;
+        for (; i >= 0; i--) {
+            ch = c->text[i];
+            if (ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r') break;
+        }
+        first = i != start - 1 && (ch == '.' || ch == ':');
+    }
+    if (first) {
+        c->first = grow_int(c->first, &c->first_cap, c->nfirst + 1, sizeof *c->first);
+        c->first[c->nfirst++] = pos;
+    }
+    for (size_t p = 0; p < c->q->ntokens; p++) {
+        const char *qt = c->q->tokens[p];
+        if ((int)strlen(qt) != ntok || memcmp(qt, tok, (size_t)ntok) != 0) continue;
+        c->inst = grow_int(c->inst, &c->inst_cap, c->ninst + 1, sizeof *c->inst);
+        c->inst[c->ninst++] = (struct inst){pos, (int)p};
+    }
+    return SQLITE_OK;
+}
+
+/* Score of the window [pos, pos + ntoken) of column c; *adj = where a window centred on its matches
+ * starts (FTS5's rule). */
+static int window_score(const col_toks *c, unsigned char *seen, size_t nphrase, int pos, int ntoken, int *adj)
+{
+    memset(seen, 0, nphrase);
+    int score = 0, first = -1, last = 0;
+    int64_t end = (int64_t)pos + ntoken;
+    for (int i = 0; i < c->ninst; i++) {
+        int io = c->inst[i].pos;
+        if (io < pos || io >= end) continue;
+        int p = c->inst[i].phrase;
+        score += seen[p] ? 1 : 1000;
+        seen[p] = 1;
+        if (first < 0) first = io;
+        last = io + 1;
+    }
+    if (adj) {
+        int64_t a = first - (ntoken - (last - first)) / 2;
+        if (a + ntoken > c->n) a = c->n - ntoken;
+        if (a < 0) a = 0;
+        *adj = (int)a;
+    }
+    return score;
+}
+
+static bool is_match(const col_toks *c, int pos)
+{
+    for (int i = 0; i < c->ninst; i++)
+        if (c->inst[i].pos == pos) return true;
+    return false;
+}
+
+pk_err *pk_search_snippet(pk_fts_tok *tok, const pk_search_hits *q, const char *const cols[PK_SEARCH_COLS],
+                          const size_t lens[PK_SEARCH_COLS], const char *open, const char *close,
+                          const char *ellipsis, int ntoken, pk_buf *out)
+{
+    col_toks c[PK_SEARCH_COLS];
+    memset(c, 0, sizeof c);
+    pk_err *e = NULL;
+    unsigned char seen[PK_SEARCH_TERMS_MAX];
+    int best_col = 0, best_start = 0, best_score = 0;
+    for (int i = 0; i < PK_SEARCH_COLS && !e; i++) {
+        c[i].text = cols[i] ? cols[i] : "";
+        c[i].q = q;
+        e = tokenize(tok, FTS5_TOKENIZE_DOCUMENT, cols[i], cols[i] ? lens[i] : 0, &c[i], snip_token);
+        for (int ii = 0; !e && ii < c[i].ninst; ii++) {
+            int io = c[i].inst[ii].pos, adj;
+            int score = window_score(&c[i], seen, q->ntokens, io, ntoken, &adj);
+            if (score > best_score) {
+                best_score = score;
+                best_col = i;
+                best_start = adj;
+            }
+            if (c[i].nfirst && c[i].n > ntoken) {
+                int jj = 0;
+                for (; jj < c[i].nfirst - 1; jj++)
+                    if (c[i].first[jj + 1] > io) break;
+                int s0 = c[i].first[jj];
+                if (s0 < io) {
+                    score = window_score(&c[i], seen, q->ntokens, s0, ntoken, NULL) + (s0 == 0 ? 120 : 100);
+                    if (score > best_score) {
+                        best_score = score;
+                        best_col = i;
+                        best_start = s0;
+                    }
+                }
+            }
+        }
+    }
+    if (!e) {
+        const col_toks *b = &c[best_col];
+        const char *text = b->text;
+        size_t tlen = cols[best_col] ? lens[best_col] : 0;
+        int range_end = best_start + ntoken - 1;
+        if (best_start > 0) pk_buf_puts(out, ellipsis);
+        int off = best_start > 0 && best_start < b->n ? b->tok[best_start].start : 0;
+        bool opened = false;
+        for (int pos = best_start; pos < b->n && pos <= range_end; pos++) {
+            int st = b->tok[pos].start, en = b->tok[pos].end;
+            bool m = is_match(b, pos);
+            if (opened && st > off) {
+                pk_buf_puts(out, close);
+                opened = false;
+            }
+            if (m) {
+                if (!opened) {
+                    pk_buf_append(out, text + off, (size_t)(st - off));
+                    pk_buf_puts(out, open);
+                    off = st;
+                    opened = true;
+                }
+                pk_buf_append(out, text + off, (size_t)(en - off));
+                off = en;
+            }
+            if (pos == range_end) {
+                if (opened) pk_buf_puts(out, close);
+                opened = false;
+                pk_buf_append(out, text + off, (size_t)(en - off));
+                off = en;
+            }
+        }
+        if (opened) pk_buf_puts(out, close);
+        if (range_end >= b->n - 1)
+            pk_buf_append(out, text + off, tlen - (size_t)off);
+        else
+            pk_buf_puts(out, ellipsis);
+    }
+    for (int i = 0; i < PK_SEARCH_COLS; i++) {
+        free(c[i].tok);
+        free(c[i].first);
+        free(c[i].inst);
+    }
+    return e;
+}

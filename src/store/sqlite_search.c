@@ -1,0 +1,367 @@
+/*
+ * sqlite_search: the in-memory search index kept in step with the database through search_log.
+ *
+ * Locks: `mu` guards the state (ready, building, applied id, the builder thread); `rw` guards the
+ * index itself: queries hold it shared, applying changes holds it exclusive. Only one thread applies
+ * changes at a time (it holds `apply_mu` while it reads the changed notes), so readers are excluded
+ * only while the changed notes are tokenized, never while the database is read.
+ *
+ * Consistency: a search first reads max(search_log.id) in its own read transaction (snapshot S). If
+ * the index applied less, the changed notes are read in S and applied, and the index records S's id.
+ * A search on an older snapshot than the index's is answered from the newer index: it can then see a
+ * note written after its snapshot began, never miss one committed before it. Notes that the query
+ * ranks are read back in the caller's transaction, so what is returned is consistent with S.
+ */
+#include "store/sqlite_search.h"
+#include "foundation/metrics.h"
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define REBUILD_AFTER 20000 /* pending log entries beyond which a rebuild is cheaper than applying */
+
+struct pk_sqlite_search {
+    pk_sqlite_pool *pool;
+    pk_fts_tokenizer *tk;
+    pthread_rwlock_t rw;
+    pk_search_index *ix; /* under rw */
+    pthread_mutex_t mu, apply_mu;
+    pthread_cond_t cv;
+    bool ready, building, started, stop; /* under mu */
+    pthread_t builder;
+    _Atomic int64_t applied; /* search_log id the index reflects (valid when ready) */
+    _Atomic uint64_t by_index, by_fts5, notes, bytes, builds;
+};
+
+pk_err *pk_sqlite_search_open(pk_sqlite_pool *pool, pk_sqlite_search **out)
+{
+    *out = NULL;
+    pk_sqlite_search *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    pk_err *e = pk_fts_tokenizer_open(&s->tk);
+    if (e) {
+        free(s);
+        return e;
+    }
+    s->pool = pool;
+    pthread_rwlock_init(&s->rw, NULL);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->apply_mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    *out = s;
+    return NULL;
+}
+
+static void join_builder(pk_sqlite_search *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool started = s->started;
+    s->started = false;
+    pthread_mutex_unlock(&s->mu);
+    if (started) pthread_join(s->builder, NULL);
+}
+
+void pk_sqlite_search_close(pk_sqlite_search *s)
+{
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    s->stop = true;
+    pthread_mutex_unlock(&s->mu);
+    join_builder(s);
+    pk_search_index_free(s->ix);
+    pk_fts_tokenizer_close(s->tk);
+    pthread_rwlock_destroy(&s->rw);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->apply_mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+const pk_fts_tokenizer *pk_sqlite_search_tokenizer(const pk_sqlite_search *s)
+{
+    return s->tk;
+}
+
+static bool stopping(pk_sqlite_search *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool stop = s->stop;
+    pthread_mutex_unlock(&s->mu);
+    return stop;
+}
+
+static void cols_of(sqlite3_stmt *st, int first, const char *cols[PK_SEARCH_COLS],
+                    size_t lens[PK_SEARCH_COLS])
+{
+    for (int c = 0; c < PK_SEARCH_COLS; c++) {
+        cols[c] = (const char *)sqlite3_column_text(st, first + c);
+        lens[c] = (size_t)sqlite3_column_bytes(st, first + c);
+    }
+}
+
+/* The newest and oldest search_log ids in k's snapshot (0, 0 when empty). */
+static pk_err *log_bounds(pk_sqlite_conn *k, int64_t *newest, int64_t *oldest)
+{
+    sqlite3_stmt *st;
+    pk_err *e =
+        pk_sqlite_prepare(k, "SELECT coalesce(max(id), 0), coalesce(min(id), 0) FROM search_log", &st);
+    if (e) return e;
+    int rc = pk_sqlite_step(k, st);
+    if (rc == SQLITE_ROW) {
+        *newest = sqlite3_column_int64(st, 0);
+        *oldest = sqlite3_column_int64(st, 1);
+    } else {
+        e = pk_sqlite_err(k, rc, "reading the search log");
+    }
+    sqlite3_reset(st);
+    return e;
+}
+
+/* Reads every note into a new index in one read transaction; returns it with the log id it reflects. */
+static pk_err *build(pk_sqlite_search *s, pk_search_index **out, int64_t *applied)
+{
+    *out = NULL;
+    pk_sqlite_conn *k;
+    pk_err *e = pk_sqlite_pool_acquire(s->pool, false, 0, &k);
+    if (e) return e;
+    pk_fts_tok tok;
+    if ((e = pk_fts_tokenizer_instance(s->tk, &tok))) {
+        pk_sqlite_pool_release(k);
+        return e;
+    }
+    pk_search_index *ix = pk_search_index_new();
+    sqlite3_stmt *st = NULL;
+    int64_t oldest = 0;
+    e = pk_sqlite_begin(k, false);
+    if (!e) e = log_bounds(k, applied, &oldest);
+    if (!e) e = pk_sqlite_prepare(k, "SELECT seq, title, content, tags FROM notes", &st);
+    int rc = SQLITE_DONE;
+    for (long n = 0; !e && (rc = pk_sqlite_step(k, st)) == SQLITE_ROW; n++) {
+        const char *cols[PK_SEARCH_COLS];
+        size_t lens[PK_SEARCH_COLS];
+        cols_of(st, 1, cols, lens);
+        e = pk_search_index_put(ix, &tok, sqlite3_column_int64(st, 0), cols, lens);
+        if (!e && n % 256 == 255 && stopping(s)) e = pk_err_new("store_error", 503, "the store is closing");
+    }
+    if (!e && rc != SQLITE_DONE) e = pk_sqlite_err(k, rc, "reading notes for the search index");
+    if (st) sqlite3_reset(st);
+    pk_sqlite_rollback(k);
+    pk_sqlite_pool_release(k);
+    pk_fts_tok_free(&tok);
+    if (e) {
+        pk_search_index_free(ix);
+        return e;
+    }
+    *out = ix;
+    return NULL;
+}
+
+static void *builder_main(void *arg)
+{
+    pk_sqlite_search *s = arg;
+    pk_search_index *ix = NULL;
+    int64_t applied = 0;
+    pk_err *e = build(s, &ix, &applied);
+    pthread_mutex_lock(&s->apply_mu);
+    if (!e) {
+        pthread_rwlock_wrlock(&s->rw);
+        pk_search_index *old = s->ix;
+        s->ix = ix;
+        atomic_store(&s->notes, pk_search_index_docs(ix));
+        atomic_store(&s->bytes, pk_search_index_bytes(ix));
+        atomic_store(&s->applied, applied);
+        pthread_rwlock_unlock(&s->rw);
+        pk_search_index_free(old);
+        atomic_fetch_add(&s->builds, 1);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->building = false;
+    s->ready = e == NULL;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->apply_mu);
+    pk_err_free(e); /* a failed build is retried by the next search */
+    return NULL;
+}
+
+/* Under mu: starts a build unless one runs. */
+static void start_build_locked(pk_sqlite_search *s)
+{
+    if (s->building || s->stop) return;
+    if (s->started) { /* the previous builder has finished (building is false): reap it */
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->builder, NULL);
+        pthread_mutex_lock(&s->mu);
+        s->started = false;
+        if (s->building || s->stop) return;
+    }
+    s->ready = false;
+    s->building = true;
+    if (pthread_create(&s->builder, NULL, builder_main, s) == 0)
+        s->started = true;
+    else
+        s->building = false;
+}
+
+bool pk_sqlite_search_wait_ready(pk_sqlite_search *s, int timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&s->mu);
+    if (!s->ready) start_build_locked(s);
+    while (!s->ready && s->building)
+        if (pthread_cond_timedwait(&s->cv, &s->mu, &until) != 0) break;
+    bool ready = s->ready;
+    pthread_mutex_unlock(&s->mu);
+    return ready;
+}
+
+/* Applies the log entries (applied, upto] read in k's transaction. */
+static pk_err *apply(pk_sqlite_search *s, pk_sqlite_conn *k, int64_t upto)
+{
+    pk_fts_tok tok;
+    pk_err *e = pk_fts_tokenizer_instance(s->tk, &tok);
+    if (e) return e;
+    int64_t from = atomic_load(&s->applied);
+    sqlite3_stmt *st;
+    e = pk_sqlite_prepare(k,
+                          "SELECT l.seq, n.title, n.content, n.tags FROM (SELECT DISTINCT seq FROM search_log"
+                          " WHERE id > ?1 AND id <= ?2) l LEFT JOIN notes n ON n.seq = l.seq",
+                          &st);
+    if (e) {
+        pk_fts_tok_free(&tok);
+        return e;
+    }
+    sqlite3_bind_int64(st, 1, from);
+    sqlite3_bind_int64(st, 2, upto);
+    int rc;
+    pthread_rwlock_wrlock(&s->rw);
+    while (!e && (rc = pk_sqlite_step(k, st)) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(st, 0);
+        if (sqlite3_column_type(st, 1) == SQLITE_NULL) {
+            pk_search_index_remove(s->ix, seq);
+        } else {
+            const char *cols[PK_SEARCH_COLS];
+            size_t lens[PK_SEARCH_COLS];
+            cols_of(st, 1, cols, lens);
+            e = pk_search_index_put(s->ix, &tok, seq, cols, lens);
+        }
+    }
+    if (!e && rc != SQLITE_DONE) e = pk_sqlite_err(k, rc, "reading changed notes for the search index");
+    if (!e) {
+        atomic_store(&s->applied, upto);
+        atomic_store(&s->notes, pk_search_index_docs(s->ix));
+        atomic_store(&s->bytes, pk_search_index_bytes(s->ix));
+    }
+    pthread_rwlock_unlock(&s->rw);
+    sqlite3_reset(st);
+    pk_fts_tok_free(&tok);
+    return e;
+}
+
+/* Returns true when the index reflects at least k's snapshot. */
+static bool sync_index(pk_sqlite_search *s, pk_sqlite_conn *k, pk_err **err)
+{
+    pthread_mutex_lock(&s->mu);
+    bool ready = s->ready;
+    if (!ready) start_build_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    if (!ready) return false;
+    int64_t upto = 0, oldest = 0;
+    if ((*err = log_bounds(k, &upto, &oldest))) return false;
+    if (upto <= atomic_load(&s->applied)) return true;
+    pthread_mutex_lock(&s->apply_mu);
+    bool ok = true;
+    int64_t from = atomic_load(&s->applied);
+    if (upto > from) {
+        if (oldest > from + 1 || upto - from > REBUILD_AFTER) {
+            /* entries this index needs were trimmed, or a rebuild is cheaper: FTS5 until it is done */
+            pthread_mutex_lock(&s->mu);
+            s->ready = false;
+            start_build_locked(s);
+            pthread_mutex_unlock(&s->mu);
+            ok = false;
+        } else {
+            *err = apply(s, k, upto);
+            ok = *err == NULL;
+        }
+    }
+    pthread_mutex_unlock(&s->apply_mu);
+    return ok;
+}
+
+bool pk_sqlite_search_query(pk_sqlite_search *s, pk_sqlite_conn *k, pk_fts_tok *tok,
+                            const pk_search_term *terms, size_t n, pk_search_hits *out, pk_err **err)
+{
+    memset(out, 0, sizeof *out);
+    *err = NULL;
+    if (!sync_index(s, k, err)) return false;
+    pthread_rwlock_rdlock(&s->rw);
+    bool ok = s->ix && pk_search_index_query(s->ix, tok, terms, n, out, err);
+    pthread_rwlock_unlock(&s->rw);
+    return ok;
+}
+
+void pk_sqlite_search_count(pk_sqlite_search *s, bool by_index)
+{
+    atomic_fetch_add(by_index ? &s->by_index : &s->by_fts5, 1);
+}
+
+/* ---- metrics ---- */
+
+static double m_ready(void *ctx)
+{
+    pk_sqlite_search *s = ctx;
+    pthread_mutex_lock(&s->mu);
+    bool r = s->ready;
+    pthread_mutex_unlock(&s->mu);
+    return r ? 1 : 0;
+}
+static double m_notes(void *ctx)
+{
+    return (double)atomic_load(&((pk_sqlite_search *)ctx)->notes);
+}
+static double m_bytes(void *ctx)
+{
+    return (double)atomic_load(&((pk_sqlite_search *)ctx)->bytes);
+}
+static double m_by_index(void *ctx)
+{
+    return (double)atomic_load(&((pk_sqlite_search *)ctx)->by_index);
+}
+static double m_by_fts5(void *ctx)
+{
+    return (double)atomic_load(&((pk_sqlite_search *)ctx)->by_fts5);
+}
+static double m_builds(void *ctx)
+{
+    return (double)atomic_load(&((pk_sqlite_search *)ctx)->builds);
+}
+
+void pk_sqlite_search_bind_metrics(pk_sqlite_search *s, struct pk_metrics *m)
+{
+    if (!s || !m) return;
+    pk_metric_bind_fn(pk_metrics_gauge(m, "pake_search_index_ready",
+                                       "1 when relevance searches are served by the in-memory index.", 0,
+                                       NULL),
+                      NULL, 0, m_ready, s);
+    pk_metric_bind_fn(
+        pk_metrics_gauge(m, "pake_search_index_notes", "Notes in the in-memory search index.", 0, NULL), NULL,
+        0, m_notes, s);
+    pk_metric_bind_fn(pk_metrics_gauge(m, "pake_search_index_bytes",
+                                       "Memory held by the in-memory search index (approximate).", 0, NULL),
+                      NULL, 0, m_bytes, s);
+    pk_metric_bind_fn(pk_metrics_counter(m, "pake_search_index_builds_total",
+                                         "Complete builds of the in-memory search index.", 0, NULL),
+                      NULL, 0, m_builds, s);
+    static const char *const engine_l[] = {"engine"};
+    pk_metric_family *q = pk_metrics_counter(
+        m, "pake_search_queries_total", "Relevance searches by the engine that answered them.", 1, engine_l);
+    pk_metric_bind_fn(q, (const char *const[]){"index"}, 1, m_by_index, s);
+    pk_metric_bind_fn(q, (const char *const[]){"fts5"}, 1, m_by_fts5, s);
+}
