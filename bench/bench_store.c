@@ -1,7 +1,8 @@
 /*
  * bench_store: CPU time of the embedded store's operations on the shared 10k-note corpus.
  * Loads ../shared/data/bench/notes-10k.jsonl into a fresh data dir, then times create, get by id,
- * list pages, and searches for each word of search-words.txt (by relevance, and sorted by created_at).
+ * list pages, and searches for each word of search-words.txt (by relevance, and sorted by created_at),
+ * then the relevance searches again from the in-memory search index ("rel-index").
  * Prints microseconds per operation. Run through bench/store.sh.
  */
 #include "core/clock.h"
@@ -106,10 +107,16 @@ int main(int argc, char **argv)
         if (words[nw][0]) nw++;
     }
     fclose(f);
-    pk_sort_key sorts[] = {PK_SORT_RELEVANCE, PK_SORT_CREATED};
-    const char *names[] = {"relevance", "created_at"};
-    for (int k = 0; k < 2; k++) {
-        int rounds = 3;
+    pk_sort_key sorts[] = {PK_SORT_RELEVANCE, PK_SORT_CREATED, PK_SORT_RELEVANCE};
+    const char *names[] = {"relevance", "created_at", "rel-index"};
+    for (int k = 0; k < 3; k++) {
+        if (k == 2) { /* the same searches from the in-memory index (a second handle, index on) */
+            pk_store_close(s);
+            cfg.search_index = true;
+            die(pk_store_open_sqlite(&cfg, false, &s), "open with the search index");
+            if (!pk_store_sqlite_search_ready(s, 120000)) return fprintf(stderr, "index not ready\n"), 1;
+        }
+        int rounds = getenv("BENCH_STORE_ROUNDS") ? atoi(getenv("BENCH_STORE_ROUNDS")) : 3;
         double worst = 0;
         t0 = cpu_ns();
         for (int r = 0; r < rounds; r++)

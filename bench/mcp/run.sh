@@ -11,8 +11,10 @@
 # the hits of both servers are compared), a warm-up, then a wrk run of tools/call search_notes cycling
 # over search-words.txt (limit 20) in that session. Scenarios:
 #   a. PAKE, default configuration (L1 query cache on: repeated searches are served from memory)
-#   b. PAKE --cache-bytes 0 (every call runs the FTS5 query, like the reference)
-#   c. SDK reference, enableJsonResponse (JSON answers)     d. SDK reference, SSE answers (SDK default)
+#   b. PAKE --cache-bytes 0 (every call runs the search, from PAKE's in-memory index, the default)
+#   c. PAKE --cache-bytes 0 --no-search-index (every call runs the FTS5 query, like the reference)
+#   d. SDK reference, enableJsonResponse (JSON answers)     e. SDK reference, SSE answers (SDK default)
+# With the index on, the bench starts its build and waits until /metrics shows it ready before measuring.
 # It prints req/s, p50, p99, the server process's CPU microseconds per request (/proc/PID/stat
 # utime+stime around the run, all threads), errors, and the ratios to the faster reference mode.
 # The table also goes to bench/out/mcp-<date>.md.
@@ -102,6 +104,25 @@ start_pake() { # extra flags...
     log "pake ready on $SRV_URL (pid $SRV_PID) flags: $* ${BENCH_PAKE_FLAGS:-}"
 }
 
+# search_index_ready: with the in-memory search index on (the default), starts its build (it begins
+# at the first search) and waits until /metrics shows it ready, so the measured run is not answered
+# by FTS5 during the build. No-op with --no-search-index.
+search_index_ready() {
+    curl -fsS -o /dev/null --max-time 5 "$SRV_URL/v1/search?q=review" || die "first search failed"
+    local deadline=$((SECONDS + 120))
+    while ((SECONDS < deadline)); do
+        curl -fsS --max-time 5 "$SRV_URL/metrics" | grep -Eq '^pake_search_index_ready 1$' && return 0
+        curl -fsS --max-time 5 "$SRV_URL/metrics" | grep -Eq '^pake_search_index_ready' || return 0 # index off
+        sleep 0.2
+    done
+    die "the search index was not ready within 120 s"
+}
+
+# engines: "index=N fts5=M", the relevance searches each engine answered so far (pake_search_queries_total).
+engines() {
+    curl -fsS --max-time 5 "$SRV_URL/metrics" | awk -F'[ "]' '/^pake_search_queries_total/ { printf "%s=%s ", $2, $NF }'
+}
+
 start_ref() { # json: 1 = enableJsonResponse, 0 = SSE
     local port
     port=$(free_port)
@@ -164,10 +185,16 @@ timeout 600 "${LOAD_PIN[@]}" python3 "$REPO/bench/http/load_notes.py" --base "$S
     die "loading the notes failed"
 python3 "$HERE/mcp_client.py" export "$SRV_URL" "$TMP/notes.jsonl" || die "export failed"
 NNOTES=$(wc -l <"$TMP/notes.jsonl")
+search_index_ready
 measure pake "PAKE /mcp (L1 cache on, default)"
 stop_pid "$SRV_PID"
 start_pake --cache-bytes 0
+search_index_ready
 measure pake0 "PAKE /mcp --cache-bytes 0"
+log "searches answered by engine: $(engines)"
+stop_pid "$SRV_PID"
+start_pake --cache-bytes 0 --no-search-index
+measure pakefts "PAKE /mcp --cache-bytes 0 --no-search-index (FTS5)"
 stop_pid "$SRV_PID"
 
 # ---- the SDK reference, JSON then SSE answers ---------------------------------------------------
@@ -179,7 +206,7 @@ measure refsse "SDK reference, SSE (SDK default)"
 stop_pid "$SRV_PID"
 SRV_PID=
 
-for k in pake0 refjson refsse; do
+for k in pake0 pakefts refjson refsse; do
     python3 "$HERE/mcp_client.py" compare "$TMP/hits-pake.json" "$TMP/hits-$k.json" || die "$k answers differently"
 done
 

@@ -52,11 +52,27 @@ void pk_rfc3339(int64_t wall_ns, char out[PK_RFC3339_LEN])
     int ms = (int)((wall_ns / 1000000LL) % 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
-    char tmp[64];
-    snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms % 1000);
-    memcpy(out, tmp, PK_RFC3339_LEN - 1);
-    out[PK_RFC3339_LEN - 1] = '\0';
+    int year = tm.tm_year + 1900;
+    if (year < 0 || year > 9999 || ms < 0) { /* outside what the digits below write */
+        char tmp[64];
+        snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", year, tm.tm_mon + 1, tm.tm_mday,
+                 tm.tm_hour, tm.tm_min, tm.tm_sec, ms % 1000);
+        memcpy(out, tmp, PK_RFC3339_LEN - 1);
+        out[PK_RFC3339_LEN - 1] = '\0';
+        return;
+    }
+    /* written digit by digit: snprintf showed in profiles of list and search pages (two per note) */
+    const int v[7] = {year, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms};
+    static const int width[7] = {4, 2, 2, 2, 2, 2, 3};
+    static const char after[7] = {'-', '-', 'T', ':', ':', '.', 'Z'};
+    char *o = out;
+    for (int f = 0; f < 7; f++) {
+        for (int d = width[f] - 1, x = v[f]; d >= 0; d--, x /= 10)
+            o[d] = (char)('0' + x % 10);
+        o += width[f];
+        *o++ = after[f];
+    }
+    *o = '\0';
 }
 
 static int digits(const char *s, int n, int *v)

@@ -652,6 +652,78 @@ static int snip_token(void *vc, int flags, const char *tok, int ntok, int start,
     return SQLITE_OK;
 }
 
+static bool ascii_alnum(unsigned char ch)
+{
+    return (unsigned)(ch - '0') < 10 || (unsigned)((ch | 0x20) - 'a') < 26;
+}
+
+static int stem_token(void *vb, int flags, const char *tok, int ntok, int start, int end)
+{
+    (void)flags, (void)start, (void)end;
+    pk_buf *b = vb;
+    if (!b->len) pk_buf_append(b, tok, (size_t)ntok);
+    return SQLITE_OK;
+}
+
+/* The tokens of an ASCII column without running the whole text through FTS5: for ASCII, unicode61's
+ * tokens are the runs of letters and digits. Porter only rewrites a word's ending and always keeps
+ * its first two letters (every suffix rule needs a stem with a vowel-consonant sequence before the
+ * suffix; "ies" -> "i" keeps the first), so only a token that starts like some query token can stem
+ * to it: those alone go through the FTS5 tokenizer. Returns false (c untouched but for capacity) at
+ * the first non-ASCII byte: the caller tokenizes with FTS5 then. */
+static bool snip_ascii(pk_fts_tok *tok, col_toks *c, const char *text, size_t len, pk_err **err)
+{
+    int bound = (int)(len / 2 + 1); /* at most one token per two bytes */
+    c->tok = grow_int(c->tok, &c->cap, bound, sizeof *c->tok);
+    c->first = grow_int(c->first, &c->first_cap, bound, sizeof *c->first);
+    size_t qlen[PK_SEARCH_TERMS_MAX];
+    for (size_t p = 0; p < c->q->ntokens; p++)
+        qlen[p] = strlen(c->q->tokens[p]);
+    pk_buf stem = PK_BUF_INIT;
+    for (size_t i = 0; i < len && !*err;) {
+        size_t sep = i;
+        while (i < len && !ascii_alnum((unsigned char)text[i]))
+            if ((unsigned char)text[i++] >= 0x80) goto not_ascii;
+        if (i == len) break;
+        size_t s = i;
+        while (i < len && ascii_alnum((unsigned char)text[i]))
+            i++;
+        if (i < len && (unsigned char)text[i] >= 0x80) goto not_ascii;
+        int pos = c->n++;
+        c->tok[pos] = (span){(int)s, (int)i};
+        bool first = pos == 0;
+        if (!first && s > sep) { /* a sentence starts after '.' or ':' and white space (FTS5's rule) */
+            size_t k = s;
+            while (k > 0 &&
+                   (text[k - 1] == ' ' || text[k - 1] == '\t' || text[k - 1] == '\n' || text[k - 1] == '\r'))
+                k--;
+            first = k < s && k > 0 && (text[k - 1] == '.' || text[k - 1] == ':');
+        }
+        if (first) c->first[c->nfirst++] = pos;
+        /* the first two letters, lowercased (| 0x20 leaves digits as they are) */
+        char l0 = (char)(text[s] | 0x20), l1 = s + 1 < i ? (char)(text[s + 1] | 0x20) : 0;
+        bool candidate = false;
+        for (size_t p = 0; p < c->q->ntokens && !candidate; p++) {
+            const char *qt = c->q->tokens[p];
+            candidate = qt[0] == l0 && (!qt[1] || qt[1] == l1);
+        }
+        if (!candidate) continue;
+        pk_buf_reset(&stem);
+        *err = tokenize(tok, FTS5_TOKENIZE_DOCUMENT, text + s, i - s, &stem, stem_token);
+        for (size_t p = 0; p < c->q->ntokens && !*err; p++) {
+            if (qlen[p] != stem.len || memcmp(c->q->tokens[p], stem.data, stem.len) != 0) continue;
+            c->inst = grow_int(c->inst, &c->inst_cap, c->ninst + 1, sizeof *c->inst);
+            c->inst[c->ninst++] = (struct inst){pos, (int)p};
+        }
+    }
+    pk_buf_free(&stem);
+    return true;
+not_ascii:
+    pk_buf_free(&stem);
+    c->n = c->nfirst = c->ninst = 0;
+    return false;
+}
+
 /* Score of the window [pos, pos + ntoken) of column c; *adj = where a window centred on its matches
  * starts (FTS5's rule). */
 static int window_score(const col_toks *c, unsigned char *seen, size_t nphrase, int pos, int ntoken, int *adj)
@@ -659,9 +731,16 @@ static int window_score(const col_toks *c, unsigned char *seen, size_t nphrase, 
     memset(seen, 0, nphrase);
     int score = 0, first = -1, last = 0;
     int64_t end = (int64_t)pos + ntoken;
-    for (int i = 0; i < c->ninst; i++) {
+    int lo = 0, hi = c->ninst; /* instances are in position order: find the first at or after pos */
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (c->inst[mid].pos < pos)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (int i = lo; i < c->ninst && c->inst[i].pos < end; i++) {
         int io = c->inst[i].pos;
-        if (io < pos || io >= end) continue;
         int p = c->inst[i].phrase;
         score += seen[p] ? 1 : 1000;
         seen[p] = 1;
@@ -677,13 +756,6 @@ static int window_score(const col_toks *c, unsigned char *seen, size_t nphrase, 
     return score;
 }
 
-static bool is_match(const col_toks *c, int pos)
-{
-    for (int i = 0; i < c->ninst; i++)
-        if (c->inst[i].pos == pos) return true;
-    return false;
-}
-
 pk_err *pk_search_snippet(pk_fts_tok *tok, const pk_search_hits *q, const char *const cols[PK_SEARCH_COLS],
                           const size_t lens[PK_SEARCH_COLS], const char *open, const char *close,
                           const char *ellipsis, int ntoken, pk_buf *out)
@@ -696,7 +768,9 @@ pk_err *pk_search_snippet(pk_fts_tok *tok, const pk_search_hits *q, const char *
     for (int i = 0; i < PK_SEARCH_COLS && !e; i++) {
         c[i].text = cols[i] ? cols[i] : "";
         c[i].q = q;
-        e = tokenize(tok, FTS5_TOKENIZE_DOCUMENT, cols[i], cols[i] ? lens[i] : 0, &c[i], snip_token);
+        size_t n = cols[i] ? lens[i] : 0;
+        if (!snip_ascii(tok, &c[i], c[i].text, n, &e))
+            e = tokenize(tok, FTS5_TOKENIZE_DOCUMENT, cols[i], n, &c[i], snip_token);
         for (int ii = 0; !e && ii < c[i].ninst; ii++) {
             int io = c[i].inst[ii].pos, adj;
             int score = window_score(&c[i], seen, q->ntokens, io, ntoken, &adj);
@@ -729,9 +803,12 @@ pk_err *pk_search_snippet(pk_fts_tok *tok, const pk_search_hits *q, const char *
         if (best_start > 0) pk_buf_puts(out, ellipsis);
         int off = best_start > 0 && best_start < b->n ? b->tok[best_start].start : 0;
         bool opened = false;
+        int next = 0; /* the first instance at or after pos */
         for (int pos = best_start; pos < b->n && pos <= range_end; pos++) {
             int st = b->tok[pos].start, en = b->tok[pos].end;
-            bool m = is_match(b, pos);
+            while (next < b->ninst && b->inst[next].pos < pos)
+                next++;
+            bool m = next < b->ninst && b->inst[next].pos == pos;
             if (opened && st > off) {
                 pk_buf_puts(out, close);
                 opened = false;

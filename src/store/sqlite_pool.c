@@ -152,7 +152,7 @@ static pk_err *conn_open(pk_sqlite_pool *p, pk_sqlite_conn *k)
                               ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                                 "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-8000;"
                               : "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-4000;"
-                                "PRAGMA query_only=ON;";
+                                "PRAGMA query_only=ON; PRAGMA mmap_size=1073741824;";
     rc = sqlite3_exec(k->db, pragmas, NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         pk_err *e = pk_sqlite_err(k, rc, "configuring the database connection");

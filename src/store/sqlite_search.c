@@ -105,8 +105,11 @@ static void cols_of(sqlite3_stmt *st, int first, const char *cols[PK_SEARCH_COLS
 static pk_err *log_bounds(pk_sqlite_conn *k, int64_t *newest, int64_t *oldest)
 {
     sqlite3_stmt *st;
-    pk_err *e =
-        pk_sqlite_prepare(k, "SELECT coalesce(max(id), 0), coalesce(min(id), 0) FROM search_log", &st);
+    pk_err *e = pk_sqlite_prepare(k, /* two subqueries: SQLite answers a lone min() or max() from the
+                                      * b-tree's ends, both in one SELECT would scan the table */
+                                  "SELECT coalesce((SELECT max(id) FROM search_log), 0),"
+                                  " coalesce((SELECT min(id) FROM search_log), 0)",
+                                  &st);
     if (e) return e;
     int rc = pk_sqlite_step(k, st);
     if (rc == SQLITE_ROW) {

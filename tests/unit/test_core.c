@@ -133,3 +133,61 @@ Test(err, wrap_and_fields)
     cr_assert_str_eq(pk_err_title(422), "Unprocessable Content");
     pk_err_free(e);
 }
+
+/* The word-at-a-time escape against a byte-by-byte reference, with the special bytes at every
+ * offset of strings of many lengths (so each falls inside, before and after an 8-byte word). */
+static void escape_ref(pk_buf *b, const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (c == '"' || c == '\\')
+            pk_buf_putc(b, '\\'), pk_buf_putc(b, (char)c);
+        else if (c == '\n')
+            pk_buf_puts(b, "\\n");
+        else if (c == '\r')
+            pk_buf_puts(b, "\\r");
+        else if (c == '\t')
+            pk_buf_puts(b, "\\t");
+        else if (c == '\b')
+            pk_buf_puts(b, "\\b");
+        else if (c == '\f')
+            pk_buf_puts(b, "\\f");
+        else if (c < 0x20)
+            pk_buf_printf(b, "\\u%04x", c);
+        else
+            pk_buf_putc(b, (char)c);
+    }
+}
+
+Test(json, escape_matches_bytewise_reference)
+{
+    const unsigned char special[] = {'"',  '\\', '\n', 0x01, 0x1f, 0x7f, 0x80,
+                                     0xc3, ' ',  '!',  '#',  '[',  ']',  0};
+    unsigned char s[40];
+    for (size_t n = 0; n <= sizeof s; n++)
+        for (size_t at = 0; at < n; at++)
+            for (size_t k = 0; k < sizeof special; k++) {
+                for (size_t i = 0; i < n; i++)
+                    s[i] = (unsigned char)('a' + (i * 7 + n) % 26);
+                s[at] = special[k];
+                pk_buf got = PK_BUF_INIT, want = PK_BUF_INIT;
+                pk_json_escape(&got, (const char *)s, n);
+                escape_ref(&want, s, n);
+                cr_assert_eq(got.len, want.len, "n=%zu at=%zu byte=%#x", n, at, special[k]);
+                cr_assert(got.len == 0 || memcmp(got.data, want.data, got.len) == 0, "n=%zu at=%zu byte=%#x",
+                          n, at, special[k]);
+                pk_buf_free(&got);
+                pk_buf_free(&want);
+            }
+}
+
+Test(clock, rfc3339_formats_every_field)
+{
+    char out[PK_RFC3339_LEN];
+    pk_rfc3339(0, out);
+    cr_assert_str_eq(out, "1970-01-01T00:00:00.000Z");
+    pk_rfc3339(1795653071007000000LL, out);
+    cr_assert_str_eq(out, "2026-11-26T00:31:11.007Z");
+    pk_rfc3339(9223372036854000000LL, out); /* near the end of int64 nanoseconds */
+    cr_assert_str_eq(out, "2262-04-11T23:47:16.854Z");
+}

@@ -35,11 +35,17 @@ static uint32_t next_rand(void)
 
 /* Words with skewed frequencies (the first ones common), sentences ending in '.', ':' or '!', line
  * breaks and extra spaces, so sentence starts and windows vary. */
+static bool ascii_only; /* the note being generated uses ASCII words only */
+
 static void gen_text(pk_buf *b, int words)
 {
     for (int i = 0; i < words; i++) {
         uint32_t r = next_rand();
         size_t w = (r % 3 == 0) ? r % NWORDS : (r >> 8) % (NWORDS / 3);
+        while (ascii_only &&
+               strspn(WORDS[w], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-'") !=
+                   strlen(WORDS[w]))
+            w = next_rand() % NWORDS;
         if (i) {
             uint32_t p = next_rand() % 20;
             pk_buf_puts(b, p == 0   ? ". "
@@ -64,6 +70,7 @@ typedef struct corpus {
 static void put(corpus *c, int64_t seq)
 {
     pk_buf col[3] = {PK_BUF_INIT, PK_BUF_INIT, PK_BUF_INIT};
+    ascii_only = next_rand() % 2;
     gen_text(&col[0], 1 + (int)(next_rand() % 6));
     gen_text(&col[1], (int)(next_rand() % 160));
     pk_buf_puts(&col[2], "[\"");
