@@ -109,7 +109,8 @@ typedef struct term {
 
 typedef struct doc {
     int64_t seq;
-    uint32_t len; /* tokens in all columns */
+    uint32_t len;                     /* tokens in all columns */
+    uint32_t col_len[PK_SEARCH_COLS]; /* tokens per column */
     uint32_t nterms;
     uint32_t *terms; /* distinct term ids, for removal */
     bool alive;
@@ -334,7 +335,7 @@ typedef struct local_tf {
 typedef struct put_ctx {
     pk_search_index *ix;
     int col;
-    uint32_t ntok;
+    uint32_t ntok, col_ntok[PK_SEARCH_COLS];
     local_tf *loc;
     uint32_t nloc, loc_cap;
 } put_ctx;
@@ -346,6 +347,7 @@ static int put_token(void *vc, int flags, const char *tok, int ntok, int start, 
     if (flags & FTS5_TOKEN_COLOCATED) return SQLITE_OK; /* not counted by FTS5 either */
     if (ntok <= 0) return SQLITE_OK;
     c->ntok++;
+    c->col_ntok[c->col]++;
     uint32_t id = term_get(c->ix, tok, (size_t)ntok);
     term *t = &c->ix->terms[id];
     if (t->mark != c->ix->epoch) {
@@ -383,6 +385,7 @@ pk_err *pk_search_index_put(pk_search_index *ix, pk_fts_tok *tok, int64_t seq,
     uint32_t slot = ix->ndocs++;
     doc *d = &ix->docs[slot];
     *d = (doc){.seq = seq, .len = c.ntok, .nterms = c.nloc, .alive = true};
+    memcpy(d->col_len, c.col_ntok, sizeof d->col_len);
     d->terms = malloc(((size_t)c.nloc + 1) * sizeof *d->terms);
     if (!d->terms) abort();
     for (uint32_t i = 0; i < c.nloc; i++) {
@@ -535,7 +538,13 @@ bool pk_search_index_query(const pk_search_index *ix, pk_fts_tok *tok, const pk_
             out->hit = realloc(out->hit, cap * sizeof *out->hit);
             if (!out->hit) abort();
         }
-        out->hit[out->n++] = (pk_search_hit){ix->docs[slot].seq, score};
+        pk_search_hit *ht = &out->hit[out->n++];
+        *ht = (pk_search_hit){.seq = ix->docs[slot].seq, .score = score};
+        for (int c = 0; c < PK_SEARCH_COLS; c++) {
+            ht->size[c] = ix->docs[slot].col_len[c];
+            for (size_t i = 0; i < n; i++)
+                ht->inst[c] += hit[i]->tf[c];
+        }
     }
     return true;
 unsupported:
@@ -604,7 +613,8 @@ typedef struct span {
 typedef struct col_toks {
     const char *text;
     span *tok;
-    int n, cap;
+    int n, cap; /* tokens read (all of them, unless the reading stopped early) */
+    int size;   /* tokens in the column */
     int *first; /* token positions that start a sentence */
     int nfirst, first_cap;
     struct inst {
@@ -671,7 +681,8 @@ static int stem_token(void *vb, int flags, const char *tok, int ntok, int start,
  * suffix; "ies" -> "i" keeps the first), so only a token that starts like some query token can stem
  * to it: those alone go through the FTS5 tokenizer. Returns false (c untouched but for capacity) at
  * the first non-ASCII byte: the caller tokenizes with FTS5 then. */
-static bool snip_ascii(pk_fts_tok *tok, col_toks *c, const char *text, size_t len, pk_err **err)
+static bool snip_ascii(pk_fts_tok *tok, col_toks *c, const char *text, size_t len, int expect, int ntoken,
+                       pk_err **err)
 {
     int bound = (int)(len / 2 + 1); /* at most one token per two bytes */
     c->tok = grow_int(c->tok, &c->cap, bound, sizeof *c->tok);
@@ -707,7 +718,11 @@ static bool snip_ascii(pk_fts_tok *tok, col_toks *c, const char *text, size_t le
             const char *qt = c->q->tokens[p];
             candidate = qt[0] == l0 && (!qt[1] || qt[1] == l1);
         }
-        if (!candidate) continue;
+        if (!candidate) {
+            /* all `expect` matches seen and the longest window after the last one read: stop */
+            if (c->ninst >= expect && expect > 0 && pos >= c->inst[c->ninst - 1].pos + ntoken - 1) break;
+            continue;
+        }
         pk_buf_reset(&stem);
         *err = tokenize(tok, FTS5_TOKENIZE_DOCUMENT, text + s, i - s, &stem, stem_token);
         for (size_t p = 0; p < c->q->ntokens && !*err; p++) {
@@ -749,16 +764,16 @@ static int window_score(const col_toks *c, unsigned char *seen, size_t nphrase, 
     }
     if (adj) {
         int64_t a = first - (ntoken - (last - first)) / 2;
-        if (a + ntoken > c->n) a = c->n - ntoken;
+        if (a + ntoken > c->size) a = c->size - ntoken;
         if (a < 0) a = 0;
         *adj = (int)a;
     }
     return score;
 }
 
-pk_err *pk_search_snippet(pk_fts_tok *tok, const pk_search_hits *q, const char *const cols[PK_SEARCH_COLS],
-                          const size_t lens[PK_SEARCH_COLS], const char *open, const char *close,
-                          const char *ellipsis, int ntoken, pk_buf *out)
+pk_err *pk_search_snippet(pk_fts_tok *tok, const pk_search_hits *q, const pk_search_hit *hint,
+                          const char *const cols[PK_SEARCH_COLS], const size_t lens[PK_SEARCH_COLS],
+                          const char *open, const char *close, const char *ellipsis, int ntoken, pk_buf *out)
 {
     col_toks c[PK_SEARCH_COLS];
     memset(c, 0, sizeof c);
@@ -769,8 +784,13 @@ pk_err *pk_search_snippet(pk_fts_tok *tok, const pk_search_hits *q, const char *
         c[i].text = cols[i] ? cols[i] : "";
         c[i].q = q;
         size_t n = cols[i] ? lens[i] : 0;
-        if (!snip_ascii(tok, &c[i], c[i].text, n, &e))
+        if (hint && hint->inst[i] == 0) { /* no match in this column: nothing to read */
+            c[i].size = (int)hint->size[i];
+            continue;
+        }
+        if (!snip_ascii(tok, &c[i], c[i].text, n, hint ? (int)hint->inst[i] : -1, ntoken, &e))
             e = tokenize(tok, FTS5_TOKENIZE_DOCUMENT, cols[i], n, &c[i], snip_token);
+        c[i].size = hint && c[i].n < (int)hint->size[i] ? (int)hint->size[i] : c[i].n;
         for (int ii = 0; !e && ii < c[i].ninst; ii++) {
             int io = c[i].inst[ii].pos, adj;
             int score = window_score(&c[i], seen, q->ntokens, io, ntoken, &adj);
@@ -779,7 +799,7 @@ pk_err *pk_search_snippet(pk_fts_tok *tok, const pk_search_hits *q, const char *
                 best_col = i;
                 best_start = adj;
             }
-            if (c[i].nfirst && c[i].n > ntoken) {
+            if (c[i].nfirst && c[i].size > ntoken) {
                 int jj = 0;
                 for (; jj < c[i].nfirst - 1; jj++)
                     if (c[i].first[jj + 1] > io) break;
@@ -831,7 +851,7 @@ pk_err *pk_search_snippet(pk_fts_tok *tok, const pk_search_hits *q, const char *
             }
         }
         if (opened) pk_buf_puts(out, close);
-        if (range_end >= b->n - 1)
+        if (range_end >= b->size - 1)
             pk_buf_append(out, text + off, tlen - (size_t)off);
         else
             pk_buf_puts(out, ellipsis);

@@ -58,7 +58,9 @@ size_t pk_search_index_bytes(const pk_search_index *ix);
 /* The notes matching a query, ranked lazily (best first; equal scores by seq). */
 typedef struct pk_search_hit {
     int64_t seq;
-    double score; /* BM25, larger is better (FTS5's rank with the sign flipped) */
+    double score;                  /* BM25, larger is better (FTS5's rank with the sign flipped) */
+    uint32_t inst[PK_SEARCH_COLS]; /* matches per column (occurrences of the query's words) */
+    uint32_t size[PK_SEARCH_COLS]; /* tokens per column */
 } pk_search_hit;
 typedef struct pk_search_hits {
     pk_search_hit *hit;
@@ -77,8 +79,10 @@ void pk_search_hits_rank(pk_search_hits *h, size_t k);
 void pk_search_hits_free(pk_search_hits *h);
 
 /* The snippet FTS5's snippet(notes_fts, -1, open, close, ellipsis, ntoken) gives for this query and
- * note: the best window of `ntoken` tokens over all columns, matches wrapped in open/close. */
-pk_err *pk_search_snippet(pk_fts_tok *tok, const pk_search_hits *q, const char *const cols[PK_SEARCH_COLS],
-                          const size_t lens[PK_SEARCH_COLS], const char *open, const char *close,
-                          const char *ellipsis, int ntoken, pk_buf *out);
+ * note: the best window of `ntoken` tokens over all columns, matches wrapped in open/close. `hint`
+ * (the note's hit, or NULL) lets it skip columns without matches and stop reading a column once its
+ * window is decided; it must describe the same text. */
+pk_err *pk_search_snippet(pk_fts_tok *tok, const pk_search_hits *q, const pk_search_hit *hint,
+                          const char *const cols[PK_SEARCH_COLS], const size_t lens[PK_SEARCH_COLS],
+                          const char *open, const char *close, const char *ellipsis, int ntoken, pk_buf *out);
 #endif

@@ -947,7 +947,7 @@ static pk_err *search_indexed(sq_store *s, pk_sqlite_conn *k, const pk_note_quer
                     lens[c] = (size_t)sqlite3_column_bytes(st, col_of[c]);
                 }
                 pk_buf_reset(&snip);
-                e = pk_search_snippet(&tok, &h, cols, lens, "<mark>", "</mark>", "...", 24, &snip);
+                e = pk_search_snippet(&tok, &h, &h.hit[i], cols, lens, "<mark>", "</mark>", "...", 24, &snip);
                 pk_jw_key(&w, "snippet");
                 pk_jw_strn(&w, snip.data ? snip.data : "", snip.len);
                 pk_jw_key(&w, "score");

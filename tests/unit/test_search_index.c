@@ -180,12 +180,19 @@ static size_t compare(corpus *c, const char *query)
             cols[k] = (const char *)sqlite3_column_text(st, 3 + k);
             lens[k] = (size_t)sqlite3_column_bytes(st, 3 + k);
         }
-        pk_buf snip = PK_BUF_INIT;
-        cr_assert_null(pk_search_snippet(&c->tok, &h, cols, lens, "<mark>", "</mark>", "...", 24, &snip));
-        pk_buf_putc(&snip, 0);
-        cr_assert_str_eq(snip.data, (const char *)sqlite3_column_text(st, 2), "[%s] note %lld: snippet",
-                         query, (long long)seq);
-        pk_buf_free(&snip);
+        const pk_search_hit *hint = NULL;
+        for (size_t j = 0; j < h.n && !hint; j++)
+            hint = h.hit[j].seq == seq ? &h.hit[j] : NULL;
+        for (int with_hint = 0; with_hint < 2;
+             with_hint++) { /* reading it all, and only what the hit needs */
+            pk_buf snip = PK_BUF_INIT;
+            cr_assert_null(pk_search_snippet(&c->tok, &h, with_hint ? hint : NULL, cols, lens, "<mark>",
+                                             "</mark>", "...", 24, &snip));
+            pk_buf_putc(&snip, 0);
+            cr_assert_str_eq(snip.data, (const char *)sqlite3_column_text(st, 2),
+                             "[%s] note %lld: snippet (hint %d)", query, (long long)seq, with_hint);
+            pk_buf_free(&snip);
+        }
         i++;
     }
     cr_assert_eq(i, h.n, "[%s]: index %zu hits, FTS5 %zu", query, h.n, i);
@@ -261,7 +268,7 @@ Test(search_index, partial_ranking_gives_the_best_first)
     h.n = 1000;
     h.hit = calloc(h.n, sizeof *h.hit);
     for (size_t i = 0; i < h.n; i++)
-        h.hit[i] = (pk_search_hit){(int64_t)i, (double)(next_rand() % 50)};
+        h.hit[i] = (pk_search_hit){.seq = (int64_t)i, .score = (double)(next_rand() % 50)};
     pk_search_hits_rank(&h, 21);
     cr_assert_eq(h.sorted, 21);
     for (size_t i = 1; i < 21; i++)
