@@ -131,9 +131,10 @@ static const char m3[] = "ALTER TABLE audit_log ADD COLUMN outcome TEXT NOT NULL
 /* 4: search_log names every note whose searchable text changed (insert, update of title, content or
  * tags, delete), written by triggers in the writing transaction, so each process's in-memory search
  * index can catch up with writes made by any process (src/store/sqlite_search.c). Trimmed to the last
- * 100,000 entries (an index that fell further behind is rebuilt). */
+ * 100,000 entries (an index that fell further behind is rebuilt). AUTOINCREMENT: an id is never given
+ * twice, even after the table was emptied, so "newest id" always tells whether anything changed. */
 static const char m4[] =
-    "CREATE TABLE search_log (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL);"
+    "CREATE TABLE search_log (id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL);"
     "CREATE TRIGGER search_log_ai AFTER INSERT ON notes BEGIN INSERT INTO search_log(seq) VALUES (new.seq); "
     "END;"
     "CREATE TRIGGER search_log_ad AFTER DELETE ON notes BEGIN INSERT INTO search_log(seq) VALUES (old.seq); "
