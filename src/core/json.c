@@ -55,57 +55,53 @@ void pk_jw_arr_close(pk_jw *w)
     close_(w, ']');
 }
 
+/* Second byte of the escape for each byte that needs one ('u': \u00XX), 0 for bytes copied as is. */
+static const char ESCAPE[256] = {'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b',         't',          'n', 'u',
+                                 'f', 'r', 'u', 'u', 'u', 'u', 'u', 'u', 'u',         'u',          'u', 'u',
+                                 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', ['"'] = '"', ['\\'] = '\\'};
+
+/* Copies runs of plain bytes with one memcpy each and writes escapes in place; runs are found 8 bytes
+ * at a time while none needs escaping (a byte < 0x20, '"' or '\\': the "has a zero byte" test on
+ * x - 0x20.., x ^ '"'.. and x ^ '\\'..), byte by byte inside a word that has one. */
 void pk_json_escape(pk_buf *out, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    pk_buf_reserve(out, n + 2);
-    size_t start = 0;
-    for (size_t i = 0; i < n; i++) {
-        /* skip 8 bytes at a time while none needs escaping (a byte < 0x20, '"' or '\\'): the
-         * "has a zero byte" test on x - 0x20.., x ^ '"'.. and x ^ '\\'.. */
-        while (i + 8 <= n) {
-            uint64_t x;
-            memcpy(&x, s + i, 8);
-            const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-            uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
-            uint64_t hit = ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b);
-            if (hit & highs) break;
-            i += 8;
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    size_t i = 0;
+    while (i < n) {
+        size_t start = i;
+        for (;;) {
+            while (i + 8 <= n) {
+                uint64_t x;
+                memcpy(&x, s + i, 8);
+                uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+                if ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs) break;
+                i += 8;
+            }
+            size_t word_end = i + 8 < n ? i + 8 : n;
+            while (i < word_end && !ESCAPE[(unsigned char)s[i]])
+                i++;
+            if (i < word_end || i == n) break; /* found one, or the end */
         }
-        if (i >= n) break;
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
-        pk_buf_append(out, s + start, i - start);
-        start = i + 1;
-        switch (c) {
-        case '"':
-            pk_buf_append(out, "\\\"", 2);
-            break;
-        case '\\':
-            pk_buf_append(out, "\\\\", 2);
-            break;
-        case '\n':
-            pk_buf_append(out, "\\n", 2);
-            break;
-        case '\r':
-            pk_buf_append(out, "\\r", 2);
-            break;
-        case '\t':
-            pk_buf_append(out, "\\t", 2);
-            break;
-        case '\b':
-            pk_buf_append(out, "\\b", 2);
-            break;
-        case '\f':
-            pk_buf_append(out, "\\f", 2);
-            break;
-        default: {
-            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            pk_buf_append(out, u, 6);
-        }
+        size_t run = i - start;
+        if (out->len + run + 7 > out->cap) pk_buf_reserve(out, run + (n - i) / 8 + 16);
+        memcpy(out->data + out->len, s + start, run);
+        out->len += run;
+        if (i < n) {
+            unsigned char c = (unsigned char)s[i++];
+            char *d = out->data + out->len;
+            d[0] = '\\';
+            d[1] = ESCAPE[c];
+            if (d[1] == 'u') {
+                d[2] = '0', d[3] = '0', d[4] = hex[c >> 4], d[5] = hex[c & 15];
+                out->len += 6;
+            } else {
+                out->len += 2;
+            }
         }
     }
-    pk_buf_append(out, s + start, n - start);
+    pk_buf_reserve(out, 0); /* keeps the buffer NUL-terminated, as pk_buf_append does */
+    out->data[out->len] = '\0';
 }
 
 void pk_jw_key(pk_jw *w, const char *key)

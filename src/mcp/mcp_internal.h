@@ -44,8 +44,9 @@ bool pk_mcp_note_uri(const char *uri, char id[37]);
 void pk_mcp_note_read_work(pk_mcp_call *c, pk_job *j);
 /* Renders a note (store JSON) as markdown with YAML front matter. */
 void pk_mcp_note_markdown(const cJSON *note, pk_buf *out);
-/* Tool result helpers: text + structuredContent; isError from an error. */
-void pk_mcp_tool_result(pk_buf *out, const char *text, const char *structured_json, size_t n);
+/* Tool result helpers: `json` (n bytes) as structuredContent and, escaped, as the text content (for
+ * clients without structured output); isError from an error. */
+void pk_mcp_tool_result(pk_buf *out, const char *json, size_t n);
 void pk_mcp_tool_error_result(pk_buf *out, const pk_err *e);
 /* Guard over every string inside `v` (tool or prompt argument surface). */
 pk_err *pk_mcp_guard_strings(pk_req *r, int surface, const char *field, const cJSON *v);

@@ -44,15 +44,13 @@ pk_err *pk_mcp_guard_strings(pk_req *r, int surface, const char *field, const cJ
     return NULL;
 }
 
-void pk_mcp_tool_result(pk_buf *out, const char *text, const char *structured_json, size_t n)
+void pk_mcp_tool_result(pk_buf *out, const char *json, size_t n)
 {
+    pk_buf_reserve(out, 2 * n + n / 4 + 96); /* the JSON twice, the text escaped: one allocation */
     pk_buf_puts(out, "{\"content\":[{\"type\":\"text\",\"text\":\"");
-    pk_json_escape(out, text, strlen(text));
-    pk_buf_puts(out, "\"}]");
-    if (structured_json) {
-        pk_buf_puts(out, ",\"structuredContent\":");
-        pk_buf_append(out, structured_json, n);
-    }
+    pk_json_escape(out, json, n);
+    pk_buf_puts(out, "\"}],\"structuredContent\":");
+    pk_buf_append(out, json, n);
     pk_buf_puts(out, ",\"isError\":false}");
 }
 
@@ -75,11 +73,8 @@ static void reply_tool(pk_mcp_call *c, pk_job *j, const char *structured, size_t
     pk_buf res = PK_BUF_INIT;
     if (j->err)
         pk_mcp_tool_error_result(&res, j->err);
-    else {
-        char *text = pk_strndup(structured, n);
-        pk_mcp_tool_result(&res, text, structured, n);
-        free(text);
-    }
+    else
+        pk_mcp_tool_result(&res, structured, n);
     pk_mcp_call_reply(c, res.data, res.len);
     pk_buf_free(&res);
 }
@@ -269,9 +264,7 @@ static pk_err *search_prepare(pk_mcp_call *c, const cJSON *args, pk_req *r, pk_b
             size_t ml = strlen(hit.data);
             const char *data = hit.data + ml + 1;
             size_t dl = hit.len - ml - 1;
-            char *text = pk_strndup(data, dl);
-            pk_mcp_tool_result(result, text, data, dl);
-            free(text);
+            pk_mcp_tool_result(result, data, dl);
             pk_services_cache_note_release(&hit);
             c->work = NULL;
         }
@@ -301,11 +294,8 @@ static pk_err *get_prepare(pk_mcp_call *c, const cJSON *args, pk_req *r, pk_buf 
     if (r && r->srv->svc && pk_services_cache_lookup_note(r->srv, id, &hit)) {
         if (hit.missing)
             e = pk_err_not_found("no note with id '%s'", id);
-        else {
-            char *text = pk_strndup(hit.data, hit.len);
-            pk_mcp_tool_result(result, text, hit.data, hit.len);
-            free(text);
-        }
+        else
+            pk_mcp_tool_result(result, hit.data, hit.len);
         pk_services_cache_note_release(&hit);
         return e;
     }

@@ -179,6 +179,21 @@ Test(json, escape_matches_bytewise_reference)
                 pk_buf_free(&got);
                 pk_buf_free(&want);
             }
+    for (size_t every = 1; every < 10; every++) /* dense: a special byte every `every` bytes */
+        for (size_t k = 0; k < sizeof special; k++) {
+            for (size_t i = 0; i < sizeof s; i++)
+                s[i] = i % every == 0 ? special[k] : (unsigned char)('A' + i % 26);
+            pk_buf got = PK_BUF_INIT, want = PK_BUF_INIT;
+            pk_buf_puts(&got, "prefix");
+            pk_buf_puts(&want, "prefix");
+            pk_json_escape(&got, (const char *)s, sizeof s);
+            escape_ref(&want, s, sizeof s);
+            cr_assert_eq(got.len, want.len);
+            cr_assert(memcmp(got.data, want.data, got.len) == 0 && got.data[got.len] == 0, "every %zu",
+                      every);
+            pk_buf_free(&got);
+            pk_buf_free(&want);
+        }
 }
 
 Test(clock, rfc3339_formats_every_field)
