@@ -282,6 +282,42 @@ static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
  * ZREM otherwise). */
 #define LUA_CLAIM                                                                                            \
     "local QS, LIM = nil, {}\n"                                                                              \
+    "local function read(key)\n"                                                                             \
+    "  if DRY[key] then return nil end\n"                                                                    \
+    "  if redis.call('XLEN', key) == 0 then DRY[key] = true return nil end\n"                                \
+    "  local res = redis.pcall('XREADGROUP', 'GROUP', G, 'c', 'COUNT', '1', 'STREAMS', key, '>')\n"          \
+    "  if type(res) == 'table' and res.err then\n"                                                           \
+    "    if not string.find(res.err, 'NOGROUP', 1, true) then return redis.error_reply(res.err) end\n"       \
+    "    redis.pcall('XGROUP', 'CREATE', key, G, '0', 'MKSTREAM')\n"                                         \
+    "    res = redis.call('XREADGROUP', 'GROUP', G, 'c', 'COUNT', '1', 'STREAMS', key, '>')\n"               \
+    "  end\n"                                                                                                \
+    "  if not res then DRY[key] = true return nil end\n"                                                     \
+    "  local e = res[1][2][1]\n"                                                                             \
+    "  return e[1], e[2][2]\n"                                                                               \
+    "end\n"                                                                                                  \
+    "local function allowed(ty, defer)\n"                                                                    \
+    "  local lim = LIM[ty]\n"                                                                                \
+    "  if lim == nil then\n"                                                                                 \
+    "    lim = redis.call('HGET', P .. 'limits', ty)\n"                                                      \
+    "    LIM[ty] = lim\n"                                                                                    \
+    "  end\n"                                                                                                \
+    "  if not lim then return true, false end\n"                                                             \
+    "  local c, r, b = string.match(lim, '^(%S+) (%S+) (%S+)$')\n"                                           \
+    "  c, r, b = tonumber(c), tonumber(r), tonumber(b)\n"                                                    \
+    "  if c > 0 and redis.call('ZCOUNT', P .. 'lr:' .. ty, NOWC, '+inf') >= c then\n"                        \
+    "    return false, NOW + defer\n"                                                                        \
+    "  end\n"                                                                                                \
+    "  if r > 0 then\n"                                                                                      \
+    "    local iv = 1e6 / r\n"                                                                               \
+    "    local tat = tonumber(redis.call('GET', P .. 'tat:' .. ty) or '0')\n"                                \
+    "    if tat < NOW then tat = NOW end\n"                                                                  \
+    "    local at = tat - (b - 1) * iv\n"                                                                    \
+    "    if at > NOW then return false, math.ceil(at) end\n"                                                 \
+    "    redis.call('SET', P .. 'tat:' .. ty, fmt(tat + iv), 'PX', math.ceil((tat + iv - NOW) / 1000) + "    \
+    "1000)\n"                                                                                                \
+    "  end\n"                                                                                                \
+    "  return true, c > 0\n"                                                                                 \
+    "end\n"                                                                                                  \
     "local function claim(worker, rr, defer, typelist)\n"                                                    \
     "  if not QS then\n"                                                                                     \
     "    promote(100)\n"                                                                                     \
@@ -294,42 +330,6 @@ static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
     "  if typelist ~= '' then\n"                                                                             \
     "    want = {}\n"                                                                                        \
     "    for t in string.gmatch(typelist, '[^,]+') do want[t] = true end\n"                                  \
-    "  end\n"                                                                                                \
-    "  local function read(key)\n"                                                                           \
-    "    if DRY[key] then return nil end\n"                                                                  \
-    "    if redis.call('XLEN', key) == 0 then DRY[key] = true return nil end\n"                              \
-    "    local res = redis.pcall('XREADGROUP', 'GROUP', G, 'c', 'COUNT', '1', 'STREAMS', key, '>')\n"        \
-    "    if type(res) == 'table' and res.err then\n"                                                         \
-    "      if not string.find(res.err, 'NOGROUP', 1, true) then return redis.error_reply(res.err) end\n"     \
-    "      redis.pcall('XGROUP', 'CREATE', key, G, '0', 'MKSTREAM')\n"                                       \
-    "      res = redis.call('XREADGROUP', 'GROUP', G, 'c', 'COUNT', '1', 'STREAMS', key, '>')\n"             \
-    "    end\n"                                                                                              \
-    "    if not res then DRY[key] = true return nil end\n"                                                   \
-    "    local e = res[1][2][1]\n"                                                                           \
-    "    return e[1], e[2][2]\n"                                                                             \
-    "  end\n"                                                                                                \
-    "  local function allowed(ty)\n"                                                                         \
-    "    local lim = LIM[ty]\n"                                                                              \
-    "    if lim == nil then\n"                                                                               \
-    "      lim = redis.call('HGET', P .. 'limits', ty)\n"                                                    \
-    "      LIM[ty] = lim\n"                                                                                  \
-    "    end\n"                                                                                              \
-    "    if not lim then return true, false end\n"                                                           \
-    "    local c, r, b = string.match(lim, '^(%S+) (%S+) (%S+)$')\n"                                         \
-    "    c, r, b = tonumber(c), tonumber(r), tonumber(b)\n"                                                  \
-    "    if c > 0 and redis.call('ZCOUNT', P .. 'lr:' .. ty, NOWC, '+inf') >= c then\n"                      \
-    "      return false, NOW + defer\n"                                                                      \
-    "    end\n"                                                                                              \
-    "    if r > 0 then\n"                                                                                    \
-    "      local iv = 1e6 / r\n"                                                                             \
-    "      local tat = tonumber(redis.call('GET', P .. 'tat:' .. ty) or '0')\n"                              \
-    "      if tat < NOW then tat = NOW end\n"                                                                \
-    "      local at = tat - (b - 1) * iv\n"                                                                  \
-    "      if at > NOW then return false, math.ceil(at) end\n"                                               \
-    "      redis.call('SET', P .. 'tat:' .. ty, fmt(tat + iv), 'PX', math.ceil((tat + iv - NOW) / 1000) + "  \
-    "1000)\n"                                                                                                \
-    "    end\n"                                                                                              \
-    "    return true, c > 0\n"                                                                               \
     "  end\n"                                                                                                \
     "  local budget = 64\n"                                                                                  \
     "  local moved = {}\n"                                                                                   \
@@ -354,7 +354,7 @@ static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
     "          if moved[id] then break end\n"                                                                \
     "          moved[id] = true\n"                                                                           \
     "        else\n"                                                                                         \
-    "          local ok, x = allowed(r[3])\n"                                                                \
+    "          local ok, x = allowed(r[3], defer)\n"                                                         \
     "          if not ok then\n"                                                                             \
     "            unready(id, q, p, sid)\n"                                                                   \
     "            redis.call('HSET', tk(id), 'nb', fi(x))\n"                                                  \
