@@ -276,13 +276,13 @@ static pk_redis_script S_ENQUEUE = {
     .src = LUA_PRELUDE LUA_ENQUEUE "return enqueue(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], "
                                    "ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17])\n"};
 
-/* A batch: ARGV[5] a JSON array of enqueue's argument lists (13 strings each), in order. Returns the
- * list of enqueue's replies. One script for the whole batch: it is atomic like a single enqueue, and
- * a later item with the key of an earlier one is a replay of it. */
+/* A batch: ARGV[5..] enqueue's arguments, 13 per item, in order (flat: no JSON to encode and decode).
+ * Returns the list of enqueue's replies. One script for the whole batch: it is atomic like a single
+ * enqueue, and a later item with the key of an earlier one is a replay of it. */
 static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
                                           "local out = {}\n"
-                                          "for i, a in ipairs(cjson.decode(ARGV[5])) do\n"
-                                          "  out[i] = enqueue(unpack(a))\n"
+                                          "for i = 5, #ARGV, 13 do\n"
+                                          "  out[#out + 1] = enqueue(unpack(ARGV, i, i + 12))\n"
                                           "end\n"
                                           "return out\n"};
 
@@ -416,12 +416,16 @@ static pk_redis_script S_HEARTBEAT = {
  * nothing reads them unless the state is running, and the next claim or ready() overwrites them. */
 #define LUA_SETTLE                                                                                           \
     "local function settle(id, worker, mode, text, errtext, at, retryable, jit, rbase, rcap)\n"              \
-    "  local r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'sid', 'ty', 'att', 'ma', 'es', "       \
-    "'lt')\n"                                                                                                \
+    "  local r\n" /* a completion or cancellation needs only the first 7 fields (each costs a scan) */       \
+    "  if mode == 'c' or mode == 'x' then\n"                                                                 \
+    "    r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'sid', 'ty', 'lt')\n"                       \
+    "  else\n"                                                                                               \
+    "    r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'sid', 'ty', 'lt', 'att', 'ma', 'es')\n"    \
+    "  end\n"                                                                                                \
     "  if tonumber(r[1]) ~= 2 or r[2] ~= worker then return -1 end\n"                                        \
     "  local q, p = r[3], r[4]\n"                                                                            \
     "  redis.call('ZREM', P .. 'running', id)\n"                                                             \
-    "  if r[10] ~= '0' then redis.call('ZREM', P .. 'lr:' .. r[6], id) end\n"                                \
+    "  if r[7] ~= '0' then redis.call('ZREM', P .. 'lr:' .. r[6], id) end\n"                                 \
     "  if r[5] then\n"                                                                                       \
     "    redis.pcall('XACK', sk(q, p), G, r[5])\n"                                                           \
     "    redis.call('XDEL', sk(q, p), r[5])\n"                                                               \
@@ -433,17 +437,17 @@ static pk_redis_script S_HEARTBEAT = {
     "    fin(id, q, p, 2, 7)\n"                                                                              \
     "    return 7\n"                                                                                         \
     "  elseif mode == 'r' then\n"                                                                            \
-    "    redis.call('HSET', tk(id), 'st', 0, 'att', math.max(0, tonumber(r[7]) - 1), 'nb', NOWS, 'ua', "     \
+    "    redis.call('HSET', tk(id), 'st', 0, 'att', math.max(0, tonumber(r[8]) - 1), 'nb', NOWS, 'ua', "     \
     "NOWS)\n"                                                                                                \
     "    count(q, p, 2, -1)\n"                                                                               \
     "    count(q, p, 0, 1)\n"                                                                                \
     "    ready(id, q, p)\n"                                                                                  \
     "    return 0\n"                                                                                         \
     "  end\n"                                                                                                \
-    "  local att, ma = tonumber(r[7]), tonumber(r[8])\n"                                                     \
+    "  local att, ma = tonumber(r[8]), tonumber(r[9])\n"                                                     \
     "  local nxt = 5\n"                                                                                      \
     "  if retryable ~= '1' then nxt = 4 elseif att >= ma then nxt = 6 end\n"                                 \
-    "  local es = adderr(r[9], att, at, text)\n"                                                             \
+    "  local es = adderr(r[10], att, at, text)\n"                                                            \
     "  if nxt == 5 then\n"                                                                                   \
     "    local ceil, cap = tonumber(rbase) * 1000, tonumber(rcap) * 1000\n"                                  \
     "    local i = 1\n"                                                                                      \
@@ -1102,20 +1106,11 @@ static void enq_lead(rq_queue *q, gc_item **batch, size_t n)
         if (r) freeReplyObject(r);
         return;
     }
-    pk_buf arg = PK_BUF_INIT;
-    pk_jw w;
-    pk_jw_init(&w, &arg);
-    pk_jw_arr_open(&w);
-    for (size_t i = 0; i < n; i++) {
-        enq_op *o = batch[i]->op;
-        pk_jw_arr_open(&w);
-        for (int k = 0; k < 13; k++)
-            pk_jw_str(&w, o->a.argv[k]);
-        pk_jw_arr_close(&w);
-    }
-    pk_jw_arr_close(&w);
-    const char *args[] = {arg.data};
-    e = rq_eval(q, &S_ENQUEUE_BATCH, "enqueue", now, 1, args, &r);
+    const char **args = calloc(13 * n, sizeof *args);
+    for (size_t i = 0; i < n; i++)
+        memcpy(&args[13 * i], ((enq_op *)batch[i]->op)->a.argv, 13 * sizeof *args);
+    e = rq_eval(q, &S_ENQUEUE_BATCH, "enqueue", now, (int)(13 * n), args, &r);
+    free(args);
     if (!e && (r->type != REDIS_REPLY_ARRAY || r->elements != n)) e = pk_err_internal("bad enqueue reply");
     for (size_t i = 0; i < n; i++) {
         enq_op *o = batch[i]->op;
@@ -1123,7 +1118,6 @@ static void enq_lead(rq_queue *q, gc_item **batch, size_t n)
             e ? err_copy(e) : enq_result(r->element[i], &o->a, o->in, now, o->out, o->created, o->id_out);
     }
     pk_err_free(e);
-    pk_buf_free(&arg);
     if (r) freeReplyObject(r);
 }
 
@@ -1156,12 +1150,9 @@ static pk_err *q_enqueue_batch(pk_queue *base, const pk_task_input *in, size_t n
     rq_queue *q = (rq_queue *)base;
     int64_t now = now_ns(q);
     enq_args *a = calloc(n ? n : 1, sizeof *a);
+    const char **args = calloc(13 * n + 1, sizeof *args);
     pk_err *e = NULL;
     size_t ready = 0;
-    pk_buf arg = PK_BUF_INIT;
-    pk_jw w;
-    pk_jw_init(&w, &arg);
-    pk_jw_arr_open(&w);
     for (; ready < n && !e; ready++) {
         if ((e = enq_args_init(q, &in[ready], now, true, &a[ready]))) {
             pk_err *wrapped = pk_err_invalid("task %zu: %s", ready, e->message);
@@ -1170,17 +1161,10 @@ static pk_err *q_enqueue_batch(pk_queue *base, const pk_task_input *in, size_t n
             enq_args_free(&a[ready]);
             break;
         }
-        pk_jw_arr_open(&w);
-        for (int k = 0; k < 13; k++)
-            pk_jw_str(&w, a[ready].argv[k]);
-        pk_jw_arr_close(&w);
+        memcpy(&args[13 * ready], a[ready].argv, 13 * sizeof *args);
     }
-    pk_jw_arr_close(&w);
     redisReply *r = NULL;
-    if (!e) {
-        const char *args[] = {arg.data};
-        e = rq_eval(q, &S_ENQUEUE_BATCH, "enqueue", now, 1, args, &r);
-    }
+    if (!e) e = rq_eval(q, &S_ENQUEUE_BATCH, "enqueue", now, (int)(13 * n), args, &r);
     if (!e && (r->type != REDIS_REPLY_ARRAY || r->elements != n)) e = pk_err_internal("bad enqueue reply");
     if (!e) {
         pk_buf_putc(out, '[');
@@ -1193,7 +1177,7 @@ static pk_err *q_enqueue_batch(pk_queue *base, const pk_task_input *in, size_t n
     for (size_t i = 0; i < ready; i++)
         enq_args_free(&a[i]);
     free(a);
-    pk_buf_free(&arg);
+    free(args);
     if (r) freeReplyObject(r);
     return e;
 }
