@@ -154,9 +154,10 @@ typedef struct rq_queue {
     "local function sk(q, p) return P .. 's:' .. q .. ':' .. p end\n"                                        \
     "local function fmt(n) return string.format('%.0f', n) end\n"                                            \
     "local function fi(n) return string.format('%d', n) end\n"                                               \
+    "local NS = {[0] = '0', '1', '2', '3', '4', '5', '6', '7'}\n"                                            \
     "local CD = nil\n"                                                                                       \
     "local function count(q, p, st, d)\n"                                                                    \
-    "  local k = q .. ':' .. p .. ':' .. st\n"                                                               \
+    "  local k = q .. ':' .. p .. ':' .. (NS[st] or st)\n"                                                   \
     "  if CD then CD[k] = (CD[k] or 0) + d else redis.call('HINCRBY', P .. 'counts', k, fi(d)) end\n"        \
     "end\n"                                                                                                  \
     "local function flush()\n"                                                                               \
@@ -179,7 +180,7 @@ typedef struct rq_queue {
     "end\n"                                                                                                  \
     "local function delay(id, due)\n"                                                                        \
     "  local first = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')\n"                             \
-    "  redis.call('ZADD', P .. 'delayed', due, id)\n"                                                        \
+    "  redis.call('ZADD', P .. 'delayed', fi(due), id)\n"                                                    \
     "  if not first[2] or due < tonumber(first[2]) then\n"                                                   \
     "    redis.call('XADD', P .. 'wake', 'MAXLEN', 1, '*', 'due', fmt(due))\n"                               \
     "  end\n"                                                                                                \
@@ -193,10 +194,10 @@ typedef struct rq_queue {
     "  count(q, p, old, -1)\n"                                                                               \
     "  count(q, p, st, 1)\n"                                                                                 \
     "  local f = extra or {}\n"                                                                              \
-    "  f[#f + 1] = 'st' f[#f + 1] = fi(st) f[#f + 1] = 'fa' f[#f + 1] = NOWS f[#f + 1] = 'ua' f[#f + 1] = "  \
+    "  f[#f + 1] = 'st' f[#f + 1] = NS[st] f[#f + 1] = 'fa' f[#f + 1] = NOWS f[#f + 1] = 'ua' f[#f + 1] = "  \
     "NOWS\n"                                                                                                 \
     "  redis.call('HSET', tk(id), unpack(f))\n"                                                              \
-    "  redis.call('ZADD', P .. 'finished', NOWS, st .. '|' .. p .. '|' .. q .. '|' .. id)\n"                 \
+    "  redis.call('ZADD', P .. 'finished', NOWS, NS[st] .. '|' .. p .. '|' .. q .. '|' .. id)\n"             \
     "  redis.call('PEXPIRE', tk(id), ARGV[4])\n"                                                             \
     "end\n"                                                                                                  \
     "local function dead(id, err)\n"                                                                         \
@@ -347,7 +348,8 @@ static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
     "  end\n"                                                                                                \
     "  local budget = 64\n"                                                                                  \
     "  local moved = {}\n"                                                                                   \
-    "  for p = 0, 3 do\n"                                                                                    \
+    "  for pn = 0, 3 do\n"                                                                                   \
+    "    local p = NS[pn]\n" /* as a string: sk() and count() concatenate it */                              \
     "    for k = 0, nq - 1 do\n"                                                                             \
     "      local q = qs[(rr + k) % nq + 1]\n"                                                                \
     "      local key = sk(q, p)\n"                                                                           \
@@ -384,7 +386,8 @@ static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
     "            if x then redis.call('ZADD', P .. 'lr:' .. r[3], fi(lease), id) end\n"                      \
     "            count(q, p, st, -1)\n"                                                                      \
     "            count(q, p, 2, 1)\n"                                                                        \
-    "            return {id, r[3], q, r[6], r[7] or '', p, att, r[8], r[9], r[4], r[10], r[11], NOWS, r[7] " \
+    "            return {id, r[3], q, r[6], r[7] or '', pn, att, r[8], r[9], r[4], r[10], r[11], NOWS, "     \
+    "r[7] "                                                                                                  \
     "and 1 or 0}\n"                                                                                          \
     "          end\n"                                                                                        \
     "        end\n"                                                                                          \
