@@ -155,6 +155,10 @@ typedef struct pk_queue_config {
     /* Redis backend only: the client pool (not owned) and the key prefix (default "pake:"). */
     struct pk_redis *redis;
     const char *redis_prefix;
+    /* Redis backend: false (default) = group commit: concurrent enqueues of this process go to Redis as
+     * one script call, and so do its worker threads' concurrent claims and complete_claims (each caller
+     * still gets its own result or error); true = one script call per operation. */
+    bool no_group_commit;
 } pk_queue_config;
 
 /* Per (queue, priority) numbers for GET /v1/queues. */

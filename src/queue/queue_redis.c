@@ -11,9 +11,11 @@
  * input, new_task_json) and complete_claim (settle + the worker's next claim in one script, like
  * BullMQ's moveToFinished); enqueue_batch sends a whole batch as one script call. The scripts share
  * Lua functions (LUA_ENQUEUE, LUA_CLAIM, LUA_SETTLE) so the fused scripts run exactly the single
- * operations' code. Per-task cost is dominated by Redis running the scripts' commands (each
- * redis.call costs a few microseconds beyond the command itself), so the hot scripts keep their
- * command count low: see the comments of each. Keys (P = redis_prefix + "q:", default "pake:q:"):
+ * operations' code. Per-task cost is dominated by Redis running the scripts (the Lua VM itself is
+ * about a third of Redis's CPU, each redis.call ~0.7 us beyond the command, a Lua number passed as a
+ * command argument ~2 us more, formatted with %.17g: the scripts pass integers as strings, fi()), so the
+ * hot scripts keep their command count low (see the comments of each) and several callers share one
+ * call (group commit, below). Keys (P = redis_prefix + "q:", default "pake:q:"):
  *
  *   P t:<id>           hash, the task record (the source of truth; fields are short names, times are
  *                      integer MICROseconds of the configured clock: exact in Lua's doubles)
@@ -38,9 +40,19 @@
  * normal, low; queues of one priority round-robin by a per-call counter) with XREADGROUP COUNT 1
  * (non-blocking; an empty stream is skipped after an XLEN), checks the record (an entry whose task is no
  * longer claimable, e.g. cancelled, is acknowledged and dropped), applies the per-type limits and marks the
- * task running. One entry per call: a claim is one round trip whatever the queue depth; a COUNT>1 batch claim
- * would save round trips per task but give leases to tasks a worker may not start for a while, so it is not
- * done.
+ * task running. One entry per worker: a COUNT>1 read for one worker would give leases to tasks it may not
+ * start for a while, so it is not done; several worker threads of a process share one call instead:
+ *
+ * Group commit. Concurrent enqueues of a process, and concurrent claims / complete-and-claims of its
+ * worker threads, each queue up in a line (gc_line, one per operation); the first in line takes
+ * everyone queued at that moment (up to GROUP_MAX), runs ONE script for all of them (S_ENQUEUE_BATCH;
+ * S_SETTLE_CLAIM with one item per caller), stores each caller's own result or error in its item and
+ * wakes them and the next in line. No caller ever waits for a timer: a lone caller runs alone at once,
+ * and under load the groups form while the previous call is in flight. The scripts run the items in
+ * line order with the single operations' code, so a group does exactly what the same calls one after the
+ * other would (limits, idempotency, leases from the claim time), in one atomic step. Per-call costs
+ * (the round trip and syscalls on both sides, EVALSHA dispatch, the prelude's closures, promote, the
+ * queue list, empty-stream checks) are paid once per group. Off with cfg->no_group_commit.
  *
  * Leases. The lease expiry is stored in the record and in `running`, computed from the configured
  * clock, and reclaim_expired takes expired ones from `running` (ZRANGEBYSCORE). Why not XAUTOCLAIM:
@@ -96,7 +108,21 @@
 #include <string.h>
 
 #define LIMIT_RETRY_MS 50 /* a concurrency-limited task is offered again after this */
+#define GROUP_MAX 64      /* most calls one group-commit script carries */
 #define WAIT_IDLE_CONNS 8 /* dedicated blocking connections kept for `wait` */
+
+/* Group commit (see the top comment): callers of one operation queue up; the first in line runs one
+ * script for itself and the callers behind it, hands each its result and wakes the next in line. */
+typedef struct gc_item {
+    struct gc_item *next;
+    pthread_cond_t cv;
+    bool done;
+    void *op; /* the operation's own arguments and results (enq_op, claim_op) */
+} gc_item;
+
+typedef struct gc_line {
+    gc_item *head, *tail;
+} gc_line;
 
 typedef struct rq_queue {
     pk_queue base;
@@ -108,6 +134,9 @@ typedef struct rq_queue {
     pthread_mutex_t mu;
     redisContext *idle[WAIT_IDLE_CONNS];
     int nidle;
+    bool group;            /* cfg.redis_group_commit */
+    pthread_mutex_t gc_mu; /* the lines below */
+    gc_line enq_line, claim_line;
 } rq_queue;
 
 /* ---- scripts ----------------------------------------------------------------------------------- */
@@ -124,17 +153,21 @@ typedef struct rq_queue {
     "local function tk(id) return P .. 't:' .. id end\n"                                                     \
     "local function sk(q, p) return P .. 's:' .. q .. ':' .. p end\n"                                        \
     "local function fmt(n) return string.format('%.0f', n) end\n"                                            \
+    "local function fi(n) return string.format('%d', n) end\n"                                               \
+    "local NS = {[0] = '0', '1', '2', '3', '4', '5', '6', '7'}\n"                                            \
     "local CD = nil\n"                                                                                       \
     "local function count(q, p, st, d)\n"                                                                    \
-    "  local k = q .. ':' .. p .. ':' .. st\n"                                                               \
-    "  if CD then CD[k] = (CD[k] or 0) + d else redis.call('HINCRBY', P .. 'counts', k, d) end\n"            \
+    "  local k = q .. ':' .. p .. ':' .. (NS[st] or st)\n"                                                   \
+    "  if CD then CD[k] = (CD[k] or 0) + d else redis.call('HINCRBY', P .. 'counts', k, fi(d)) end\n"        \
     "end\n"                                                                                                  \
     "local function flush()\n"                                                                               \
     "  for k, d in pairs(CD) do\n"                                                                           \
-    "    if d ~= 0 then redis.call('HINCRBY', P .. 'counts', k, d) end\n"                                    \
+    "    if d ~= 0 then redis.call('HINCRBY', P .. 'counts', k, fi(d)) end\n"                                \
     "  end\n"                                                                                                \
     "end\n"                                                                                                  \
+    "local DRY = {}\n" /* stream key -> true: nothing undelivered in it (this script call) */                \
     "local function ready(id, q, p)\n"                                                                       \
+    "  DRY[sk(q, p)] = nil\n"                                                                                \
     "  local sid = redis.call('XADD', sk(q, p), '*', 'id', id)\n"                                            \
     "  redis.call('HSET', tk(id), 'sid', sid)\n"                                                             \
     "end\n"                                                                                                  \
@@ -147,7 +180,7 @@ typedef struct rq_queue {
     "end\n"                                                                                                  \
     "local function delay(id, due)\n"                                                                        \
     "  local first = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')\n"                             \
-    "  redis.call('ZADD', P .. 'delayed', due, id)\n"                                                        \
+    "  redis.call('ZADD', P .. 'delayed', fi(due), id)\n"                                                    \
     "  if not first[2] or due < tonumber(first[2]) then\n"                                                   \
     "    redis.call('XADD', P .. 'wake', 'MAXLEN', 1, '*', 'due', fmt(due))\n"                               \
     "  end\n"                                                                                                \
@@ -161,11 +194,11 @@ typedef struct rq_queue {
     "  count(q, p, old, -1)\n"                                                                               \
     "  count(q, p, st, 1)\n"                                                                                 \
     "  local f = extra or {}\n"                                                                              \
-    "  f[#f + 1] = 'st' f[#f + 1] = st f[#f + 1] = 'fa' f[#f + 1] = NOWS f[#f + 1] = 'ua' f[#f + 1] = "      \
+    "  f[#f + 1] = 'st' f[#f + 1] = NS[st] f[#f + 1] = 'fa' f[#f + 1] = NOWS f[#f + 1] = 'ua' f[#f + 1] = "  \
     "NOWS\n"                                                                                                 \
     "  redis.call('HSET', tk(id), unpack(f))\n"                                                              \
-    "  redis.call('ZADD', P .. 'finished', NOW, st .. '|' .. p .. '|' .. q .. '|' .. id)\n"                  \
-    "  redis.call('PEXPIRE', tk(id), KEEP)\n"                                                                \
+    "  redis.call('ZADD', P .. 'finished', NOWS, NS[st] .. '|' .. p .. '|' .. q .. '|' .. id)\n"             \
+    "  redis.call('PEXPIRE', tk(id), ARGV[4])\n"                                                             \
     "end\n"                                                                                                  \
     "local function dead(id, err)\n"                                                                         \
     "  redis.call('XADD', P .. 'dead', 'MAXLEN', '~', 10000, '*', 'id', id, 'error', err)\n"                 \
@@ -176,7 +209,7 @@ typedef struct rq_queue {
     "  return string.sub(es, 1, -2) .. ',' .. item .. ']'\n"                                                 \
     "end\n"                                                                                                  \
     "local function promote(n)\n"                                                                            \
-    "  local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', NOWS, 'LIMIT', 0, n)\n"               \
+    "  local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', NOWS, 'LIMIT', '0', fi(n))\n"         \
     "  for _, id in ipairs(due) do\n"                                                                        \
     "    redis.call('ZREM', P .. 'delayed', id)\n"                                                           \
     "    local r = redis.call('HMGET', tk(id), 'st', 'qu', 'pr')\n"                                          \
@@ -218,7 +251,8 @@ typedef struct rq_queue {
     "    for pp = 0, 3 do redis.pcall('XGROUP', 'CREATE', sk(q, pp), G, '0', 'MKSTREAM') end\n"              \
     "    redis.call('XADD', P .. 'wake', 'MAXLEN', 1, '*', 'q', q)\n"                                        \
     "  end\n"                                                                                                \
-    "  local f = {'id', id, 'ty', ty, 'qu', q, 'pr', p, 'st', st, 'pl', pl, 'ma', ma, 'nb', nb, 'to', to, "  \
+    "  local f = {'id', id, 'ty', ty, 'qu', q, 'pr', p, 'st', fi(st), 'pl', pl, 'ma', ma, 'nb', fi(nb), "    \
+    "'to', to, "                                                                                             \
     "'lm', lm,\n"                                                                                            \
     "             'ca', NOWS}\n"                                                                             \
     "  if st == 0 then\n"                                                                                    \
@@ -228,7 +262,7 @@ typedef struct rq_queue {
     "  if ik ~= '' then f[#f + 1] = 'ik' f[#f + 1] = ik end\n"                                               \
     "  if tc ~= '' then f[#f + 1] = 'tc' f[#f + 1] = string.sub(tc, 2) end\n"                                \
     "  redis.call('HSET', tk(id), unpack(f))\n"                                                              \
-    "  redis.call('ZADD', P .. 'index', seq, id)\n"                                                          \
+    "  redis.call('ZADD', P .. 'index', fi(seq), id)\n"                                                      \
     "  count(q, p, st, 1)\n"                                                                                 \
     "  if st == 1 then delay(id, nb) end\n"                                                                  \
     "  if ik ~= '' then\n"                                                                                   \
@@ -243,26 +277,68 @@ static pk_redis_script S_ENQUEUE = {
     .src = LUA_PRELUDE LUA_ENQUEUE "return enqueue(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], "
                                    "ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17])\n"};
 
-/* A batch: ARGV[5] a JSON array of enqueue's argument lists (13 strings each), in order. Returns the
- * list of enqueue's replies. One script for the whole batch: it is atomic like a single enqueue, and
- * a later item with the key of an earlier one is a replay of it. */
+/* A batch: ARGV[5..] enqueue's arguments, 13 per item, in order (flat: no JSON to encode and decode).
+ * Returns the list of enqueue's replies. One script for the whole batch: it is atomic like a single
+ * enqueue, and a later item with the key of an earlier one is a replay of it. */
 static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
                                           "local out = {}\n"
-                                          "for i, a in ipairs(cjson.decode(ARGV[5])) do\n"
-                                          "  out[i] = enqueue(unpack(a))\n"
+                                          "for i = 5, #ARGV, 13 do\n"
+                                          "  out[#out + 1] = enqueue(unpack(ARGV, i, i + 12))\n"
                                           "end\n"
                                           "return out\n"};
 
-/* The claim as a Lua function (S_CLAIM, and S_SETTLE_CLAIM after a completion): promote due delayed
- * tasks, then read the streams in priority order (XLEN first: an empty stream costs no XREADGROUP).
+/* The claim as a Lua function (S_SETTLE_CLAIM, once per item): promote due delayed tasks and read the
+ * queue list (once per script call), then read the streams in priority order (XLEN first: an empty
+ * stream costs no XREADGROUP; a stream found with nothing undelivered is not read again in the same
+ * call unless ready() added to it).
  * claim(worker, round-robin counter, concurrency retry us, "" or "type,type,..") returns false or
  * {id, type, queue, payload, trace, prio, attempts, max, timeout, lease, created, nb, started,
  * has_trace}. The record's `lt` says whether the attempt holds a slot in P lr:<type> (settle skips the
  * ZREM otherwise). */
 #define LUA_CLAIM                                                                                            \
+    "local QS, LIM = nil, {}\n"                                                                              \
+    "local function read(key)\n"                                                                             \
+    "  if DRY[key] then return nil end\n"                                                                    \
+    "  if redis.call('XLEN', key) == 0 then DRY[key] = true return nil end\n"                                \
+    "  local res = redis.pcall('XREADGROUP', 'GROUP', G, 'c', 'COUNT', '1', 'STREAMS', key, '>')\n"          \
+    "  if type(res) == 'table' and res.err then\n"                                                           \
+    "    if not string.find(res.err, 'NOGROUP', 1, true) then return redis.error_reply(res.err) end\n"       \
+    "    redis.pcall('XGROUP', 'CREATE', key, G, '0', 'MKSTREAM')\n"                                         \
+    "    res = redis.call('XREADGROUP', 'GROUP', G, 'c', 'COUNT', '1', 'STREAMS', key, '>')\n"               \
+    "  end\n"                                                                                                \
+    "  if not res then DRY[key] = true return nil end\n"                                                     \
+    "  local e = res[1][2][1]\n"                                                                             \
+    "  return e[1], e[2][2]\n"                                                                               \
+    "end\n"                                                                                                  \
+    "local function allowed(ty, defer)\n"                                                                    \
+    "  local lim = LIM[ty]\n"                                                                                \
+    "  if lim == nil then\n"                                                                                 \
+    "    lim = redis.call('HGET', P .. 'limits', ty)\n"                                                      \
+    "    LIM[ty] = lim\n"                                                                                    \
+    "  end\n"                                                                                                \
+    "  if not lim then return true, false end\n"                                                             \
+    "  local c, r, b = string.match(lim, '^(%S+) (%S+) (%S+)$')\n"                                           \
+    "  c, r, b = tonumber(c), tonumber(r), tonumber(b)\n"                                                    \
+    "  if c > 0 and redis.call('ZCOUNT', P .. 'lr:' .. ty, NOWC, '+inf') >= c then\n"                        \
+    "    return false, NOW + defer\n"                                                                        \
+    "  end\n"                                                                                                \
+    "  if r > 0 then\n"                                                                                      \
+    "    local iv = 1e6 / r\n"                                                                               \
+    "    local tat = tonumber(redis.call('GET', P .. 'tat:' .. ty) or '0')\n"                                \
+    "    if tat < NOW then tat = NOW end\n"                                                                  \
+    "    local at = tat - (b - 1) * iv\n"                                                                    \
+    "    if at > NOW then return false, math.ceil(at) end\n"                                                 \
+    "    redis.call('SET', P .. 'tat:' .. ty, fmt(tat + iv), 'PX', math.ceil((tat + iv - NOW) / 1000) + "    \
+    "1000)\n"                                                                                                \
+    "  end\n"                                                                                                \
+    "  return true, c > 0\n"                                                                                 \
+    "end\n"                                                                                                  \
     "local function claim(worker, rr, defer, typelist)\n"                                                    \
-    "  promote(100)\n"                                                                                       \
-    "  local qs = queues()\n"                                                                                \
+    "  if not QS then\n"                                                                                     \
+    "    promote(100)\n"                                                                                     \
+    "    QS = queues()\n"                                                                                    \
+    "  end\n"                                                                                                \
+    "  local qs = QS\n"                                                                                      \
     "  local nq = #qs\n"                                                                                     \
     "  if nq == 0 then return false end\n"                                                                   \
     "  local want = nil\n"                                                                                   \
@@ -270,40 +346,10 @@ static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
     "    want = {}\n"                                                                                        \
     "    for t in string.gmatch(typelist, '[^,]+') do want[t] = true end\n"                                  \
     "  end\n"                                                                                                \
-    "  local function read(key)\n"                                                                           \
-    "    if redis.call('XLEN', key) == 0 then return nil end\n"                                              \
-    "    local res = redis.pcall('XREADGROUP', 'GROUP', G, 'c', 'COUNT', 1, 'STREAMS', key, '>')\n"          \
-    "    if type(res) == 'table' and res.err then\n"                                                         \
-    "      if not string.find(res.err, 'NOGROUP', 1, true) then return redis.error_reply(res.err) end\n"     \
-    "      redis.pcall('XGROUP', 'CREATE', key, G, '0', 'MKSTREAM')\n"                                       \
-    "      res = redis.call('XREADGROUP', 'GROUP', G, 'c', 'COUNT', 1, 'STREAMS', key, '>')\n"               \
-    "    end\n"                                                                                              \
-    "    if not res then return nil end\n"                                                                   \
-    "    local e = res[1][2][1]\n"                                                                           \
-    "    return e[1], e[2][2]\n"                                                                             \
-    "  end\n"                                                                                                \
-    "  local function allowed(ty)\n"                                                                         \
-    "    local lim = redis.call('HGET', P .. 'limits', ty)\n"                                                \
-    "    if not lim then return true, false end\n"                                                           \
-    "    local c, r, b = string.match(lim, '^(%S+) (%S+) (%S+)$')\n"                                         \
-    "    c, r, b = tonumber(c), tonumber(r), tonumber(b)\n"                                                  \
-    "    if c > 0 and redis.call('ZCOUNT', P .. 'lr:' .. ty, NOWC, '+inf') >= c then\n"                      \
-    "      return false, NOW + defer\n"                                                                      \
-    "    end\n"                                                                                              \
-    "    if r > 0 then\n"                                                                                    \
-    "      local iv = 1e6 / r\n"                                                                             \
-    "      local tat = tonumber(redis.call('GET', P .. 'tat:' .. ty) or '0')\n"                              \
-    "      if tat < NOW then tat = NOW end\n"                                                                \
-    "      local at = tat - (b - 1) * iv\n"                                                                  \
-    "      if at > NOW then return false, math.ceil(at) end\n"                                               \
-    "      redis.call('SET', P .. 'tat:' .. ty, fmt(tat + iv), 'PX', math.ceil((tat + iv - NOW) / 1000) + "  \
-    "1000)\n"                                                                                                \
-    "    end\n"                                                                                              \
-    "    return true, c > 0\n"                                                                               \
-    "  end\n"                                                                                                \
     "  local budget = 64\n"                                                                                  \
     "  local moved = {}\n"                                                                                   \
-    "  for p = 0, 3 do\n"                                                                                    \
+    "  for pn = 0, 3 do\n"                                                                                   \
+    "    local p = NS[pn]\n" /* as a string: sk() and count() concatenate it */                              \
     "    for k = 0, nq - 1 do\n"                                                                             \
     "      local q = qs[(rr + k) % nq + 1]\n"                                                                \
     "      local key = sk(q, p)\n"                                                                           \
@@ -324,22 +370,24 @@ static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
     "          if moved[id] then break end\n"                                                                \
     "          moved[id] = true\n"                                                                           \
     "        else\n"                                                                                         \
-    "          local ok, x = allowed(r[3])\n"                                                                \
+    "          local ok, x = allowed(r[3], defer)\n"                                                         \
     "          if not ok then\n"                                                                             \
     "            unready(id, q, p, sid)\n"                                                                   \
-    "            redis.call('HSET', tk(id), 'nb', x)\n"                                                      \
+    "            redis.call('HSET', tk(id), 'nb', fi(x))\n"                                                  \
     "            delay(id, x)\n"                                                                             \
     "          else\n"                                                                                       \
     "            local att = tonumber(r[5] or '0') + 1\n"                                                    \
     "            local lease = NOW + tonumber(r[4]) * 1000\n"                                                \
-    "            redis.call('HSET', tk(id), 'st', 2, 'att', att, 'wk', worker, 'lu', lease, 'sa', NOWS, "    \
+    "            redis.call('HSET', tk(id), 'st', '2', 'att', fi(att), 'wk', worker, 'lu', fi(lease), "      \
+    "'sa', NOWS, "                                                                                           \
     "'ua', NOWS,\n"                                                                                          \
-    "                       'lt', x and 1 or 0)\n"                                                           \
-    "            redis.call('ZADD', P .. 'running', lease, id)\n"                                            \
-    "            if x then redis.call('ZADD', P .. 'lr:' .. r[3], lease, id) end\n"                          \
+    "                       'lt', x and '1' or '0')\n"                                                       \
+    "            redis.call('ZADD', P .. 'running', fi(lease), id)\n"                                        \
+    "            if x then redis.call('ZADD', P .. 'lr:' .. r[3], fi(lease), id) end\n"                      \
     "            count(q, p, st, -1)\n"                                                                      \
     "            count(q, p, 2, 1)\n"                                                                        \
-    "            return {id, r[3], q, r[6], r[7] or '', p, att, r[8], r[9], r[4], r[10], r[11], NOWS, r[7] " \
+    "            return {id, r[3], q, r[6], r[7] or '', pn, att, r[8], r[9], r[4], r[10], r[11], NOWS, "     \
+    "r[7] "                                                                                                  \
     "and 1 or 0}\n"                                                                                          \
     "          end\n"                                                                                        \
     "        end\n"                                                                                          \
@@ -349,10 +397,6 @@ static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
     "  return false\n"                                                                                       \
     "end\n"
 
-/* ARGV[5] worker, [6] round-robin counter, [7] concurrency retry us, [8] "" or "type,type,..". */
-static pk_redis_script S_CLAIM = {.src = LUA_PRELUDE LUA_CLAIM
-                                  "return claim(ARGV[5], ARGV[6], ARGV[7], ARGV[8])\n"};
-
 /* ARGV[5] id, [6] worker, [7] progress or "". Returns -1 (lease lost) or the cancel flag. */
 static pk_redis_script S_HEARTBEAT = {
     .src =
@@ -360,10 +404,10 @@ static pk_redis_script S_HEARTBEAT = {
                     "local r = redis.call('HMGET', tk(id), 'st', 'wk', 'lm', 'cr', 'qu', 'pr', 'sid', 'ty')\n"
                     "if tonumber(r[1]) ~= 2 or r[2] ~= ARGV[6] then return -1 end\n"
                     "local lease = NOW + tonumber(r[3]) * 1000\n"
-                    "redis.call('HSET', tk(id), 'lu', lease, 'ua', NOWS)\n"
+                    "redis.call('HSET', tk(id), 'lu', fi(lease), 'ua', NOWS)\n"
                     "if ARGV[7] ~= '' then redis.call('HSET', tk(id), 'pg', ARGV[7]) end\n"
-                    "redis.call('ZADD', P .. 'running', lease, id)\n"
-                    "redis.call('ZADD', P .. 'lr:' .. r[8], 'XX', lease, id)\n"
+                    "redis.call('ZADD', P .. 'running', fi(lease), id)\n"
+                    "redis.call('ZADD', P .. 'lr:' .. r[8], 'XX', fi(lease), id)\n"
                     "if r[7] then redis.pcall('XCLAIM', sk(r[5], r[6]), G, 'c', 0, r[7], 'JUSTID') end\n"
                     "if r[4] == '1' then return 1 end\n"
                     "return 0\n"};
@@ -375,34 +419,38 @@ static pk_redis_script S_HEARTBEAT = {
  * nothing reads them unless the state is running, and the next claim or ready() overwrites them. */
 #define LUA_SETTLE                                                                                           \
     "local function settle(id, worker, mode, text, errtext, at, retryable, jit, rbase, rcap)\n"              \
-    "  local r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'sid', 'ty', 'att', 'ma', 'es', "       \
-    "'lt')\n"                                                                                                \
+    "  local r\n" /* a completion or cancellation needs only the first 7 fields (each costs a scan) */       \
+    "  if mode == 'c' or mode == 'x' then\n"                                                                 \
+    "    r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'sid', 'ty', 'lt')\n"                       \
+    "  else\n"                                                                                               \
+    "    r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'sid', 'ty', 'lt', 'att', 'ma', 'es')\n"    \
+    "  end\n"                                                                                                \
     "  if tonumber(r[1]) ~= 2 or r[2] ~= worker then return -1 end\n"                                        \
     "  local q, p = r[3], r[4]\n"                                                                            \
     "  redis.call('ZREM', P .. 'running', id)\n"                                                             \
-    "  if r[10] ~= '0' then redis.call('ZREM', P .. 'lr:' .. r[6], id) end\n"                                \
+    "  if r[7] ~= '0' then redis.call('ZREM', P .. 'lr:' .. r[6], id) end\n"                                 \
     "  if r[5] then\n"                                                                                       \
     "    redis.pcall('XACK', sk(q, p), G, r[5])\n"                                                           \
     "    redis.call('XDEL', sk(q, p), r[5])\n"                                                               \
     "  end\n"                                                                                                \
     "  if mode == 'c' then\n"                                                                                \
-    "    fin(id, q, p, 2, 3, {'rs', text, 'pg', 1})\n"                                                       \
+    "    fin(id, q, p, 2, 3, {'rs', text, 'pg', '1'})\n"                                                     \
     "    return 3\n"                                                                                         \
     "  elseif mode == 'x' then\n"                                                                            \
     "    fin(id, q, p, 2, 7)\n"                                                                              \
     "    return 7\n"                                                                                         \
     "  elseif mode == 'r' then\n"                                                                            \
-    "    redis.call('HSET', tk(id), 'st', 0, 'att', math.max(0, tonumber(r[7]) - 1), 'nb', NOWS, 'ua', "     \
+    "    redis.call('HSET', tk(id), 'st', 0, 'att', math.max(0, tonumber(r[8]) - 1), 'nb', NOWS, 'ua', "     \
     "NOWS)\n"                                                                                                \
     "    count(q, p, 2, -1)\n"                                                                               \
     "    count(q, p, 0, 1)\n"                                                                                \
     "    ready(id, q, p)\n"                                                                                  \
     "    return 0\n"                                                                                         \
     "  end\n"                                                                                                \
-    "  local att, ma = tonumber(r[7]), tonumber(r[8])\n"                                                     \
+    "  local att, ma = tonumber(r[8]), tonumber(r[9])\n"                                                     \
     "  local nxt = 5\n"                                                                                      \
     "  if retryable ~= '1' then nxt = 4 elseif att >= ma then nxt = 6 end\n"                                 \
-    "  local es = adderr(r[9], att, at, text)\n"                                                             \
+    "  local es = adderr(r[10], att, at, text)\n"                                                            \
     "  if nxt == 5 then\n"                                                                                   \
     "    local ceil, cap = tonumber(rbase) * 1000, tonumber(rcap) * 1000\n"                                  \
     "    local i = 1\n"                                                                                      \
@@ -428,20 +476,35 @@ static pk_redis_script S_SETTLE = {.src = LUA_PRELUDE LUA_SETTLE
                                    "return settle(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], "
                                    "ARGV[11], ARGV[12], ARGV[13], ARGV[14])\n"};
 
-/* A settle, then (when it succeeded) a claim for the same worker in the same call: ARGV[5..14] settle's
- * arguments, [15] round-robin counter, [16] concurrency retry us, [17] "" or "type,type,..". Returns
- * {-1} (lease lost, nothing claimed) or {new state, claim's reply}: the analogue of BullMQ's
- * moveToFinished fetching the next job. */
+/* The claims and completions of several worker threads of one process in one call (their group commit,
+ * see "Group commit" above): ARGV[5] round-robin counter, [6] concurrency retry us, then 4 per item:
+ * task id ("" = a claim only), worker, result JSON, "" or "type,type,..". All the items' completions
+ * run first (as complete() would, in order: slots they free are free for the claims), then, for every
+ * item whose completion succeeded (or that had none), claim() for its worker, in order. Returns one
+ * reply per item: {-1} (lease lost, nothing claimed) or {new state (0 for a claim only), claim's
+ * reply}: the analogue of BullMQ's moveToFinished fetching the next job, for several workers. */
 static pk_redis_script S_SETTLE_CLAIM = {
     .src = LUA_PRELUDE LUA_SETTLE LUA_CLAIM
-    "CD = {}\n" /* count changes are summed and written at the end: the settled task leaves `running` and the
-                   claimed one enters it, so in steady state 4 HINCRBY become 2 */
-    "local st = settle(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], "
-    "ARGV[14])\n"
-    "if st < 0 then return {st} end\n"
-    "local nxt = claim(ARGV[6], ARGV[15], ARGV[16], ARGV[17])\n"
+    "CD = {}\n" /* count changes are summed and written at the end: a settled task leaves `running` and a
+                   claimed one enters it, so in steady state 4 HINCRBY per task become 2 per call */
+    "local out, sts = {}, {}\n"
+    "for i = 7, #ARGV, 4 do\n"
+    "  local st = 0\n"
+    "  if ARGV[i] ~= '' then st = settle(ARGV[i], ARGV[i + 1], 'c', ARGV[i + 2], '', '', '0', '0', '0', '0') "
+    "end\n"
+    "  sts[#sts + 1] = st\n"
+    "end\n"
+    "local rr = tonumber(ARGV[5])\n"
+    "for k, st in ipairs(sts) do\n"
+    "  if st < 0 then\n"
+    "    out[k] = {st}\n"
+    "  else\n"
+    "    local i = 7 + (k - 1) * 4\n"
+    "    out[k] = {st, claim(ARGV[i + 1], rr + k - 1, ARGV[6], ARGV[i + 3])}\n"
+    "  end\n"
+    "end\n"
     "flush()\n"
-    "return {st, nxt}\n"};
+    "return out\n"};
 
 /* ARGV[5] id. Returns {-404} | {-409, state} | {1, record}. */
 static pk_redis_script S_CANCEL = {.src = LUA_PRELUDE
@@ -640,8 +703,8 @@ static pk_redis_script S_PURGE = {.src = LUA_PRELUDE
                                   "return #ms\n"};
 
 static pk_redis_script *const ALL_SCRIPTS[] = {
-    &S_ENQUEUE, &S_ENQUEUE_BATCH, &S_CLAIM,       &S_HEARTBEAT, &S_SETTLE, &S_SETTLE_CLAIM, &S_CANCEL,
-    &S_RETRY,   &S_RECLAIM,       &S_NEXT_WAKEUP, &S_STATS,     &S_LIST,   &S_WAIT_PREP,    &S_PURGE};
+    &S_ENQUEUE, &S_ENQUEUE_BATCH, &S_HEARTBEAT, &S_SETTLE, &S_SETTLE_CLAIM, &S_CANCEL, &S_RETRY,
+    &S_RECLAIM, &S_NEXT_WAKEUP,   &S_STATS,     &S_LIST,   &S_WAIT_PREP,    &S_PURGE};
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
 static void scripts_init(void)
 {
@@ -680,11 +743,75 @@ static pk_err *rq_eval(rq_queue *q, pk_redis_script *s, const char *what, int64_
     snprintf(now_us, sizeof now_us, "%lld", (long long)(now / 1000));
     snprintf(nowc_us, sizeof nowc_us, "%lld", (long long)((now + 999) / 1000));
     snprintf(keep, sizeof keep, "%lld", (long long)q->cfg.keep_finished_ms);
-    const char *argv[4 + MAX_OP_ARGS] = {q->prefix, now_us, nowc_us, keep};
+    const char *small[4 + MAX_OP_ARGS];
+    const char **argv = nargs <= MAX_OP_ARGS ? small : malloc((4 + (size_t)nargs) * sizeof *argv);
+    argv[0] = q->prefix;
+    argv[1] = now_us;
+    argv[2] = nowc_us;
+    argv[3] = keep;
     for (int i = 0; i < nargs; i++)
         argv[4 + i] = args[i];
     pk_err *e = pk_redis_eval(q->r, 0, s, 0, 4 + nargs, argv, NULL, out);
+    if (argv != small) free(argv);
     return e ? rq_err(e, what) : NULL;
+}
+
+/* The same failure for another caller of a group (code, status, retryable, message; not the cause). */
+static pk_err *err_copy(const pk_err *e)
+{
+    pk_err *c = pk_err_new(e->code, e->status, "%s", e->message ? e->message : "");
+    c->category = e->category;
+    c->retryable = e->retryable;
+    c->retry_after_s = e->retry_after_s;
+    return c;
+}
+
+/* Queues `it` on `line` and waits until it is done (returns false: a leader ran it) or first in line
+ * (returns true: the caller leads, gc_take then gc_finish). */
+static bool gc_join(rq_queue *q, gc_line *line, gc_item *it)
+{
+    it->next = NULL;
+    it->done = false;
+    pthread_cond_init(&it->cv, NULL);
+    pthread_mutex_lock(&q->gc_mu);
+    if (line->tail)
+        line->tail->next = it;
+    else
+        line->head = it;
+    line->tail = it;
+    while (!it->done && line->head != it)
+        pthread_cond_wait(&it->cv, &q->gc_mu);
+    bool lead = !it->done;
+    pthread_mutex_unlock(&q->gc_mu);
+    if (!lead) pthread_cond_destroy(&it->cv);
+    return lead;
+}
+
+/* The leader's batch: up to GROUP_MAX items from the head of the line (the leader first). They stay in
+ * the line (later callers queue behind them) until gc_finish. */
+static size_t gc_take(rq_queue *q, gc_line *line, gc_item **batch)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&q->gc_mu);
+    for (gc_item *it = line->head; it && n < GROUP_MAX; it = it->next)
+        batch[n++] = it;
+    pthread_mutex_unlock(&q->gc_mu);
+    return n;
+}
+
+/* Removes the batch (its results are in place) from the line, wakes its callers and the next leader. */
+static void gc_finish(rq_queue *q, gc_line *line, gc_item **batch, size_t n)
+{
+    pthread_mutex_lock(&q->gc_mu);
+    line->head = batch[n - 1]->next;
+    if (!line->head) line->tail = NULL;
+    for (size_t i = 0; i < n; i++) {
+        batch[i]->done = true;
+        if (i) pthread_cond_signal(&batch[i]->cv);
+    }
+    if (line->head) pthread_cond_signal(&line->head->cv);
+    pthread_mutex_unlock(&q->gc_mu);
+    pthread_cond_destroy(&batch[0]->cv);
 }
 
 static int64_t rep_int(const redisReply *r)
@@ -880,6 +1007,7 @@ static void q_close(pk_queue *base)
     for (int i = 0; i < q->nidle; i++)
         redisFree(q->idle[i]);
     pthread_mutex_destroy(&q->mu);
+    pthread_mutex_destroy(&q->gc_mu);
     for (size_t i = 0; i < q->cfg.nleases; i++)
         free((char *)q->leases[i].type);
     free(q->leases);
@@ -957,19 +1085,66 @@ static pk_err *enq_result(const redisReply *r, const enq_args *a, const pk_task_
     return NULL;
 }
 
+/* One caller's enqueue in a group commit. */
+typedef struct enq_op {
+    const pk_task_input *in;
+    enq_args a;
+    pk_buf *out;
+    bool *created;
+    char *id_out;
+    pk_err *err;
+} enq_op;
+
+/* Runs a group of enqueues: S_ENQUEUE for one, S_ENQUEUE_BATCH (one script, the items in line order)
+ * for more; each caller gets its own result, or its own copy of a failure of the call. */
+static void enq_lead(rq_queue *q, gc_item **batch, size_t n)
+{
+    int64_t now = now_ns(q);
+    redisReply *r = NULL;
+    pk_err *e = NULL;
+    if (n == 1) {
+        enq_op *o = batch[0]->op;
+        e = rq_eval(q, &S_ENQUEUE, "enqueue", now, 13, o->a.argv, &r);
+        o->err = e ? e : enq_result(r, &o->a, o->in, now, o->out, o->created, o->id_out);
+        if (r) freeReplyObject(r);
+        return;
+    }
+    const char **args = calloc(13 * n, sizeof *args);
+    for (size_t i = 0; i < n; i++)
+        memcpy(&args[13 * i], ((enq_op *)batch[i]->op)->a.argv, 13 * sizeof *args);
+    e = rq_eval(q, &S_ENQUEUE_BATCH, "enqueue", now, (int)(13 * n), args, &r);
+    free(args);
+    if (!e && (r->type != REDIS_REPLY_ARRAY || r->elements != n)) e = pk_err_internal("bad enqueue reply");
+    for (size_t i = 0; i < n; i++) {
+        enq_op *o = batch[i]->op;
+        o->err =
+            e ? err_copy(e) : enq_result(r->element[i], &o->a, o->in, now, o->out, o->created, o->id_out);
+    }
+    pk_err_free(e);
+    if (r) freeReplyObject(r);
+}
+
 static pk_err *q_enqueue(pk_queue *base, const pk_task_input *in, pk_buf *out, bool *created, char id_out[37])
 {
     rq_queue *q = (rq_queue *)base;
     if (created) *created = false;
-    int64_t now = now_ns(q);
-    enq_args a;
-    pk_err *e = enq_args_init(q, in, now, out != NULL, &a);
-    redisReply *r = NULL;
-    if (!e) e = rq_eval(q, &S_ENQUEUE, "enqueue", now, 13, a.argv, &r);
-    if (!e) e = enq_result(r, &a, in, now, out, created, id_out);
-    enq_args_free(&a);
-    if (r) freeReplyObject(r);
-    return e;
+    enq_op o = {.in = in, .out = out, .created = created, .id_out = id_out};
+    pk_err *e = enq_args_init(q, in, now_ns(q), out != NULL, &o.a); /* invalid input: not queued */
+    if (e) {
+        enq_args_free(&o.a);
+        return e;
+    }
+    gc_item it = {.op = &o};
+    gc_item *one = &it, *batch[GROUP_MAX];
+    if (!q->group)
+        enq_lead(q, &one, 1);
+    else if (gc_join(q, &q->enq_line, &it)) {
+        size_t n = gc_take(q, &q->enq_line, batch);
+        enq_lead(q, batch, n);
+        gc_finish(q, &q->enq_line, batch, n);
+    }
+    enq_args_free(&o.a);
+    return o.err;
 }
 
 /* The whole batch in one script call (S_ENQUEUE_BATCH): its arguments travel as one JSON array. */
@@ -978,12 +1153,9 @@ static pk_err *q_enqueue_batch(pk_queue *base, const pk_task_input *in, size_t n
     rq_queue *q = (rq_queue *)base;
     int64_t now = now_ns(q);
     enq_args *a = calloc(n ? n : 1, sizeof *a);
+    const char **args = calloc(13 * n + 1, sizeof *args);
     pk_err *e = NULL;
     size_t ready = 0;
-    pk_buf arg = PK_BUF_INIT;
-    pk_jw w;
-    pk_jw_init(&w, &arg);
-    pk_jw_arr_open(&w);
     for (; ready < n && !e; ready++) {
         if ((e = enq_args_init(q, &in[ready], now, true, &a[ready]))) {
             pk_err *wrapped = pk_err_invalid("task %zu: %s", ready, e->message);
@@ -992,17 +1164,10 @@ static pk_err *q_enqueue_batch(pk_queue *base, const pk_task_input *in, size_t n
             enq_args_free(&a[ready]);
             break;
         }
-        pk_jw_arr_open(&w);
-        for (int k = 0; k < 13; k++)
-            pk_jw_str(&w, a[ready].argv[k]);
-        pk_jw_arr_close(&w);
+        memcpy(&args[13 * ready], a[ready].argv, 13 * sizeof *args);
     }
-    pk_jw_arr_close(&w);
     redisReply *r = NULL;
-    if (!e) {
-        const char *args[] = {arg.data};
-        e = rq_eval(q, &S_ENQUEUE_BATCH, "enqueue", now, 1, args, &r);
-    }
+    if (!e) e = rq_eval(q, &S_ENQUEUE_BATCH, "enqueue", now, (int)(13 * n), args, &r);
     if (!e && (r->type != REDIS_REPLY_ARRAY || r->elements != n)) e = pk_err_internal("bad enqueue reply");
     if (!e) {
         pk_buf_putc(out, '[');
@@ -1015,7 +1180,7 @@ static pk_err *q_enqueue_batch(pk_queue *base, const pk_task_input *in, size_t n
     for (size_t i = 0; i < ready; i++)
         enq_args_free(&a[i]);
     free(a);
-    pk_buf_free(&arg);
+    free(args);
     if (r) freeReplyObject(r);
     return e;
 }
@@ -1099,36 +1264,83 @@ static void claim_reply(const redisReply *r, pk_task *out)
     out->started_ns = rep_int(el[12]) * 1000;
 }
 
-/* The claim arguments after the worker: round-robin counter, concurrency retry, type list. */
-typedef struct claim_args {
-    char rr[16], defer[24];
-    pk_buf types;
-} claim_args;
+/* One worker thread's claim, or completion + claim, in a group commit (S_SETTLE_CLAIM). */
+typedef struct claim_op {
+    const char *id; /* the task to complete first; NULL: a claim only */
+    const char *worker, *result;
+    pk_buf types; /* "" or "type,type,.." */
+    pk_task *next;
+    pk_err *err;
+} claim_op;
 
-static void claim_args_init(rq_queue *q, claim_args *a, const char *const *types, size_t ntypes)
+/* Runs a group of claims and completions as one S_SETTLE_CLAIM call; each caller gets its own result.
+ * A claim only that fails in Redis gets that error; a completion whose claim part fails gets none
+ * (next stays empty, the worker's next plain claim reports it), as pk_queue_complete_claim says. */
+static void claim_lead(rq_queue *q, gc_item **batch, size_t n)
 {
-    a->types = (pk_buf)PK_BUF_INIT;
+    int64_t now = now_ns(q);
+    char rr[16], defer[24];
+    snprintf(rr, sizeof rr, "%u", atomic_fetch_add(&q->rr, (unsigned)n) % 1000000u);
+    snprintf(defer, sizeof defer, "%d", LIMIT_RETRY_MS * 1000);
+    const char **args = malloc((2 + 4 * n) * sizeof *args);
+    args[0] = rr;
+    args[1] = defer;
+    bool completes = false;
+    for (size_t i = 0; i < n; i++) {
+        claim_op *o = batch[i]->op;
+        args[2 + 4 * i] = o->id ? o->id : "";
+        args[3 + 4 * i] = o->worker;
+        args[4 + 4 * i] = o->result ? o->result : "null";
+        args[5 + 4 * i] = o->types.len ? o->types.data : "";
+        completes |= o->id != NULL;
+    }
+    redisReply *r = NULL;
+    pk_err *e =
+        rq_eval(q, &S_SETTLE_CLAIM, completes ? "complete" : "claim", now, (int)(2 + 4 * n), args, &r);
+    free(args);
+    if (!e && (r->type != REDIS_REPLY_ARRAY || r->elements != n)) e = pk_err_internal("bad claim reply");
+    for (size_t i = 0; i < n; i++) {
+        claim_op *o = batch[i]->op;
+        const redisReply *el = e ? NULL : r->element[i];
+        if (e)
+            o->err = err_copy(e);
+        else if (el->type != REDIS_REPLY_ARRAY || el->elements < 1)
+            o->err = pk_err_internal("bad claim reply");
+        else if (rep_int(el->element[0]) < 0)
+            o->err = lease_lost(o->id ? o->id : "");
+        else if (el->elements > 1 && el->element[1]->type == REDIS_REPLY_ERROR && !o->id)
+            o->err = rq_err(pk_err_new("redis_error", 500, "%s", el->element[1]->str), "claim");
+        else if (el->elements > 1)
+            claim_reply(el->element[1], o->next); /* an error element (the claim failed) leaves next empty */
+    }
+    pk_err_free(e);
+    if (r) freeReplyObject(r);
+}
+
+static pk_err *claim_run(rq_queue *q, const char *id, const char *worker, const char *result_json,
+                         const char *const *types, size_t ntypes, pk_task *next)
+{
+    memset(next, 0, sizeof *next);
+    claim_op o = {.id = id, .worker = worker, .result = result_json, .types = PK_BUF_INIT, .next = next};
     for (size_t i = 0; types && i < ntypes; i++)
-        pk_buf_printf(&a->types, "%s%s", i ? "," : "", types[i]);
-    snprintf(a->rr, sizeof a->rr, "%u", atomic_fetch_add(&q->rr, 1) % 1000000u);
-    snprintf(a->defer, sizeof a->defer, "%d", LIMIT_RETRY_MS * 1000);
+        pk_buf_printf(&o.types, "%s%s", i ? "," : "", types[i]);
+    gc_item it = {.op = &o};
+    gc_item *one = &it, *batch[GROUP_MAX];
+    if (!q->group)
+        claim_lead(q, &one, 1);
+    else if (gc_join(q, &q->claim_line, &it)) {
+        size_t n = gc_take(q, &q->claim_line, batch);
+        claim_lead(q, batch, n);
+        gc_finish(q, &q->claim_line, batch, n);
+    }
+    pk_buf_free(&o.types);
+    return o.err;
 }
 
 static pk_err *q_claim(pk_queue *base, const char *worker, const char *const *types, size_t ntypes,
                        pk_task *out)
 {
-    rq_queue *q = (rq_queue *)base;
-    memset(out, 0, sizeof *out);
-    claim_args ca;
-    claim_args_init(q, &ca, types, ntypes);
-    const char *args[] = {worker, ca.rr, ca.defer, ca.types.len ? ca.types.data : ""};
-    redisReply *r = NULL;
-    pk_err *e = rq_eval(q, &S_CLAIM, "claim", now_ns(q), 4, args, &r);
-    pk_buf_free(&ca.types);
-    if (e) return e;
-    claim_reply(r, out);
-    freeReplyObject(r);
-    return NULL;
+    return claim_run((rq_queue *)base, NULL, worker, NULL, types, ntypes, out);
 }
 
 static pk_err *q_heartbeat(pk_queue *base, const char *id, const char *worker, double progress, bool *cancel)
@@ -1174,29 +1386,11 @@ static pk_err *q_complete(pk_queue *base, const char *id, const char *worker, co
     return settle((rq_queue *)base, id, worker, "c", result_json ? result_json : "null", NULL, false, NULL);
 }
 
-/* Complete and claim the next task in one script (S_SETTLE_CLAIM). */
+/* Complete and claim the next task in one script (S_SETTLE_CLAIM, in a group commit). */
 static pk_err *q_complete_claim(pk_queue *base, const char *id, const char *worker, const char *result_json,
                                 const char *const *types, size_t ntypes, pk_task *next)
 {
-    rq_queue *q = (rq_queue *)base;
-    memset(next, 0, sizeof *next);
-    int64_t now = now_ns(q);
-    claim_args ca;
-    claim_args_init(q, &ca, types, ntypes);
-    const char *args[] = {id,  worker, "c",      result_json ? result_json : "null", "", "", "0", "0", "0",
-                          "0", ca.rr,  ca.defer, ca.types.len ? ca.types.data : ""};
-    redisReply *r = NULL;
-    pk_err *e = rq_eval(q, &S_SETTLE_CLAIM, "complete", now, 13, args, &r);
-    pk_buf_free(&ca.types);
-    if (e) return e;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1)
-        e = pk_err_internal("bad complete reply");
-    else if (rep_int(r->element[0]) < 0)
-        e = lease_lost(id);
-    else if (r->elements > 1)
-        claim_reply(r->element[1], next); /* an error element (the claim failed) leaves next empty */
-    freeReplyObject(r);
-    return e;
+    return claim_run((rq_queue *)base, id, worker, result_json ? result_json : "null", types, ntypes, next);
 }
 
 static pk_err *q_cancelled(pk_queue *base, const char *id, const char *worker)
@@ -1508,6 +1702,8 @@ pk_err *pk_queue_open_redis(const pk_queue_config *cfg, pk_queue **out)
     q->cfg.path = NULL;
     q->cfg.redis_prefix = NULL; /* borrowed; q->prefix is the copy */
     pthread_mutex_init(&q->mu, NULL);
+    pthread_mutex_init(&q->gc_mu, NULL);
+    q->group = !cfg->no_group_commit;
     pk_err *e = publish_limits(q);
     q->cfg.limits = NULL; /* borrowed; published above */
     q->cfg.nlimits = 0;

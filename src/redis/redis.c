@@ -433,9 +433,14 @@ pk_err *pk_redis_eval(pk_redis *r, int64_t deadline_ns, pk_redis_script *sc, int
                       const char **argv, const size_t *lens, redisReply **out)
 {
     *out = NULL;
-    const char *av[24];
-    size_t al[24];
-    if (argc + 3 > 24) return pk_err_internal("too many script arguments");
+    const char *av_small[24];
+    size_t al_small[24];
+    const char **av = av_small;
+    size_t *al = al_small;
+    if (argc + 3 > 24) { /* long argument lists (group commits): on the heap */
+        av = malloc((size_t)(argc + 3) * sizeof *av);
+        al = malloc((size_t)(argc + 3) * sizeof *al);
+    }
     char nk[16];
     snprintf(nk, sizeof nk, "%d", nkeys);
     av[0] = "EVALSHA", al[0] = 7;
@@ -447,7 +452,7 @@ pk_err *pk_redis_eval(pk_redis *r, int64_t deadline_ns, pk_redis_script *sc, int
     }
     call_ctx cc;
     pk_err *e = enter(r, deadline_ns, &cc);
-    if (e) return e;
+    if (e) goto done;
     slot *s = NULL;
     e = acquire(r, deadline_ns, &s);
     if (!e) {
@@ -465,6 +470,11 @@ pk_err *pk_redis_eval(pk_redis *r, int64_t deadline_ns, pk_redis_script *sc, int
         release(r, s, broken);
     }
     leave(r, &cc, e);
+done:
+    if (av != av_small) {
+        free(av);
+        free(al);
+    }
     return e;
 }
 

@@ -165,6 +165,8 @@ static const opt OPTS[] = {
      "task worker threads in `pake serve` and `pake worker` (0 in serve: enqueue only)"},
     {"queue-backend", "PAKE_QUEUE_BACKEND", T_STR, O(queue_backend), "sqlite",
      "task queue: sqlite (DATA_DIR/queue.db) | redis (Redis Streams at --redis-url; scale-out)"},
+    {"queue-group-commit", "PAKE_QUEUE_GROUP_COMMIT", T_BOOL, O(queue_group_commit), "true",
+     "Redis queue: concurrent enqueues (and worker claims/completions) of a process share one script call"},
     {"task-limits", "PAKE_TASK_LIMITS", T_STR, O(task_limits), "",
      "per-type limits shared by all workers, e.g. note.embed=concurrency:4;rate:10/s;burst:20,noop=..."},
     {"worker-name", "PAKE_WORKER_NAME", T_STR, O(worker_name), "",

@@ -76,6 +76,7 @@ typedef struct pk_config {
     int workflow_timeout_ms, workflow_breaker_min_calls, workflow_breaker_wait_ms, hook_replay_window_s;
     struct pk_webhook_config *webhooks; /* the lists above, parsed and validated (net/webhook.h); owned */
     char *queue_backend;                /* "sqlite" | "redis" (validated) */
+    bool queue_group_commit;            /* Redis queue: group commit (pk_queue_config.no_group_commit) */
     char *task_limits;                  /* pk_queue_limits_parse grammar (validated) */
     char *worker_name;                  /* registry name of this process; empty = HOST-PID */
     char *fault_store_fail_rate;        /* test builds only */

@@ -76,10 +76,11 @@ typedef struct pk_tasks_config {
      * HNSW index of embed_dims dimensions when pgvector is installed; else the queue's SQLite file */
     int embed_dims; /* 0 = PK_EMBED_DIMS */
     int hnsw_m, hnsw_ef_construction, hnsw_ef_search;
-    const char *backend; /* "sqlite" (NULL) or "redis": the process's Redis pool and --redis-prefix */
-    const char *limits;  /* per-type limits, pk_queue_limits_parse grammar (NULL = none) */
-    const char *kind;    /* "serve" (NULL) or "worker": how the worker registry shows this process */
-    const char *name;    /* registry name of this process; NULL or empty = HOST-PID */
+    const char *backend;  /* "sqlite" (NULL) or "redis": the process's Redis pool and --redis-prefix */
+    const char *limits;   /* per-type limits, pk_queue_limits_parse grammar (NULL = none) */
+    bool no_group_commit; /* Redis backend: one script call per operation (pk_queue_config) */
+    const char *kind;     /* "serve" (NULL) or "worker": how the worker registry shows this process */
+    const char *name;     /* registry name of this process; NULL or empty = HOST-PID */
 } pk_tasks_config;
 
 /* Opens the configured queue (DATA_DIR/queue.db, or Redis Streams through the services' Redis pool;

@@ -1310,3 +1310,198 @@ Test(queue, worker_registry_beats_lists_forgets_and_leaves, .init = setup_sqlite
     cr_assert_str_eq(ws[0].name, "c-3");
     free(ws);
 }
+
+/* ---- group commit (Redis): concurrent callers of one process share script calls ---- */
+
+enum { GC_THREADS = 8, GC_EACH = 24 };
+
+typedef struct gc_enq {
+    int index;
+    pthread_barrier_t *go;
+    char ids[GC_EACH][37];
+    char doc_ids[GC_EACH][37];
+    char payloads[GC_EACH][64];
+    bool created[GC_EACH];
+    const char *err_code[GC_EACH];
+    bool payload_ok[GC_EACH];
+} gc_enq;
+
+/* Item j of thread i: every 6th has an invalid type (its own validation error), every 8th the
+ * idempotency key "shared" (one task for all of them), the others a payload naming (i, j). */
+static void *gc_enqueue_thread(void *arg)
+{
+    gc_enq *g = arg;
+    pthread_barrier_wait(g->go);
+    for (int j = 0; j < GC_EACH; j++) {
+        snprintf(g->payloads[j], sizeof g->payloads[j], "{\"t\":%d,\"j\":%d}", g->index, j);
+        pk_task_input in = {.type = j % 6 == 5 ? "Bad Type" : "gc",
+                            .payload_json = g->payloads[j],
+                            .idempotency_key = j % 8 == 7 ? "shared" : NULL,
+                            .idem_ttl_ms = 60000};
+        pk_buf out = PK_BUF_INIT;
+        pk_err *e = q->ops->enqueue(q, &in, &out, &g->created[j], g->ids[j]);
+        g->err_code[j] = e ? e->code : NULL; /* static strings */
+        pk_err_free(e);
+        cJSON *doc = NULL;
+        if (!e && !pk_json_parse(out.data, out.len, 32, &doc)) {
+            snprintf(g->doc_ids[j], 37, "%s", cJSON_GetObjectItem(doc, "id")->valuestring);
+            char *pl = cJSON_PrintUnformatted(cJSON_GetObjectItem(doc, "payload"));
+            g->payload_ok[j] = !strcmp(pl, g->payloads[j]);
+            free(pl);
+        }
+        cJSON_Delete(doc);
+        pk_buf_free(&out);
+    }
+    return NULL;
+}
+
+RTEST(group_committed_enqueues_each_get_their_own_task_or_error)
+{
+    NEED_QUEUE();
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, GC_THREADS);
+    static gc_enq g[GC_THREADS];
+    pthread_t th[GC_THREADS];
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < GC_THREADS; i++) {
+        g[i].index = i;
+        g[i].go = &go;
+        pthread_create(&th[i], NULL, gc_enqueue_thread, &g[i]);
+    }
+    for (int i = 0; i < GC_THREADS; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
+    int shared_created = 0;
+    char shared[37] = "";
+    for (int i = 0; i < GC_THREADS; i++)
+        for (int j = 0; j < GC_EACH; j++) {
+            if (j % 6 == 5) {
+                cr_assert_str_eq(g[i].err_code[j] ? g[i].err_code[j] : "(none)", "validation_failed");
+                continue;
+            }
+            cr_assert_null(g[i].err_code[j], "thread %d item %d: %s", i, j, g[i].err_code[j]);
+            cr_assert_str_eq(g[i].ids[j], g[i].doc_ids[j], "the id and the document are the same task");
+            if (j % 8 == 7) {
+                shared_created += g[i].created[j];
+                if (!shared[0]) snprintf(shared, sizeof shared, "%s", g[i].ids[j]);
+                cr_assert_str_eq(g[i].ids[j], shared, "one task per idempotency key");
+                continue;
+            }
+            cr_assert(g[i].created[j]);
+            cr_assert(g[i].payload_ok[j], "thread %d item %d got its own payload back", i, j);
+            cJSON *d = get(g[i].ids[j]); /* and that is what Redis holds for that id */
+            char *pl = cJSON_PrintUnformatted(cJSON_GetObjectItem(d, "payload"));
+            cr_assert_str_eq(pl, g[i].payloads[j]);
+            free(pl);
+            cJSON_Delete(d);
+            for (int k = 0; k < j; k++) /* ids are distinct within a thread (and uuid7 across) */
+                cr_assert_str_neq(g[i].ids[j], g[i].ids[k]);
+        }
+    cr_assert_eq(shared_created, 1, "exactly one caller created the shared-key task");
+}
+
+typedef struct gc_claimer {
+    char name[16];
+    pthread_barrier_t *go;
+    pk_task task;
+    pk_task next;
+    const char *err_code;
+    int phase;
+} gc_claimer;
+
+static void *gc_claim_thread(void *arg)
+{
+    gc_claimer *c = arg;
+    pthread_barrier_wait(c->go);
+    pk_err *e = c->phase == 0 ? q->ops->claim(q, c->name, NULL, 0, &c->task)
+                              : q->ops->complete_claim(q, c->task.id, c->name, NULL, NULL, 0, &c->next);
+    c->err_code = e ? e->code : NULL;
+    pk_err_free(e);
+    return NULL;
+}
+
+static void gc_round(gc_claimer *c, int n, int phase)
+{
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, (unsigned)n);
+    pthread_t th[GC_THREADS];
+    for (int i = 0; i < n; i++) {
+        c[i].go = &go;
+        c[i].phase = phase;
+        pthread_create(&th[i], NULL, gc_claim_thread, &c[i]);
+    }
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
+}
+
+static long long lease_of(const char *id)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%sq:t:%s", prefix, id);
+    const char *argv[] = {"HGET", key, "lu"};
+    redisReply *r = rcmd(3, argv);
+    long long v = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : -1;
+    freeReplyObject(r);
+    return v;
+}
+
+RTEST(group_claims_respect_concurrency_limits_and_give_each_its_own_lease)
+{
+    NEED_QUEUE();
+    enum { N = 6 };
+    char ids[2 * N][37];
+    for (int i = 0; i < 2 * N; i++) /* one, gc, one, gc, ...: type "one" has concurrency 1 */
+        enqueue(i % 2 ? "gc" : "one", PK_PRIO_NORMAL, 0, ids[i]);
+    gc_claimer c[N];
+    memset(c, 0, sizeof c);
+    for (int i = 0; i < N; i++)
+        snprintf(c[i].name, sizeof c[i].name, "w%d", i);
+    gc_round(c, N, 0); /* N concurrent claims: as N claims one after the other would */
+    int ones = 0, gcs = 0;
+    for (int i = 0; i < N; i++) {
+        cr_assert_null(c[i].err_code, "%s", c[i].err_code);
+        cr_assert(c[i].task.id[0], "worker %d got a task", i);
+        ones += !strcmp(c[i].task.type, "one");
+        gcs += !strcmp(c[i].task.type, "gc");
+        cr_assert_eq(c[i].task.attempts, 1);
+        cr_assert_str_eq(state_of(c[i].task.id), "running");
+        cr_assert_eq(lease_of(c[i].task.id), now_ns / 1000 + c[i].task.lease_ms * 1000,
+                     "each claimed task has its own lease, from the claim time");
+        for (int k = 0; k < i; k++)
+            cr_assert_str_neq(c[i].task.id, c[k].task.id, "never one task to two workers");
+    }
+    cr_assert_eq(ones, 1, "the concurrency limit of 1 holds within one group");
+    cr_assert_eq(gcs, N - 1);
+    /* N concurrent complete-and-claims: every completion is recorded, the freed slot of "one" goes to
+     * at most one of the new claims */
+    gc_round(c, N, 1);
+    int next_ones = 0;
+    for (int i = 0; i < N; i++) {
+        cr_assert_null(c[i].err_code, "%s", c[i].err_code);
+        cr_assert_str_eq(state_of(c[i].task.id), "succeeded");
+        if (c[i].next.id[0]) {
+            next_ones += !strcmp(c[i].next.type, "one");
+            cr_assert_str_eq(state_of(c[i].next.id), "running");
+            for (int k = 0; k < N; k++)
+                cr_assert_str_neq(c[i].next.id, c[k].task.id, "a settled task is not claimed again");
+        }
+    }
+    cr_assert_leq(next_ones, 1);
+    /* a stale completion in a group gets its own lease_lost, the others are unaffected */
+    for (int i = 0; i < N; i++) {
+        pk_task_free(&c[i].task);
+        c[i].task = c[i].next;
+        c[i].next = (pk_task){0};
+        if (!c[i].task.id[0]) snprintf(c[i].task.id, sizeof c[i].task.id, "%s", ids[0]); /* settled */
+    }
+    gc_round(c, N, 1);
+    for (int i = 0; i < N; i++) {
+        if (!strcmp(c[i].task.id, ids[0]))
+            cr_assert_str_eq(c[i].err_code ? c[i].err_code : "(none)", "lease_lost");
+        else
+            cr_assert_null(c[i].err_code, "%s", c[i].err_code);
+        pk_task_free(&c[i].task);
+        pk_task_free(&c[i].next);
+    }
+}
