@@ -814,6 +814,22 @@ static void gc_finish(rq_queue *q, gc_line *line, gc_item **batch, size_t n)
     pthread_cond_destroy(&batch[0]->cv);
 }
 
+typedef void (*gc_lead_fn)(rq_queue *q, gc_item **batch, size_t n);
+
+/* Runs `it` alone (group commit off), or joins `line` and, when first in line, leads the group. */
+static void gc_run(rq_queue *q, gc_line *line, gc_item *it, gc_lead_fn lead)
+{
+    gc_item *batch[GROUP_MAX];
+    if (!q->group) {
+        batch[0] = it;
+        lead(q, batch, 1);
+    } else if (gc_join(q, line, it)) {
+        size_t n = gc_take(q, line, batch);
+        lead(q, batch, n);
+        gc_finish(q, line, batch, n);
+    }
+}
+
 static int64_t rep_int(const redisReply *r)
 {
     if (!r) return 0;
@@ -1135,14 +1151,7 @@ static pk_err *q_enqueue(pk_queue *base, const pk_task_input *in, pk_buf *out, b
         return e;
     }
     gc_item it = {.op = &o};
-    gc_item *one = &it, *batch[GROUP_MAX];
-    if (!q->group)
-        enq_lead(q, &one, 1);
-    else if (gc_join(q, &q->enq_line, &it)) {
-        size_t n = gc_take(q, &q->enq_line, batch);
-        enq_lead(q, batch, n);
-        gc_finish(q, &q->enq_line, batch, n);
-    }
+    gc_run(q, &q->enq_line, &it, enq_lead);
     enq_args_free(&o.a);
     return o.err;
 }
@@ -1325,14 +1334,7 @@ static pk_err *claim_run(rq_queue *q, const char *id, const char *worker, const 
     for (size_t i = 0; types && i < ntypes; i++)
         pk_buf_printf(&o.types, "%s%s", i ? "," : "", types[i]);
     gc_item it = {.op = &o};
-    gc_item *one = &it, *batch[GROUP_MAX];
-    if (!q->group)
-        claim_lead(q, &one, 1);
-    else if (gc_join(q, &q->claim_line, &it)) {
-        size_t n = gc_take(q, &q->claim_line, batch);
-        claim_lead(q, batch, n);
-        gc_finish(q, &q->claim_line, batch, n);
-    }
+    gc_run(q, &q->claim_line, &it, claim_lead);
     pk_buf_free(&o.types);
     return o.err;
 }
