@@ -381,6 +381,9 @@ pk_err *pk_search_index_put(pk_search_index *ix, pk_fts_tok *tok, int64_t seq,
         }
     }
     if (ix->ndocs == UINT32_MAX - 1) compact(ix);
+    /* grow the seq map before the new note exists: a rebuild inserts every live note */
+    if ((uint64_t)(ix->dmap_n + 1) * 2 > ix->dmap_cap)
+        dmap_rebuild(ix, ix->dmap_cap ? ix->dmap_cap * 2 : 1024);
     ix->docs = grow(ix->docs, &ix->docs_cap, ix->ndocs + 1, sizeof *ix->docs);
     uint32_t slot = ix->ndocs++;
     doc *d = &ix->docs[slot];
@@ -401,8 +404,6 @@ pk_err *pk_search_index_put(pk_search_index *ix, pk_fts_tok *tok, int64_t seq,
     ix->live_docs++;
     ix->total_tokens += c.ntok;
     ix->live_postings += c.nloc;
-    if ((uint64_t)(ix->dmap_n + 1) * 2 > ix->dmap_cap)
-        dmap_rebuild(ix, ix->dmap_cap ? ix->dmap_cap * 2 : 1024);
     dmap_insert(ix, slot);
     ix->dmap_n++;
     return NULL;

@@ -8,9 +8,10 @@
  *
  * Consistency: a search first reads max(search_log.id) in its own read transaction (snapshot S). If
  * the index applied less, the changed notes are read in S and applied, and the index records S's id.
- * A search on an older snapshot than the index's is answered from the newer index: it can then see a
- * note written after its snapshot began, never miss one committed before it. Notes that the query
- * ranks are read back in the caller's transaction, so what is returned is consistent with S.
+ * The query runs only while the index reflects exactly S (checked under the shared lock, so nobody
+ * applies meanwhile); when another thread already applied newer writes, the search restarts its read
+ * transaction on a newer snapshot. The ranked notes are then read back in that same snapshot, so
+ * hits, snippets and note bodies always agree (a test races searches against writes to check it).
  */
 #include "store/sqlite_search.h"
 #include "foundation/metrics.h"
@@ -267,22 +268,23 @@ static pk_err *apply(pk_sqlite_search *s, pk_sqlite_conn *k, int64_t upto)
     return e;
 }
 
-/* Returns true when the index reflects at least k's snapshot. */
-static bool sync_index(pk_sqlite_search *s, pk_sqlite_conn *k, pk_err **err)
+/* Brings the index up to k's snapshot (whose newest log id goes to *upto). Returns false when FTS5
+ * must answer (no index yet, or it is being rebuilt). */
+static bool sync_index(pk_sqlite_search *s, pk_sqlite_conn *k, int64_t *upto, pk_err **err)
 {
     pthread_mutex_lock(&s->mu);
     bool ready = s->ready;
     if (!ready) start_build_locked(s);
     pthread_mutex_unlock(&s->mu);
     if (!ready) return false;
-    int64_t upto = 0, oldest = 0;
-    if ((*err = log_bounds(k, &upto, &oldest))) return false;
-    if (upto <= atomic_load(&s->applied)) return true;
+    int64_t oldest = 0;
+    if ((*err = log_bounds(k, upto, &oldest))) return false;
+    if (*upto <= atomic_load(&s->applied)) return true;
     pthread_mutex_lock(&s->apply_mu);
     bool ok = true;
     int64_t from = atomic_load(&s->applied);
-    if (upto > from) {
-        if (oldest > from + 1 || upto - from > REBUILD_AFTER) {
+    if (*upto > from) {
+        if (oldest > from + 1 || *upto - from > REBUILD_AFTER) {
             /* entries this index needs were trimmed, or a rebuild is cheaper: FTS5 until it is done */
             pthread_mutex_lock(&s->mu);
             s->ready = false;
@@ -290,7 +292,7 @@ static bool sync_index(pk_sqlite_search *s, pk_sqlite_conn *k, pk_err **err)
             pthread_mutex_unlock(&s->mu);
             ok = false;
         } else {
-            *err = apply(s, k, upto);
+            *err = apply(s, k, *upto);
             ok = *err == NULL;
         }
     }
@@ -298,16 +300,30 @@ static bool sync_index(pk_sqlite_search *s, pk_sqlite_conn *k, pk_err **err)
     return ok;
 }
 
+/* The hits must describe the caller's snapshot exactly (its notes are read back in it): the query
+ * runs only while the index (held shared, so nobody applies meanwhile) reflects that snapshot's log
+ * id. An index ahead of the snapshot (another thread applied newer writes) means a newer snapshot: the
+ * read transaction restarts. A few tries, then FTS5, which answers from any snapshot. */
 bool pk_sqlite_search_query(pk_sqlite_search *s, pk_sqlite_conn *k, pk_fts_tok *tok,
                             const pk_search_term *terms, size_t n, pk_search_hits *out, pk_err **err)
 {
     memset(out, 0, sizeof *out);
     *err = NULL;
-    if (!sync_index(s, k, err)) return false;
-    pthread_rwlock_rdlock(&s->rw);
-    bool ok = s->ix && pk_search_index_query(s->ix, tok, terms, n, out, err);
-    pthread_rwlock_unlock(&s->rw);
-    return ok;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        int64_t upto = 0;
+        if (!sync_index(s, k, &upto, err)) return false;
+        pthread_rwlock_rdlock(&s->rw);
+        int64_t applied = atomic_load(&s->applied);
+        bool ok = false, same = applied == upto && s->ix;
+        if (same) ok = pk_search_index_query(s->ix, tok, terms, n, out, err);
+        pthread_rwlock_unlock(&s->rw);
+        if (same) return ok;
+        if (applied > upto) { /* a newer snapshot */
+            pk_sqlite_rollback(k);
+            if ((*err = pk_sqlite_begin(k, false))) return false;
+        }
+    }
+    return false;
 }
 
 void pk_sqlite_search_count(pk_sqlite_search *s, bool by_index)

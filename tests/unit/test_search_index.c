@@ -247,6 +247,23 @@ Test(search_index, remove_and_reput_keep_statistics)
     sqlite3_step(st);
     cr_assert_eq(before, (size_t)sqlite3_column_int64(st, 0));
     sqlite3_finalize(st);
+    /* indexing every note again (an update each) leaves one live entry per note: no hit twice */
+    for (int round = 0; round < 2; round++)
+        for (int64_t s = 1; s <= NDOCS; s++)
+            put(&c, s);
+    cr_assert_eq(pk_search_index_docs(c.ix), NDOCS);
+    for (size_t w = 0; w < 20; w++) {
+        pk_search_term t1[1] = {{WORDS[w], strlen(WORDS[w]), false, false}};
+        pk_search_hits h1;
+        pk_err *e1;
+        cr_assert(pk_search_index_query(c.ix, &c.tok, t1, 1, &h1, &e1));
+        for (size_t i = 0; i < h1.n; i++)
+            for (size_t j = i + 1; j < h1.n; j++)
+                cr_assert_neq(h1.hit[i].seq, h1.hit[j].seq, "note %lld twice for %s",
+                              (long long)h1.hit[i].seq, WORDS[w]);
+        pk_search_hits_free(&h1);
+    }
+    compare(&c, "run");
     /* removing everything and a second removal of the same note are harmless */
     for (int64_t s = 1; s <= NDOCS; s++) {
         pk_search_index_remove(c.ix, s);
@@ -280,4 +297,41 @@ Test(search_index, partial_ranking_gives_the_best_first)
     for (size_t i = 1; i < 500; i++)
         cr_assert(h.hit[i - 1].score >= h.hit[i].score);
     free(h.hit);
+}
+
+/* Every note indexed again several times (updates), across the growth of the seq map and without a
+ * compaction in between: one live entry per note, exact note count, no hit twice. */
+Test(search_index, reindexing_keeps_one_entry_per_note)
+{
+    pk_fts_tokenizer *tk;
+    cr_assert_null(pk_fts_tokenizer_open(&tk));
+    pk_fts_tok tok;
+    cr_assert_null(pk_fts_tokenizer_instance(tk, &tok));
+    pk_search_index *ix = pk_search_index_new();
+    enum { N = 600 };
+    for (int round = 0; round < 4; round++)
+        for (int64_t s = 1; s <= N; s++) {
+            char title[64];
+            snprintf(title, sizeof title, "common word%lld round%d", (long long)s, round);
+            const char *cols[3] = {title, "", "[]"};
+            size_t lens[3] = {strlen(title), 0, 2};
+            cr_assert_null(pk_search_index_put(ix, &tok, s, cols, lens));
+            cr_assert_eq(pk_search_index_docs(ix), round ? N : (size_t)s);
+        }
+    pk_search_term t[1] = {{"common", 6, false, false}};
+    pk_search_hits h;
+    pk_err *e;
+    cr_assert(pk_search_index_query(ix, &tok, t, 1, &h, &e));
+    cr_assert_eq(h.n, N);
+    char *seen = calloc(N + 1, 1);
+    for (size_t i = 0; i < h.n; i++) {
+        cr_assert(h.hit[i].seq >= 1 && h.hit[i].seq <= N);
+        cr_assert_not(seen[h.hit[i].seq], "note %lld twice", (long long)h.hit[i].seq);
+        seen[h.hit[i].seq] = 1;
+    }
+    free(seen);
+    pk_search_hits_free(&h);
+    pk_search_index_free(ix);
+    pk_fts_tok_free(&tok);
+    pk_fts_tokenizer_close(tk);
 }

@@ -3,6 +3,7 @@
  * (rebuild, FTS5 meanwhile), and which engine answered each search (the metrics). */
 #include "foundation/metrics.h"
 #include "store_fixture.h"
+#include <pthread.h>
 #include <sqlite3.h>
 
 static pk_metrics *reg;
@@ -129,4 +130,95 @@ Test(store_index, prefix_and_phrase_queries_go_to_fts5)
     cr_assert(strstr(h, a));
     free(h);
     cr_assert_eq(metric("pake_search_queries_total{engine=\"fts5\"}"), fts5 + 2);
+}
+
+/* Searches on several threads while notes are written, updated and deleted through the store: no
+ * error, every hit really contains the word, and at the end the index answers exactly as FTS5 does
+ * (a second store handle on the same file without the index). */
+typedef struct stress {
+    int rounds;
+    int errors;
+    int wrong;
+} stress;
+
+static const char *const STRESS_WORDS[] = {"alpha", "beta", "gamma", "delta"};
+
+static void *stress_search(void *arg)
+{
+    stress *st = arg;
+    for (int i = 0; i < st->rounds; i++) {
+        const char *w = STRESS_WORDS[i % 4];
+        pk_note_query q = {.text = w, .flagged = -1, .limit = 50};
+        pk_page p = {0};
+        pk_err *e = pk_store_note_search(fx_store, NULL, &q, &p);
+        if (e) {
+            __atomic_add_fetch(&st->errors, 1, __ATOMIC_RELAXED);
+            pk_err_free(e);
+            continue;
+        }
+        cJSON *items = cJSON_Parse(p.items.data);
+        cJSON *it;
+        cJSON_ArrayForEach(it, items)
+        {
+            const char *snip = fx_str(it, "snippet");
+            char mark[32];
+            snprintf(mark, sizeof mark, "<mark>%s</mark>", w);
+            if (!snip || !strstr(snip, mark)) __atomic_add_fetch(&st->wrong, 1, __ATOMIC_RELAXED);
+        }
+        cJSON_Delete(items);
+        pk_page_free(&p);
+    }
+    return NULL;
+}
+
+Test(store_index, concurrent_searches_and_writes)
+{
+    char ids[40][40];
+    for (int i = 0; i < 40; i++) {
+        char title[64], content[128];
+        snprintf(title, sizeof title, "note %d %s", i, STRESS_WORDS[i % 4]);
+        snprintf(content, sizeof content, "%s and %s. Then %s.", STRESS_WORDS[(i + 1) % 4],
+                 STRESS_WORDS[i % 4], STRESS_WORDS[(i + 2) % 4]);
+        cJSON_Delete(fx_create(title, content, NULL, 0.5, ids[i]));
+    }
+    cr_assert(pk_store_sqlite_search_ready(fx_store, 30000));
+    stress st = {.rounds = 150};
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++)
+        pthread_create(&th[i], NULL, stress_search, &st);
+    for (int i = 0; i < 60; i++) { /* the writer: updates, deletes, creates */
+        char *id = ids[i % 40];
+        if (i % 3 == 2) {
+            pk_err *e = pk_store_note_delete(fx_store, NULL, id, 0);
+            pk_err_free(e);
+            char title[64];
+            snprintf(title, sizeof title, "again %d %s", i, STRESS_WORDS[i % 4]);
+            cJSON_Delete(fx_create(title, "gamma delta", NULL, 0.5, id));
+        } else {
+            pk_note_input in = {.set = PK_NF_CONTENT, .content = i % 2 ? "alpha beta" : "gamma"};
+            pk_buf out = PK_BUF_INIT;
+            pk_err *e = pk_store_note_update(fx_store, NULL, id, 0, &in, &out);
+            cr_assert_null(e, "update: %s", e ? e->message : "");
+            pk_buf_free(&out);
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    cr_assert_eq(st.errors, 0);
+    cr_assert_eq(st.wrong, 0, "hits whose snippet does not mark the word: %d", st.wrong);
+
+    pk_sqlite_config plain = {.data_dir = fx_dir, .max_connections = 4, .wall_clock = &fx_wall_clock};
+    pk_store *fts = fx_open_cfg(&plain);
+    for (int w = 0; w < 4; w++) {
+        pk_note_query q = {.text = STRESS_WORDS[w], .flagged = -1, .limit = 100};
+        pk_page a = {0}, b = {0};
+        cr_assert_null(pk_store_note_search(fx_store, NULL, &q, &a));
+        cr_assert_null(pk_store_note_search(fts, NULL, &q, &b));
+        if (a.count != b.count) fprintf(stderr, "INDEX %s\nFTS5 %s\n", a.items.data, b.items.data);
+        cr_assert_eq(a.count, b.count, "%s: index %zu, FTS5 %zu", STRESS_WORDS[w], a.count, b.count);
+        cr_assert_str_eq(a.items.data, b.items.data, "%s", STRESS_WORDS[w]);
+        pk_page_free(&a);
+        pk_page_free(&b);
+    }
+    pk_store_close(fts);
 }
