@@ -181,7 +181,7 @@ Test(store_index, concurrent_searches_and_writes)
                  STRESS_WORDS[i % 4], STRESS_WORDS[(i + 2) % 4]);
         cJSON_Delete(fx_create(title, content, NULL, 0.5, ids[i]));
     }
-    cr_assert(pk_store_sqlite_search_ready(fx_store, 30000));
+    /* no waiting for the index: the first searches start its build while the writer writes */
     stress st = {.rounds = 150};
     pthread_t th[3];
     for (int i = 0; i < 3; i++)
@@ -207,8 +207,11 @@ Test(store_index, concurrent_searches_and_writes)
     cr_assert_eq(st.errors, 0);
     cr_assert_eq(st.wrong, 0, "hits whose snippet does not mark the word: %d", st.wrong);
 
+    cr_assert(pk_store_sqlite_search_ready(fx_store, 30000));
+    cr_assert_eq(metric("pake_search_index_builds_total"), 1);
     pk_sqlite_config plain = {.data_dir = fx_dir, .max_connections = 4, .wall_clock = &fx_wall_clock};
     pk_store *fts = fx_open_cfg(&plain);
+    double by_index = metric("pake_search_queries_total{engine=\"index\"}");
     for (int w = 0; w < 4; w++) {
         pk_note_query q = {.text = STRESS_WORDS[w], .flagged = -1, .limit = 100};
         pk_page a = {0}, b = {0};
@@ -220,5 +223,6 @@ Test(store_index, concurrent_searches_and_writes)
         pk_page_free(&a);
         pk_page_free(&b);
     }
+    cr_assert_eq(metric("pake_search_queries_total{engine=\"index\"}"), by_index + 4);
     pk_store_close(fts);
 }
