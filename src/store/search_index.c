@@ -87,7 +87,8 @@ static pk_err *tokenize(pk_fts_tok *t, int flags, const char *text, size_t len, 
     if (!text || !len) return NULL;
     if (len > INT32_MAX) return pk_err_new("store_error", 500, "text too long to index");
     int rc = t->owner->api.xTokenize(t->t, ctx, flags, text, (int)len, cb);
-    if (rc != SQLITE_OK) return pk_err_new("store_error", 500, "the FTS5 tokenizer failed (rc %d)", rc);
+    if (rc != SQLITE_OK && rc != SQLITE_DONE) /* SQLITE_DONE: the callback stopped it on purpose */
+        return pk_err_new("store_error", 500, "the FTS5 tokenizer failed (rc %d)", rc);
     return NULL;
 }
 
@@ -623,6 +624,7 @@ typedef struct col_toks {
     } * inst;
     int ninst, inst_cap;
     const pk_search_hits *q;
+    int expect, ntoken; /* matches the hint announces (-1: unknown), window size */
 } col_toks;
 
 static void *grow_int(void *p, int *cap, int need, size_t elem)
@@ -631,6 +633,13 @@ static void *grow_int(void *p, int *cap, int need, size_t elem)
     p = grow(p, &c, (uint32_t)need, elem);
     *cap = (int)c;
     return p;
+}
+
+/* All the matches the hint announced are seen, and the longest window after the last one is read:
+ * the rest of the column cannot change the snippet. */
+static bool window_decided(const col_toks *c, int pos)
+{
+    return c->expect > 0 && c->ninst >= c->expect && pos >= c->inst[c->ninst - 1].pos + c->ntoken - 1;
 }
 
 static int snip_token(void *vc, int flags, const char *tok, int ntok, int start, int end)
@@ -660,7 +669,7 @@ static int snip_token(void *vc, int flags, const char *tok, int ntok, int start,
         c->inst = grow_int(c->inst, &c->inst_cap, c->ninst + 1, sizeof *c->inst);
         c->inst[c->ninst++] = (struct inst){pos, (int)p};
     }
-    return SQLITE_OK;
+    return window_decided(c, pos) ? SQLITE_DONE : SQLITE_OK;
 }
 
 static bool ascii_alnum(unsigned char ch)
@@ -682,8 +691,7 @@ static int stem_token(void *vb, int flags, const char *tok, int ntok, int start,
  * suffix; "ies" -> "i" keeps the first), so only a token that starts like some query token can stem
  * to it: those alone go through the FTS5 tokenizer. Returns false (c untouched but for capacity) at
  * the first non-ASCII byte: the caller tokenizes with FTS5 then. */
-static bool snip_ascii(pk_fts_tok *tok, col_toks *c, const char *text, size_t len, int expect, int ntoken,
-                       pk_err **err)
+static bool snip_ascii(pk_fts_tok *tok, col_toks *c, const char *text, size_t len, pk_err **err)
 {
     int bound = (int)(len / 2 + 1); /* at most one token per two bytes */
     c->tok = grow_int(c->tok, &c->cap, bound, sizeof *c->tok);
@@ -720,8 +728,7 @@ static bool snip_ascii(pk_fts_tok *tok, col_toks *c, const char *text, size_t le
             candidate = qt[0] == l0 && (!qt[1] || qt[1] == l1);
         }
         if (!candidate) {
-            /* all `expect` matches seen and the longest window after the last one read: stop */
-            if (c->ninst >= expect && expect > 0 && pos >= c->inst[c->ninst - 1].pos + ntoken - 1) break;
+            if (window_decided(c, pos)) break;
             continue;
         }
         pk_buf_reset(&stem);
@@ -789,7 +796,9 @@ pk_err *pk_search_snippet(pk_fts_tok *tok, const pk_search_hits *q, const pk_sea
             c[i].size = (int)hint->size[i];
             continue;
         }
-        if (!snip_ascii(tok, &c[i], c[i].text, n, hint ? (int)hint->inst[i] : -1, ntoken, &e))
+        c[i].expect = hint ? (int)hint->inst[i] : -1;
+        c[i].ntoken = ntoken;
+        if (!snip_ascii(tok, &c[i], c[i].text, n, &e))
             e = tokenize(tok, FTS5_TOKENIZE_DOCUMENT, cols[i], n, &c[i], snip_token);
         c[i].size = hint && c[i].n < (int)hint->size[i] ? (int)hint->size[i] : c[i].n;
         for (int ii = 0; !e && ii < c[i].ninst; ii++) {
