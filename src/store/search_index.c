@@ -642,33 +642,41 @@ static bool window_decided(const col_toks *c, int pos)
     return c->expect > 0 && c->ninst >= c->expect && pos >= c->inst[c->ninst - 1].pos + c->ntoken - 1;
 }
 
+/* Records the token at [start, end) of c->text and whether a sentence starts there (FTS5's rule: the
+ * first token, or one after '.' or ':' followed by white space); returns its position. */
+static int add_token(col_toks *c, int start, int end)
+{
+    int pos = c->n;
+    c->tok = grow_int(c->tok, &c->cap, pos + 1, sizeof *c->tok);
+    c->tok[c->n++] = (span){start, end};
+    int i = start;
+    while (i > 0 && (c->text[i - 1] == ' ' || c->text[i - 1] == '\t' || c->text[i - 1] == '\n' ||
+                     c->text[i - 1] == '\r'))
+        i--;
+    if (pos == 0 || (i < start && i > 0 && (c->text[i - 1] == '.' || c->text[i - 1] == ':'))) {
+        c->first = grow_int(c->first, &c->first_cap, c->nfirst + 1, sizeof *c->first);
+        c->first[c->nfirst++] = pos;
+    }
+    return pos;
+}
+
+/* The token at `pos`, stemmed to tok[0..ntok), is a match of every query term equal to it. */
+static void add_matches(col_toks *c, int pos, const char *tok, size_t ntok)
+{
+    for (size_t p = 0; p < c->q->ntokens; p++) {
+        const char *qt = c->q->tokens[p];
+        if (strlen(qt) != ntok || memcmp(qt, tok, ntok) != 0) continue;
+        c->inst = grow_int(c->inst, &c->inst_cap, c->ninst + 1, sizeof *c->inst);
+        c->inst[c->ninst++] = (struct inst){pos, (int)p};
+    }
+}
+
 static int snip_token(void *vc, int flags, const char *tok, int ntok, int start, int end)
 {
     col_toks *c = vc;
     if (flags & FTS5_TOKEN_COLOCATED) return SQLITE_OK;
-    int pos = c->n;
-    c->tok = grow_int(c->tok, &c->cap, pos + 1, sizeof *c->tok);
-    c->tok[c->n++] = (span){start, end};
-    bool first = pos == 0;
-    if (!first) { /* a sentence starts after '.' or ':' followed by white space */
-        int i = start - 1;
-        char ch = 0;
-        for (; i >= 0; i--) {
-            ch = c->text[i];
-            if (ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r') break;
-        }
-        first = i != start - 1 && (ch == '.' || ch == ':');
-    }
-    if (first) {
-        c->first = grow_int(c->first, &c->first_cap, c->nfirst + 1, sizeof *c->first);
-        c->first[c->nfirst++] = pos;
-    }
-    for (size_t p = 0; p < c->q->ntokens; p++) {
-        const char *qt = c->q->tokens[p];
-        if ((int)strlen(qt) != ntok || memcmp(qt, tok, (size_t)ntok) != 0) continue;
-        c->inst = grow_int(c->inst, &c->inst_cap, c->ninst + 1, sizeof *c->inst);
-        c->inst[c->ninst++] = (struct inst){pos, (int)p};
-    }
+    int pos = add_token(c, start, end);
+    add_matches(c, pos, tok, (size_t)ntok);
     return window_decided(c, pos) ? SQLITE_DONE : SQLITE_OK;
 }
 
@@ -693,15 +701,8 @@ static int stem_token(void *vb, int flags, const char *tok, int ntok, int start,
  * the first non-ASCII byte: the caller tokenizes with FTS5 then. */
 static bool snip_ascii(pk_fts_tok *tok, col_toks *c, const char *text, size_t len, pk_err **err)
 {
-    int bound = (int)(len / 2 + 1); /* at most one token per two bytes */
-    c->tok = grow_int(c->tok, &c->cap, bound, sizeof *c->tok);
-    c->first = grow_int(c->first, &c->first_cap, bound, sizeof *c->first);
-    size_t qlen[PK_SEARCH_TERMS_MAX];
-    for (size_t p = 0; p < c->q->ntokens; p++)
-        qlen[p] = strlen(c->q->tokens[p]);
     pk_buf stem = PK_BUF_INIT;
     for (size_t i = 0; i < len && !*err;) {
-        size_t sep = i;
         while (i < len && !ascii_alnum((unsigned char)text[i]))
             if ((unsigned char)text[i++] >= 0x80) goto not_ascii;
         if (i == len) break;
@@ -709,17 +710,7 @@ static bool snip_ascii(pk_fts_tok *tok, col_toks *c, const char *text, size_t le
         while (i < len && ascii_alnum((unsigned char)text[i]))
             i++;
         if (i < len && (unsigned char)text[i] >= 0x80) goto not_ascii;
-        int pos = c->n++;
-        c->tok[pos] = (span){(int)s, (int)i};
-        bool first = pos == 0;
-        if (!first && s > sep) { /* a sentence starts after '.' or ':' and white space (FTS5's rule) */
-            size_t k = s;
-            while (k > 0 &&
-                   (text[k - 1] == ' ' || text[k - 1] == '\t' || text[k - 1] == '\n' || text[k - 1] == '\r'))
-                k--;
-            first = k < s && k > 0 && (text[k - 1] == '.' || text[k - 1] == ':');
-        }
-        if (first) c->first[c->nfirst++] = pos;
+        int pos = add_token(c, (int)s, (int)i);
         /* the first two letters, lowercased (| 0x20 leaves digits as they are) */
         char l0 = (char)(text[s] | 0x20), l1 = s + 1 < i ? (char)(text[s + 1] | 0x20) : 0;
         bool candidate = false;
@@ -733,11 +724,7 @@ static bool snip_ascii(pk_fts_tok *tok, col_toks *c, const char *text, size_t le
         }
         pk_buf_reset(&stem);
         *err = tokenize(tok, FTS5_TOKENIZE_DOCUMENT, text + s, i - s, &stem, stem_token);
-        for (size_t p = 0; p < c->q->ntokens && !*err; p++) {
-            if (qlen[p] != stem.len || memcmp(c->q->tokens[p], stem.data, stem.len) != 0) continue;
-            c->inst = grow_int(c->inst, &c->inst_cap, c->ninst + 1, sizeof *c->inst);
-            c->inst[c->ninst++] = (struct inst){pos, (int)p};
-        }
+        if (!*err) add_matches(c, pos, stem.data ? stem.data : "", stem.len);
     }
     pk_buf_free(&stem);
     return true;

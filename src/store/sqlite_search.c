@@ -55,13 +55,16 @@ pk_err *pk_sqlite_search_open(pk_sqlite_pool *pool, pk_sqlite_search **out)
     return NULL;
 }
 
+/* Reaps the builder thread, if one was started (the only place that joins it: the handle is taken
+ * under mu, so two callers never join the same thread). Call without mu held. */
 static void join_builder(pk_sqlite_search *s)
 {
     pthread_mutex_lock(&s->mu);
     bool started = s->started;
+    pthread_t t = s->builder;
     s->started = false;
     pthread_mutex_unlock(&s->mu);
-    if (started) pthread_join(s->builder, NULL);
+    if (started) pthread_join(t, NULL);
 }
 
 void pk_sqlite_search_close(pk_sqlite_search *s)
@@ -196,9 +199,8 @@ static void start_build_locked(pk_sqlite_search *s)
     if (s->building || s->stop) return;
     if (s->started) { /* the previous builder has finished (building is false): reap it */
         pthread_mutex_unlock(&s->mu);
-        pthread_join(s->builder, NULL);
+        join_builder(s);
         pthread_mutex_lock(&s->mu);
-        s->started = false;
         if (s->building || s->stop) return;
     }
     s->ready = false;
