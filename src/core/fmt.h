@@ -45,4 +45,10 @@ static inline char *pk_fmt_str(char *p, const char *s)
     memcpy(p, s, n);
     return p + n;
 }
+/* A double exactly as printf("%.15g") prints it, without printf: 15 significant digits rounded
+ * half-to-even from the exact binary value, trailing zeros dropped. Values whose %.15g form is
+ * fixed-point and lies in [1e-4, 1e15) are done here with 128-bit integer arithmetic (exact: the value
+ * is m * 2^e with m < 2^53, and m * 10^k fits in 113 bits for k <= 18); others (exponent form, NaN,
+ * infinities) fall back to snprintf. At most 32 bytes. Checked against snprintf in tests/unit/test_json.c. */
+char *pk_fmt_g15(char *p, double v);
 #endif

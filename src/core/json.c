@@ -1,4 +1,5 @@
 #include "core/json.h"
+#include "core/fmt.h"
 #include "core/utf8.h"
 #include <math.h>
 #include <stdio.h>
@@ -107,9 +108,23 @@ void pk_json_escape(pk_buf *out, const char *s, size_t n)
 void pk_jw_key(pk_jw *w, const char *key)
 {
     sep(w);
-    pk_buf_putc(w->out, '"');
-    pk_json_escape(w->out, key, strlen(key));
-    pk_buf_append(w->out, "\":", 2);
+    size_t n = 0;
+    while (key[n] && !ESCAPE[(unsigned char)key[n]])
+        n++;
+    if (!key[n]) { /* the usual key: nothing to escape, one copy */
+        pk_buf_reserve(w->out, n + 3);
+        char *d = w->out->data + w->out->len;
+        d[0] = '"';
+        memcpy(d + 1, key, n);
+        d[n + 1] = '"';
+        d[n + 2] = ':';
+        w->out->len += n + 3;
+        w->out->data[w->out->len] = '\0';
+    } else {
+        pk_buf_putc(w->out, '"');
+        pk_json_escape(w->out, key, strlen(key));
+        pk_buf_append(w->out, "\":", 2);
+    }
     w->after_key = true;
 }
 
@@ -133,7 +148,10 @@ void pk_jw_str(pk_jw *w, const char *s)
 void pk_jw_int(pk_jw *w, int64_t v)
 {
     sep(w);
-    pk_buf_printf(w->out, "%lld", (long long)v);
+    pk_buf_reserve(w->out, 24);
+    char *e = pk_fmt_i64(w->out->data + w->out->len, v);
+    w->out->len = (size_t)(e - w->out->data);
+    w->out->data[w->out->len] = '\0';
 }
 
 void pk_jw_num(pk_jw *w, double v)
@@ -143,9 +161,10 @@ void pk_jw_num(pk_jw *w, double v)
         pk_buf_puts(w->out, "null");
         return;
     }
-    char tmp[32];
-    snprintf(tmp, sizeof tmp, "%.15g", v);
-    pk_buf_puts(w->out, tmp);
+    pk_buf_reserve(w->out, 40);
+    char *e = pk_fmt_g15(w->out->data + w->out->len, v);
+    w->out->len = (size_t)(e - w->out->data);
+    w->out->data[w->out->len] = '\0';
 }
 
 void pk_jw_bool(pk_jw *w, bool v)

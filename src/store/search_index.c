@@ -624,15 +624,29 @@ typedef struct col_toks {
     } * inst;
     int ninst, inst_cap;
     const pk_search_hits *q;
-    int expect, ntoken; /* matches the hint announces (-1: unknown), window size */
+    int expect, ntoken;                /* matches the hint announces (-1: unknown), window size */
+    bool own_tok, own_first, own_inst; /* the arrays moved from the caller's stack to the heap */
 } col_toks;
 
-static void *grow_int(void *p, int *cap, int need, size_t elem)
+/* Grows an array that starts in a stack buffer (*owned false) and moves to the heap when it outgrows
+ * it: most columns fit the stack buffers, so a snippet costs no allocation. */
+static void *grow_int(void *p, int *cap, int need, size_t elem, bool *owned)
 {
-    uint32_t c = (uint32_t)*cap;
-    p = grow(p, &c, (uint32_t)need, elem);
-    *cap = (int)c;
-    return p;
+    if (need <= *cap) return p;
+    int c = *cap ? *cap : 8;
+    while (c < need)
+        c *= 2;
+    void *q;
+    if (*owned) {
+        q = realloc(p, (size_t)c * elem);
+    } else {
+        q = malloc((size_t)c * elem);
+        if (q && *cap) memcpy(q, p, (size_t)*cap * elem);
+    }
+    if (!q) abort();
+    *owned = true;
+    *cap = c;
+    return q;
 }
 
 /* All the matches the hint announced are seen, and the longest window after the last one is read:
@@ -647,14 +661,14 @@ static bool window_decided(const col_toks *c, int pos)
 static int add_token(col_toks *c, int start, int end)
 {
     int pos = c->n;
-    c->tok = grow_int(c->tok, &c->cap, pos + 1, sizeof *c->tok);
+    c->tok = grow_int(c->tok, &c->cap, pos + 1, sizeof *c->tok, &c->own_tok);
     c->tok[c->n++] = (span){start, end};
     int i = start;
     while (i > 0 && (c->text[i - 1] == ' ' || c->text[i - 1] == '\t' || c->text[i - 1] == '\n' ||
                      c->text[i - 1] == '\r'))
         i--;
     if (pos == 0 || (i < start && i > 0 && (c->text[i - 1] == '.' || c->text[i - 1] == ':'))) {
-        c->first = grow_int(c->first, &c->first_cap, c->nfirst + 1, sizeof *c->first);
+        c->first = grow_int(c->first, &c->first_cap, c->nfirst + 1, sizeof *c->first, &c->own_first);
         c->first[c->nfirst++] = pos;
     }
     return pos;
@@ -666,7 +680,7 @@ static void add_matches(col_toks *c, int pos, const char *tok, size_t ntok)
     for (size_t p = 0; p < c->q->ntokens; p++) {
         const char *qt = c->q->tokens[p];
         if (strlen(qt) != ntok || memcmp(qt, tok, ntok) != 0) continue;
-        c->inst = grow_int(c->inst, &c->inst_cap, c->ninst + 1, sizeof *c->inst);
+        c->inst = grow_int(c->inst, &c->inst_cap, c->ninst + 1, sizeof *c->inst, &c->own_inst);
         c->inst[c->ninst++] = (struct inst){pos, (int)p};
     }
 }
@@ -772,6 +786,14 @@ pk_err *pk_search_snippet(pk_fts_tok *tok, const pk_search_hits *q, const pk_sea
 {
     col_toks c[PK_SEARCH_COLS];
     memset(c, 0, sizeof c);
+    span tok_stack[PK_SEARCH_COLS][256];
+    int first_stack[PK_SEARCH_COLS][32];
+    struct inst inst_stack[PK_SEARCH_COLS][32];
+    for (int i = 0; i < PK_SEARCH_COLS; i++) {
+        c[i].tok = tok_stack[i], c[i].cap = 256;
+        c[i].first = first_stack[i], c[i].first_cap = 32;
+        c[i].inst = inst_stack[i], c[i].inst_cap = 32;
+    }
     pk_err *e = NULL;
     unsigned char seen[PK_SEARCH_TERMS_MAX];
     int best_col = 0, best_start = 0, best_score = 0;
@@ -854,9 +876,9 @@ pk_err *pk_search_snippet(pk_fts_tok *tok, const pk_search_hits *q, const pk_sea
             pk_buf_puts(out, ellipsis);
     }
     for (int i = 0; i < PK_SEARCH_COLS; i++) {
-        free(c[i].tok);
-        free(c[i].first);
-        free(c[i].inst);
+        if (c[i].own_tok) free(c[i].tok);
+        if (c[i].own_first) free(c[i].first);
+        if (c[i].own_inst) free(c[i].inst);
     }
     return e;
 }

@@ -39,6 +39,7 @@ struct pk_sqlite_conn {
     int64_t busy_since_ns; /* real monotonic time of the first busy callback */
     cached_stmt cache[STMT_CACHE];
     uint64_t tick;
+    sqlite3_stmt *tx[4]; /* BEGIN, BEGIN IMMEDIATE, COMMIT, ROLLBACK: prepared once (exec parses each time) */
 };
 
 struct pk_sqlite_pool {
@@ -170,6 +171,10 @@ static void conn_close(pk_sqlite_conn *k)
         free(k->cache[i].sql);
         k->cache[i].st = NULL;
         k->cache[i].sql = NULL;
+    }
+    for (int i = 0; i < 4; i++) {
+        sqlite3_finalize(k->tx[i]);
+        k->tx[i] = NULL;
     }
     if (k->db) sqlite3_close_v2(k->db);
     k->db = NULL;
@@ -328,19 +333,34 @@ int pk_sqlite_exec(pk_sqlite_conn *k, const char *sql)
     return rc != SQLITE_OK ? rc : sqlite3_exec(k->db, sql, NULL, NULL, NULL);
 }
 
+enum { TX_BEGIN, TX_BEGIN_WRITE, TX_COMMIT, TX_ROLLBACK };
+
+/* Runs one of the transaction statements, prepared on first use. Same result codes as sqlite3_exec. */
+static int tx_run(pk_sqlite_conn *k, int which, bool inject)
+{
+    static const char *const sql[] = {"BEGIN", "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"};
+    int rc = inject ? fault(k->pool) : SQLITE_OK;
+    if (rc == SQLITE_OK && !k->tx[which])
+        rc = sqlite3_prepare_v3(k->db, sql[which], -1, SQLITE_PREPARE_PERSISTENT, &k->tx[which], NULL);
+    if (rc != SQLITE_OK) return rc;
+    rc = sqlite3_step(k->tx[which]);
+    sqlite3_reset(k->tx[which]);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
 pk_err *pk_sqlite_begin(pk_sqlite_conn *k, bool write)
 {
-    int rc = pk_sqlite_exec(k, write ? "BEGIN IMMEDIATE" : "BEGIN");
+    int rc = tx_run(k, write ? TX_BEGIN_WRITE : TX_BEGIN, true);
     return rc == SQLITE_OK ? NULL : pk_sqlite_err(k, rc, "starting a transaction");
 }
 
 pk_err *pk_sqlite_commit(pk_sqlite_conn *k)
 {
-    int rc = pk_sqlite_exec(k, "COMMIT");
+    int rc = tx_run(k, TX_COMMIT, true);
     return rc == SQLITE_OK ? NULL : pk_sqlite_err(k, rc, "committing");
 }
 
 void pk_sqlite_rollback(pk_sqlite_conn *k)
 {
-    if (!sqlite3_get_autocommit(k->db)) sqlite3_exec(k->db, "ROLLBACK", NULL, NULL, NULL);
+    if (!sqlite3_get_autocommit(k->db)) tx_run(k, TX_ROLLBACK, false);
 }

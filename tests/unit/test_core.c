@@ -2,10 +2,14 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/fmt.h"
 #include "core/id.h"
 #include "core/json.h"
 #include "core/utf8.h"
 #include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 Test(buf, grows_and_formats)
@@ -205,4 +209,77 @@ Test(clock, rfc3339_formats_every_field)
     cr_assert_str_eq(out, "2026-11-26T00:31:11.007Z");
     pk_rfc3339(9223372036854000000LL, out); /* near the end of int64 nanoseconds */
     cr_assert_str_eq(out, "2262-04-11T23:47:16.854Z");
+}
+
+/* pk_fmt_g15 must print every double exactly as snprintf("%.15g") does. */
+static void check_g15(double v)
+{
+    char want[64], got[64];
+    snprintf(want, sizeof want, "%.15g", v);
+    char *e = pk_fmt_g15(got, v);
+    *e = '\0';
+    cr_assert_str_eq(got, want, "value %a", v);
+}
+
+Test(fmt, g15_matches_printf)
+{
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < 400000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint64_t bits = x;
+        double v;
+        switch (i % 5) {
+        case 0: /* any bit pattern (NaN, infinities, subnormals, exponent form included) */
+            memcpy(&v, &bits, sizeof v);
+            break;
+        case 1: /* short decimals such as stored confidence scores */
+            v = (double)(x % 100001) / 10000.0;
+            break;
+        case 2: /* uniform over the fixed-point range's magnitudes */
+            v = ldexp((double)(x >> 11) / 9007199254740992.0, (int)(x % 64) - 16);
+            break;
+        case 3: /* ties at the 15th digit: 14 integer digits + .5 */
+            v = (double)(10000000000000ull + x % 89999999999999ull) + 0.5;
+            break;
+        default: /* next to powers of ten, where rounding changes the exponent */
+            v = nextafter(pow(10, (int)(x % 22) - 6), (x & 1) ? 0 : 1e30);
+            if (x & 2) v = nextafter(v, (x & 4) ? 0 : 1e30);
+            if (x & 8) v = 9.999999999999995 * pow(10, (int)(x % 20) - 5);
+            break;
+        }
+        if (x & 16) v = -v;
+        check_g15(v);
+    }
+    static const double fixed[] = {0.0,
+                                   -0.0,
+                                   1e-4,
+                                   9.99999999999999e-5,
+                                   1e15,
+                                   999999999999999.4,
+                                   999999999999999.6,
+                                   0.5,
+                                   0.0347,
+                                   7.53155916184086,
+                                   1.0,
+                                   123456789012345.5,
+                                   0.1 + 0.2};
+    for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
+        check_g15(fixed[i]);
+}
+
+Test(json, numbers_and_keys)
+{
+    pk_buf b = PK_BUF_INIT;
+    pk_jw w;
+    pk_jw_init(&w, &b);
+    pk_jw_obj_open(&w);
+    pk_jw_key(&w, "plain");
+    pk_jw_int(&w, -9223372036854775807LL - 1);
+    pk_jw_key(&w, "q\"k");
+    pk_jw_num(&w, 0.0347);
+    pk_jw_key(&w, "n");
+    pk_jw_num(&w, NAN);
+    pk_jw_obj_close(&w);
+    cr_assert_str_eq(b.data, "{\"plain\":-9223372036854775808,\"q\\\"k\":0.0347,\"n\":null}");
+    pk_buf_free(&b);
 }
