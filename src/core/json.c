@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 void pk_jw_init(pk_jw *w, pk_buf *out)
 {
@@ -64,11 +67,46 @@ static const char ESCAPE[256] = {'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b',   
 /* Copies runs of plain bytes with one memcpy each and writes escapes in place; runs are found 8 bytes
  * at a time while none needs escaping (a byte < 0x20, '"' or '\\': the "has a zero byte" test on
  * x - 0x20.., x ^ '"'.. and x ^ '\\'..), byte by byte inside a word that has one. */
+static const char HEX[] = "0123456789abcdef";
+
+/* Writes the escape of byte c at d (room for 6); returns its length. */
+static size_t put_escape(char *d, unsigned char c)
+{
+    d[0] = '\\';
+    d[1] = ESCAPE[c];
+    if (d[1] != 'u') return 2;
+    d[2] = '0', d[3] = '0', d[4] = HEX[c >> 4], d[5] = HEX[c & 15];
+    return 6;
+}
+
 void pk_json_escape(pk_buf *out, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
     size_t i = 0;
+#if defined(__SSE2__)
+    /* 16 bytes at a time: each block is stored as it is, then the output advances only to the first
+     * byte that needs an escape (the next block starts there). A block with nothing to escape costs a
+     * load, three compares and a store; quote-dense text (JSON inside JSON) pays one block per escape. */
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'),
+                  flip = _mm_set1_epi8((char)0x80), ctl = _mm_set1_epi8((char)(0x20 ^ 0x80));
+    while (i + 16 <= n) {
+        if (out->len + 16 + 6 >= out->cap) pk_buf_reserve(out, 16 + 6 + (n - i) + (n - i) / 8);
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+        __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bslash)),
+                                 _mm_cmplt_epi8(_mm_xor_si128(x, flip), ctl)); /* bytes < 0x20 */
+        unsigned mask = (unsigned)_mm_movemask_epi8(m);
+        char *d = out->data + out->len;
+        _mm_storeu_si128((__m128i *)(void *)d, x);
+        if (!mask) {
+            out->len += 16;
+            i += 16;
+            continue;
+        }
+        unsigned k = (unsigned)__builtin_ctz(mask);
+        out->len += k + put_escape(d + k, (unsigned char)s[i + k]);
+        i += k + 1;
+    }
+#endif
     while (i < n) {
         size_t start = i;
         for (;;) {
@@ -88,18 +126,7 @@ void pk_json_escape(pk_buf *out, const char *s, size_t n)
         if (out->len + run + 7 > out->cap) pk_buf_reserve(out, run + (n - i) / 8 + 16);
         memcpy(out->data + out->len, s + start, run);
         out->len += run;
-        if (i < n) {
-            unsigned char c = (unsigned char)s[i++];
-            char *d = out->data + out->len;
-            d[0] = '\\';
-            d[1] = ESCAPE[c];
-            if (d[1] == 'u') {
-                d[2] = '0', d[3] = '0', d[4] = hex[c >> 4], d[5] = hex[c & 15];
-                out->len += 6;
-            } else {
-                out->len += 2;
-            }
-        }
+        if (i < n) out->len += put_escape(out->data + out->len, (unsigned char)s[i++]);
     }
     pk_buf_reserve(out, 0); /* keeps the buffer NUL-terminated, as pk_buf_append does */
     out->data[out->len] = '\0';

@@ -28,6 +28,7 @@
 #include "core/id.h"
 #include "core/json.h"
 #include "foundation/retry.h"
+#include "store/sqlite_pool.h"
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -1140,6 +1141,7 @@ pk_err *pk_queue_open_sqlite(const pk_queue_config *cfg, pk_queue **out)
     q->cfg.limits = q->limits;
     q->cfg.path = NULL; /* borrowed; not kept */
     pthread_mutex_init(&q->mu, NULL);
+    pk_sqlite_global_init();
     int rc = sqlite3_open_v2(cfg->path, &q->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     pk_err *e = NULL;

@@ -180,9 +180,24 @@ static void conn_close(pk_sqlite_conn *k)
     k->db = NULL;
 }
 
+static void global_init(void)
+{
+    /* No global allocation statistics (nothing reads them): with them on, every SQLite allocation and
+     * free takes one process-wide mutex, which all store threads contend for. Only possible before
+     * SQLite initialises; later calls are refused and harmless. */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
+void pk_sqlite_global_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, global_init);
+}
+
 pk_err *pk_sqlite_pool_open(const pk_sqlite_pool_config *cfg, pk_sqlite_pool **out)
 {
     *out = NULL;
+    pk_sqlite_global_init();
     pk_sqlite_pool *p = calloc(1, sizeof *p);
     if (!p) abort();
     p->path = strdup(cfg->path);

@@ -51,6 +51,9 @@ int pk_sqlite_exec(pk_sqlite_conn *k, const char *sql);
  * stopped the statement, store_busy, store_error 503 (I/O, disk full, read-only), store_error 500. */
 pk_err *pk_sqlite_err(pk_sqlite_conn *k, int rc, const char *what);
 /* BEGIN IMMEDIATE (writer) or BEGIN (reader snapshot); COMMIT; ROLLBACK (never fails, never injected). */
+/* Process-wide SQLite settings (no allocation statistics); call before any other SQLite use. Idempotent,
+ * thread-safe; pk_sqlite_pool_open calls it. */
+void pk_sqlite_global_init(void);
 pk_err *pk_sqlite_begin(pk_sqlite_conn *k, bool write);
 pk_err *pk_sqlite_commit(pk_sqlite_conn *k);
 void pk_sqlite_rollback(pk_sqlite_conn *k);
