@@ -49,7 +49,7 @@ char *pk_fmt_g15(char *p, double v)
     int e2;
     double fr = frexp(a, &e2); /* a = fr * 2^e2, fr in [0.5, 1) */
     uint64_t m = (uint64_t)ldexp(fr, 53);
-    int s = 53 - e2; /* a = m / 2^s; 1e-4 <= a < 1e15 gives 3 <= s <= 67 */
+    int s = 53 - e2;              /* a = m / 2^s; 1e-4 <= a < 1e15 gives 3 <= s <= 67 */
     int E = (int)floor(log10(a)); /* decimal exponent; an estimate, checked on the integers below */
     if (E < -4) E = -4;
     if (E > 14) E = 14;

@@ -87,8 +87,8 @@ void pk_json_escape(pk_buf *out, const char *s, size_t n)
     /* 16 bytes at a time: each block is stored as it is, then the output advances only to the first
      * byte that needs an escape (the next block starts there). A block with nothing to escape costs a
      * load, three compares and a store; quote-dense text (JSON inside JSON) pays one block per escape. */
-    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'),
-                  flip = _mm_set1_epi8((char)0x80), ctl = _mm_set1_epi8((char)(0x20 ^ 0x80));
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), flip = _mm_set1_epi8((char)0x80),
+                  ctl = _mm_set1_epi8((char)(0x20 ^ 0x80));
     while (i + 16 <= n) {
         if (out->len + 16 + 6 >= out->cap) pk_buf_reserve(out, 16 + 6 + (n - i) + (n - i) / 8);
         __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i));

@@ -275,6 +275,32 @@ static const char SCHEMA_V2[] = "CREATE TABLE IF NOT EXISTS workers ("
                                 "CREATE INDEX IF NOT EXISTS workers_seen ON workers(last_seen);"
                                 "PRAGMA user_version = 2;";
 
+/* v3: task counts per (queue, priority, state), kept by triggers in the writing transaction, so the
+ * stats that feed GET /v1/queues and the queue gauges (read about once a second by every process with
+ * workers) cost a read of a few rows instead of a scan of every task kept (finished ones included). */
+static const char SCHEMA_V3[] =
+    "CREATE TABLE IF NOT EXISTS task_counts ("
+    " queue TEXT NOT NULL, priority INTEGER NOT NULL, state INTEGER NOT NULL, n INTEGER NOT NULL,"
+    " PRIMARY KEY (queue, priority, state)) WITHOUT ROWID;"
+    "DELETE FROM task_counts;"
+    "INSERT INTO task_counts SELECT queue, priority, state, count(*) FROM tasks GROUP BY 1, 2, 3;"
+    "CREATE TRIGGER IF NOT EXISTS task_counts_ins AFTER INSERT ON tasks BEGIN"
+    " INSERT INTO task_counts VALUES (new.queue, new.priority, new.state, 1)"
+    "  ON CONFLICT DO UPDATE SET n = n + 1;"
+    " END;"
+    "CREATE TRIGGER IF NOT EXISTS task_counts_del AFTER DELETE ON tasks BEGIN"
+    " UPDATE task_counts SET n = n - 1 WHERE queue = old.queue AND priority = old.priority AND state = "
+    "old.state;"
+    " END;"
+    "CREATE TRIGGER IF NOT EXISTS task_counts_upd AFTER UPDATE OF queue, priority, state ON tasks"
+    " WHEN old.state IS NOT new.state OR old.queue IS NOT new.queue OR old.priority IS NOT new.priority BEGIN"
+    " UPDATE task_counts SET n = n - 1 WHERE queue = old.queue AND priority = old.priority AND state = "
+    "old.state;"
+    " INSERT INTO task_counts VALUES (new.queue, new.priority, new.state, 1)"
+    "  ON CONFLICT DO UPDATE SET n = n + 1;"
+    " END;"
+    "PRAGMA user_version = 3;";
+
 /* The version is read inside the write transaction, so processes that open a new file at the same
  * time (several `pake worker`s) apply each step once. */
 static pk_err *migrate(sq_queue *q)
@@ -289,6 +315,7 @@ static pk_err *migrate(sq_queue *q)
     }
     if (v < 1) e = exec(q, SCHEMA_V1);
     if (!e && v < 2) e = exec(q, SCHEMA_V2);
+    if (!e && v < 3) e = exec(q, SCHEMA_V3);
     if (!e) e = exec(q, "COMMIT");
     if (e) sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
     return e;
@@ -955,7 +982,7 @@ static pk_err *q_stats(pk_queue *base, pk_queue_stats *out)
 {
     sq_queue *q = (sq_queue *)base;
     static const char counts[] =
-        "SELECT queue, priority, state, count(*) FROM tasks GROUP BY 1, 2, 3 ORDER BY 1, 2";
+        "SELECT queue, priority, state, n FROM task_counts WHERE n > 0 ORDER BY 1, 2";
     static const char ready[] = "SELECT queue, priority, count(*), min(not_before) FROM tasks WHERE state IN "
                                 "(0,1,5) AND not_before <= ?1 GROUP BY 1, 2";
     pk_queue_stats s = {0};

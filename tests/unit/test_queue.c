@@ -656,6 +656,69 @@ QTEST(stats_and_purge)
     pk_task_free(&t);
 }
 
+/* The stats' counts per state equal what listing finds in that state (both backends keep counts apart
+ * from the records: the SQLite triggers of schema v3, the Redis counts hash). */
+static void counts_match_listing(const char *when)
+{
+    pk_queue_stats s = {0};
+    cr_assert_null(q->ops->stats(q, &s));
+    for (int st = 0; st < PK_TASK__STATES; st++) {
+        int64_t counted = 0;
+        for (size_t i = 0; i < s.nrows; i++)
+            counted += s.rows[i].counts[st];
+        size_t listed = 0;
+        char *cursor = NULL;
+        for (;;) {
+            pk_task_filter f = {.state = st, .limit = 100, .cursor = cursor};
+            pk_task_page pg = {0};
+            cr_assert_null(q->ops->list(q, &f, &pg));
+            listed += pg.count;
+            free(cursor);
+            cursor = pg.next_cursor ? strdup(pg.next_cursor) : NULL;
+            pk_task_page_free(&pg);
+            if (!cursor) break;
+        }
+        cr_assert_eq(counted, (int64_t)listed, "%s: state %s counted %lld, listed %zu", when,
+                     pk_task_state_name(st), (long long)counted, listed);
+    }
+    pk_queue_stats_free(&s);
+}
+
+QTEST(stats_counts_follow_every_transition)
+{
+    char id[8][37];
+    for (int i = 0; i < 6; i++)
+        enqueue(i % 2 ? "noop" : "other", i % 3 ? PK_PRIO_NORMAL : PK_PRIO_HIGH, 0, id[i]);
+    enqueue("noop", PK_PRIO_LOW, now_ns + 60 * SEC, id[6]); /* scheduled */
+    counts_match_listing("enqueued");
+    pk_task t[4];
+    for (int i = 0; i < 4; i++)
+        cr_assert(claim("w", &t[i]));
+    counts_match_listing("claimed");
+    cr_assert_null(q->ops->complete(q, t[0].id, "w", "{\"ok\":1}"));
+    cr_assert_null(q->ops->fail(q, t[1].id, "w", "boom", true, NULL));   /* retrying */
+    cr_assert_null(q->ops->fail(q, t[2].id, "w", "fatal", false, NULL)); /* dead (not retryable) */
+    counts_match_listing("settled");
+    cr_assert_null(q->ops->cancel(q, t[3].id, NULL, NULL)); /* running: cancel requested */
+    char queued[37] = "";
+    for (int i = 0; i < 6 && !queued[0]; i++)
+        if (strcmp(state_of(id[i]), "queued") == 0) memcpy(queued, id[i], 37);
+    cr_assert(queued[0]);
+    cr_assert_null(q->ops->cancel(q, queued, NULL, NULL)); /* queued: cancelled at once */
+    counts_match_listing("cancelled");
+    cr_assert_null(q->ops->retry(q, t[2].id, NULL)); /* dead -> queued */
+    counts_match_listing("retried");
+    now_ns += 8LL * 86400 * SEC; /* leases expire, the scheduled one is due, finished ones are old */
+    int n;
+    cr_assert_null(q->ops->reclaim_expired(q, &n));
+    counts_match_listing("reclaimed");
+    cr_assert_null(q->ops->purge(q, &n));
+    cr_assert(n >= 2);
+    counts_match_listing("purged");
+    for (int i = 0; i < 4; i++)
+        pk_task_free(&t[i]);
+}
+
 /* complete_claim (pk_queue_complete_claim: the backend's op, or complete + claim where it has none). */
 static bool complete_claim(const char *id, const char *worker, const char *result, pk_task *next)
 {
