@@ -278,6 +278,7 @@ static pk_mcp_call *call_new(pk_mcp_session *s, const cJSON *id, const char *met
     const cJSON *meta = params ? cJSON_GetObjectItemCaseSensitive(params, "_meta") : NULL;
     const cJSON *pt = meta ? cJSON_GetObjectItemCaseSensitive(meta, "progressToken") : NULL;
     if (pt && (cJSON_IsString(pt) || cJSON_IsNumber(pt))) c->progress = json_text(pt);
+    c->may_stream = true;
     c->start_ns = pk_mono_ns();
     int dl = g_hub.srv && g_hub.srv->svc ? pk_services_deadline_ms(g_hub.srv, PK_RC_MCP) : 10000;
     c->deadline_ns = c->start_ns + (int64_t)dl * 1000000;
@@ -960,6 +961,7 @@ static pk_mcp_outcome m_tools_call(ctx *x)
     const cJSON *a = cJSON_IsObject(args) ? args : empty;
     pk_mcp_call *c = make_call(x);
     snprintf(c->tool, sizeof c->tool, "%s", t->name);
+    c->may_stream = !t->result_only || c->progress;
     pk_buf res = PK_BUF_INIT;
     pk_err *e = pk_mcp_guard_strings(x->r, PK_SURFACE_TOOL_ARGUMENT, "arguments", a);
     if (!e) e = t->prepare(c, a, x->r, &res);

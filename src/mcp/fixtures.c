@@ -274,50 +274,51 @@ static pk_err *reconnection_tool(pk_mcp_call *c, const cJSON *a, pk_req *r, pk_b
 
 const mcp_tool pk_mcp_fixture_tools[] = {
     {"test_simple_text", NULL, "Returns a simple text response (conformance fixture).", NO_ARGS, NULL, NULL,
-     simple_text},
-    {"test_image_content", NULL, "Returns an image (conformance fixture).", NO_ARGS, NULL, NULL, image},
-    {"test_audio_content", NULL, "Returns audio (conformance fixture).", NO_ARGS, NULL, NULL, audio},
+     simple_text, false},
+    {"test_image_content", NULL, "Returns an image (conformance fixture).", NO_ARGS, NULL, NULL, image,
+     false},
+    {"test_audio_content", NULL, "Returns audio (conformance fixture).", NO_ARGS, NULL, NULL, audio, false},
     {"test_embedded_resource", NULL, "Returns an embedded resource (conformance fixture).", NO_ARGS, NULL,
-     NULL, embedded},
+     NULL, embedded, false},
     {"test_multiple_content_types", NULL, "Returns text, image and resource (conformance fixture).", NO_ARGS,
-     NULL, NULL, mixed},
+     NULL, NULL, mixed, false},
     {"test_tool_with_logging", NULL, "Sends three log messages while it runs (conformance fixture).", NO_ARGS,
-     NULL, NULL, logging_tool},
+     NULL, NULL, logging_tool, false},
     {"test_tool_with_progress", NULL, "Reports progress 0, 50, 100 (conformance fixture).", NO_ARGS, NULL,
-     NULL, progress_tool},
+     NULL, progress_tool, false},
     {"test_error_handling", NULL, "Always fails with isError (conformance fixture).", NO_ARGS, NULL, NULL,
-     error_tool},
+     error_tool, false},
     {"test_sampling", NULL, "Asks the client's LLM (sampling/createMessage) (conformance fixture).",
      "{\"type\":\"object\",\"properties\":{\"prompt\":{\"type\":\"string\",\"description\":\"The prompt to "
      "send to "
      "the LLM\"}},\"required\":[\"prompt\"]}",
-     NULL, NULL, sampling_tool},
+     NULL, NULL, sampling_tool, false},
     {"test_elicitation", NULL, "Asks the user for input (elicitation/create) (conformance fixture).",
      "{\"type\":\"object\",\"properties\":{\"message\":{\"type\":\"string\",\"description\":\"The message to "
      "show "
      "the user\"}},\"required\":[\"message\"]}",
-     NULL, NULL, elicit_tool},
+     NULL, NULL, elicit_tool, false},
     {"test_elicitation_sep1034_defaults", NULL, "Elicitation with default values (conformance fixture).",
-     NO_ARGS, NULL, NULL, elicit_defaults_tool},
+     NO_ARGS, NULL, NULL, elicit_defaults_tool, false},
     {"test_elicitation_sep1330_enums", NULL, "Elicitation with enum schemas (conformance fixture).", NO_ARGS,
-     NULL, NULL, elicit_enums_tool},
+     NULL, NULL, elicit_enums_tool, false},
     {"json_schema_2020_12_tool", NULL, "Tool with JSON Schema 2020-12 features",
      "{\"$schema\":\"https://json-schema.org/draft/2020-12/"
      "schema\",\"type\":\"object\",\"$defs\":{\"address\":{"
      "\"type\":\"object\",\"properties\":{\"street\":{\"type\":\"string\"},\"city\":{\"type\":\"string\"}}}},"
      "\"properties\":{\"name\":{\"type\":\"string\"},\"address\":{\"$ref\":\"#/$defs/address\"}},"
      "\"additionalProperties\":false}",
-     NULL, NULL, schema_tool},
+     NULL, NULL, schema_tool, false},
     {"test_reconnection", NULL, "Closes its SSE stream mid-call to test resumption (conformance fixture).",
-     NO_ARGS, NULL, NULL, reconnection_tool},
+     NO_ARGS, NULL, NULL, reconnection_tool, false},
     {"test_slow_operation", NULL, "Runs for `seconds` (default 10) reporting progress; stops when cancelled.",
      "{\"type\":\"object\",\"properties\":{\"seconds\":{\"type\":\"number\",\"minimum\":0,\"maximum\":60}}}",
-     NULL, NULL, slow_tool},
+     NULL, NULL, slow_tool, false},
     {"test_cancelled_count", NULL, "How many test_slow_operation calls were stopped by cancellation.",
      NO_ARGS,
      "{\"type\":\"object\",\"properties\":{\"cancelled\":{\"type\":\"integer\"}},\"required\":[\"cancelled\"]"
      "}",
-     NULL, cancelled_count},
+     NULL, cancelled_count, false},
 };
 const size_t pk_mcp_fixture_tools_count = sizeof pk_mcp_fixture_tools / sizeof pk_mcp_fixture_tools[0];
 

@@ -52,6 +52,7 @@ struct pk_mcp_call {
     char *progress; /* params._meta.progressToken as JSON text, or NULL */
     atomic_bool cancelled;
     bool replied;
+    bool may_stream; /* may send messages before its result (HTTP: answered as SSE when accepted) */
     pk_mcp_work_fn work;
     void *data;
     void (*free_data)(void *);

@@ -523,7 +523,7 @@ static void post_single(pk_req *r, pk_mcp_session *s, const cJSON *msg, bool ini
     } else if (oc == PK_MCP_ANSWERED) {
         pk_respond_raw(r, 200, "application/json", out.data, out.len);
     } else {
-        bool sse = accepts(r, "text/event-stream");
+        bool sse = call->may_stream && accepts(r, "text/event-stream");
         consumer *c = consumer_new(r, s);
         pthread_mutex_lock(&s->mu);
         mcp_stream *st = stream_new(s, !sse);

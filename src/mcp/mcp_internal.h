@@ -15,6 +15,10 @@ typedef struct mcp_tool {
     const char *output_schema; /* JSON or NULL */
     const char *annotations;   /* JSON or NULL */
     pk_err *(*prepare)(pk_mcp_call *c, const cJSON *args, pk_req *r, pk_buf *result);
+    /* Its work sends nothing related to the call before the result (no log messages, progress or
+     * server->client requests): over HTTP the call is answered as application/json, without an SSE
+     * stream, unless the client asked for progress (params._meta.progressToken). */
+    bool result_only;
 } mcp_tool;
 
 /* A prompt: `get` runs on the transport thread; same contract as a tool's prepare, writing a

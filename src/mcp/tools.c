@@ -564,14 +564,14 @@ const mcp_tool pk_mcp_tools[] = {
      "\"pgvector-hnsw\",\"exact-scan\"]}},\"required\":[\"count\",\"notes\",\"next_cursor\"]}",
      "{\"title\":\"Search notes\",\"readOnlyHint\":true,\"destructiveHint\":false,\"idempotentHint\":true,"
      "\"openWorldHint\":false}",
-     search_prepare},
+     search_prepare, true},
     {"get_note_by_id", "Get a note", "Reads one note by its id (UUID).",
      "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\",\"description\":\"The note's UUID\"}},"
      "\"required\":[\"id\"],\"additionalProperties\":false}",
      NOTE_SCHEMA,
      "{\"title\":\"Get a note\",\"readOnlyHint\":true,\"destructiveHint\":false,\"idempotentHint\":true,"
      "\"openWorldHint\":false}",
-     get_prepare},
+     get_prepare, true},
     {"notes_from_schema", "Create a note",
      "Creates a note from structured fields (title required; content is Markdown). Returns the stored note "
      "with its id and version.",
@@ -581,7 +581,7 @@ const mcp_tool pk_mcp_tools[] = {
      NOTE_SCHEMA,
      "{\"title\":\"Create a note\",\"readOnlyHint\":false,\"destructiveHint\":false,\"idempotentHint\":false,"
      "\"openWorldHint\":false}",
-     create_prepare},
+     create_prepare, true},
     {"update_note", "Update a note",
      "Changes the given fields of a note. With if_version the update only applies when the note is still at "
      "that version (optimistic concurrency).",
@@ -590,7 +590,7 @@ const mcp_tool pk_mcp_tools[] = {
      NOTE_SCHEMA,
      "{\"title\":\"Update a note\",\"readOnlyHint\":false,\"destructiveHint\":true,\"idempotentHint\":true,"
      "\"openWorldHint\":false}",
-     update_prepare},
+     update_prepare, true},
     {"delete_note", "Delete a note", "Deletes a note (its history is kept).",
      "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"},\"if_version\":{\"type\":\"integer\","
      "\"minimum\":1}},\"required\":[\"id\"],\"additionalProperties\":false}",
@@ -598,7 +598,7 @@ const mcp_tool pk_mcp_tools[] = {
      "\"required\":[\"deleted\",\"id\"]}",
      "{\"title\":\"Delete a note\",\"readOnlyHint\":false,\"destructiveHint\":true,\"idempotentHint\":true,"
      "\"openWorldHint\":false}",
-     delete_prepare},
+     delete_prepare, true},
     {"link_notes", "Link two notes",
      "Creates a typed, directed link from source_id to target_id (type: 1-64 chars of a-z 0-9 _ -, default "
      "related; strength 0..1, default 0.5).",
@@ -613,7 +613,7 @@ const mcp_tool pk_mcp_tools[] = {
      "{\"title\":\"Link two "
      "notes\",\"readOnlyHint\":false,\"destructiveHint\":false,\"idempotentHint\":false,"
      "\"openWorldHint\":false}",
-     link_prepare},
+     link_prepare, true},
     {"get_note_history", "Note history",
      "The audit trail of a note (create, updates, delete with the fields changed) and its confidence "
      "history.",
@@ -623,7 +623,7 @@ const mcp_tool pk_mcp_tools[] = {
      "\"confidence_history\":{\"type\":\"array\"}},\"required\":[\"note_id\",\"events\"]}",
      "{\"title\":\"Note history\",\"readOnlyHint\":true,\"destructiveHint\":false,\"idempotentHint\":true,"
      "\"openWorldHint\":false}",
-     history_prepare},
+     history_prepare, true},
 };
 const size_t pk_mcp_tools_count = sizeof pk_mcp_tools / sizeof pk_mcp_tools[0];
 

@@ -226,12 +226,22 @@ class McpHttp(unittest.TestCase):
 
     def test_sse_answer_when_accepted(self):
         sid = self.session()
+        # a call that may send messages before its result (here: the client asks for progress) is
+        # answered on an SSE stream, priming event first
         r = self.post({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-                       "params": {"name": "search_notes", "arguments": {"query": "anything"}}}, sid, accept=ACCEPT)
+                       "params": {"name": "search_notes", "arguments": {"query": "anything"},
+                                  "_meta": {"progressToken": "p3"}}}, sid, accept=ACCEPT)
         self.assertEqual(r.content_type, "text/event-stream")
         events = [line[6:] for line in r.body.decode().splitlines() if line.startswith("data: ")]
         self.assertEqual(events[0], "")  # priming event
         self.assertEqual(json.loads(events[-1])["id"], 3)
+        # a tool that only answers is answered as JSON even when SSE is accepted (no stream to set up)
+        r = self.post({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                       "params": {"name": "search_notes", "arguments": {"query": "anything"}}}, sid, accept=ACCEPT)
+        self.assertEqual(r.content_type, "application/json")
+        answer = json.loads(r.body)
+        self.assertEqual(answer["id"], 4)
+        self.assertFalse(answer["result"]["isError"])
 
 
 class McpStdio(unittest.TestCase):
