@@ -895,8 +895,62 @@ static pk_err *list_impl(pk_sqlite_conn *k, const pk_note_query *q, pk_page *out
     return e;
 }
 
-/* Relevance pages from the in-memory index: hits in rank order, each read back (with the query's
- * filters) in the caller's read transaction; snippets built from the row's text. *served is false
+/* Rows of the hits are read FETCH_BATCH at a time with one statement ("seq IN (?, ..)"): one statement
+ * run per batch instead of one per hit (a statement's start and reset cost about what reading a row
+ * does). Unused slots are bound to -1, which no note has. */
+enum { FETCH_BATCH = 24 };
+
+/* "SELECT <cols> FROM notes n WHERE 1 <the query's filters> AND n.seq IN (..FETCH_BATCH params..)";
+ * *first = the index of the first IN parameter, *filtered = the query has filters. */
+static pk_err *fetch_stmt(pk_sqlite_conn *k, const pk_note_query *q, const char *cols, sqlite3_stmt **st,
+                          int *first, bool *filtered)
+{
+    qb b = {0};
+    qb_sql(&b, "SELECT ");
+    qb_sql(&b, cols);
+    qb_sql(&b, " FROM notes n WHERE 1");
+    filters(&b, q, "n");
+    *filtered = b.n > 0;
+    qb_sql(&b, " AND n.seq IN (");
+    *first = b.n + 1;
+    for (int i = 0; i < FETCH_BATCH; i++) {
+        if (i) qb_sql(&b, ",");
+        qb_int(&b, -1);
+    }
+    qb_sql(&b, ")");
+    pk_err *e = qb_prepare(&b, k, st);
+    pk_buf_free(&b.sql);
+    return e;
+}
+
+/* Renders the row's note with its snippet and score (one JSON object) into out. */
+static pk_err *render_hit(pk_fts_tok *tok, const pk_search_hits *h, const pk_search_hit *hit, sqlite3_stmt *st,
+                          pk_buf *snip, pk_buf *out)
+{
+    pk_jw w;
+    pk_jw_init(&w, out);
+    note_open(&w, st);
+    const char *cols[PK_SEARCH_COLS];
+    size_t lens[PK_SEARCH_COLS];
+    static const int col_of[PK_SEARCH_COLS] = {C_TITLE, C_CONTENT, C_TAGS};
+    for (int c = 0; c < PK_SEARCH_COLS; c++) {
+        cols[c] = (const char *)sqlite3_column_text(st, col_of[c]);
+        lens[c] = (size_t)sqlite3_column_bytes(st, col_of[c]);
+    }
+    pk_buf_reset(snip);
+    pk_err *e = pk_search_snippet(tok, h, hit, cols, lens, "<mark>", "</mark>", "...", 24, snip);
+    pk_jw_key(&w, "snippet");
+    pk_jw_strn(&w, snip->data ? snip->data : "", snip->len);
+    pk_jw_key(&w, "score");
+    pk_jw_num(&w, hit->score);
+    pk_jw_obj_close(&w);
+    return e;
+}
+
+/* Relevance pages from the in-memory index: hits in rank order, read back (with the query's filters)
+ * in the caller's read transaction a batch at a time; snippets built from the row's text. The page is
+ * the passing hits [offset, offset + limit); a next cursor is given when one more passing hit exists
+ * (without filters every hit passes: the index reflects exactly this snapshot). *served is false
  * when the index cannot answer (not ready, or a prefix/phrase query): the caller runs FTS5. */
 static pk_err *search_indexed(sq_store *s, pk_sqlite_conn *k, const pk_note_query *q, const char *kind,
                               int64_t offset, bool *served, pk_page *out)
@@ -911,58 +965,86 @@ static pk_err *search_indexed(sq_store *s, pk_sqlite_conn *k, const pk_note_quer
     pk_search_hits h;
     bool ok = false;
     if (!(e = pk_sqlite_begin(k, false))) ok = pk_sqlite_search_query(s->search, k, &tok, t, nt, &h, &e);
-    qb b = {0};
     sqlite3_stmt *st = NULL;
-    int seq_param = 0;
-    if (ok && !e) {
-        qb_sql(&b, "SELECT " NOTE_COLS("n") " FROM notes n WHERE 1");
-        filters(&b, q, "n");
-        qb_sql(&b, " AND n.seq = ");
-        seq_param = b.n + 1;
-        qb_int(&b, 0);
-        e = qb_prepare(&b, k, &st);
-    }
+    int first = 0;
+    bool filtered = false;
+    if (ok && !e) e = fetch_stmt(k, q, NOTE_COLS("n"), &st, &first, &filtered);
     int limit = page_limit(q);
-    pk_buf items = PK_BUF_INIT, snip = PK_BUF_INIT;
-    pk_jw w;
-    pk_jw_init(&w, &items);
-    pk_jw_arr_open(&w);
-    size_t count = 0, want = (size_t)offset + (size_t)limit + 1;
-    int64_t passed = 0;
+    size_t want = (size_t)offset + (size_t)limit; /* passing hits needed */
+    pk_buf items = PK_BUF_INIT, snip = PK_BUF_INIT, slot[FETCH_BATCH];
+    bool present[FETCH_BATCH], rendered[FETCH_BATCH];
+    for (int j = 0; j < FETCH_BATCH; j++)
+        slot[j] = (pk_buf)PK_BUF_INIT;
+    pk_buf_putc(&items, '[');
+    size_t count = 0, passed = 0, next = 0;
     bool more = false;
-    for (size_t i = 0; ok && !e && !more && i < h.n; i++) {
-        if (i == h.sorted) pk_search_hits_rank(&h, i < want ? want : 2 * i); /* filters dropped some */
-        sqlite3_bind_int64(st, seq_param, h.hit[i].seq);
-        int rc = pk_sqlite_step(k, st);
-        if (rc == SQLITE_ROW && passed++ >= offset) {
-            if (count == (size_t)limit) {
+    while (ok && !e && !more && next < h.n) {
+        /* without filters exactly the rows still needed; with filters a whole batch (some may fail) */
+        size_t nb = h.n - next < FETCH_BATCH ? h.n - next : FETCH_BATCH;
+        if (!filtered && passed < want && want - passed < nb) nb = want - passed;
+        if (passed >= want) {
+            if (!filtered) { /* every remaining hit passes */
                 more = true;
-            } else {
-                note_open(&w, st);
-                const char *cols[PK_SEARCH_COLS];
-                size_t lens[PK_SEARCH_COLS];
-                static const int col_of[PK_SEARCH_COLS] = {C_TITLE, C_CONTENT, C_TAGS};
-                for (int c = 0; c < PK_SEARCH_COLS; c++) {
-                    cols[c] = (const char *)sqlite3_column_text(st, col_of[c]);
-                    lens[c] = (size_t)sqlite3_column_bytes(st, col_of[c]);
-                }
-                pk_buf_reset(&snip);
-                e = pk_search_snippet(&tok, &h, &h.hit[i], cols, lens, "<mark>", "</mark>", "...", 24, &snip);
-                pk_jw_key(&w, "snippet");
-                pk_jw_strn(&w, snip.data ? snip.data : "", snip.len);
-                pk_jw_key(&w, "score");
-                pk_jw_num(&w, h.hit[i].score);
-                pk_jw_obj_close(&w);
-                count++;
+                break;
             }
-        } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-            e = pk_sqlite_err(k, rc, "searching notes");
+            /* only whether one more passes: read seqs, render nothing */
+            sqlite3_stmt *ex = NULL;
+            int xfirst = 0;
+            bool xf;
+            if ((e = fetch_stmt(k, q, "n.seq", &ex, &xfirst, &xf))) break;
+            for (; !more && !e && next < h.n; next += nb) {
+                nb = h.n - next < FETCH_BATCH ? h.n - next : FETCH_BATCH;
+                if (next + nb > h.sorted) pk_search_hits_rank(&h, next + nb > 2 * next ? next + nb : 2 * next);
+                for (size_t j = 0; j < FETCH_BATCH; j++)
+                    sqlite3_bind_int64(ex, xfirst + (int)j, j < nb ? h.hit[next + j].seq : -1);
+                int rc = pk_sqlite_step(k, ex);
+                if (rc == SQLITE_ROW)
+                    more = true;
+                else if (rc != SQLITE_DONE)
+                    e = pk_sqlite_err(k, rc, "searching notes");
+                sqlite3_reset(ex);
+            }
+            break;
         }
+        if (next + nb > h.sorted) pk_search_hits_rank(&h, next + nb > want + 1 ? next + nb : want + 1);
+        for (size_t j = 0; j < FETCH_BATCH; j++) {
+            sqlite3_bind_int64(st, first + (int)j, j < nb ? h.hit[next + j].seq : -1);
+            present[j] = rendered[j] = false;
+        }
+        int rc;
+        while (!e && (rc = pk_sqlite_step(k, st)) == SQLITE_ROW) {
+            int64_t seq = sqlite3_column_int64(st, C_SEQ);
+            size_t j = 0;
+            while (j < nb && h.hit[next + j].seq != seq)
+                j++;
+            if (j == nb) continue; /* cannot happen: the IN list holds these seqs only */
+            present[j] = true;
+            /* its rank among passing hits lies in [passed, passed + j]: render it unless that whole
+             * range is outside the page */
+            if (passed + j >= (size_t)offset && passed < want) {
+                pk_buf_reset(&slot[j]);
+                e = render_hit(&tok, &h, &h.hit[next + j], st, &snip, &slot[j]);
+                rendered[j] = true;
+            }
+        }
+        if (!e && rc != SQLITE_DONE) e = pk_sqlite_err(k, rc, "searching notes");
         sqlite3_reset(st);
+        for (size_t j = 0; !e && j < nb; j++) {
+            if (!present[j]) continue;
+            if (passed >= want) {
+                more = true;
+                break;
+            }
+            if (passed++ < (size_t)offset) continue;
+            if (!rendered[j]) abort(); /* the bound above guarantees it */
+            if (count++) pk_buf_putc(&items, ',');
+            pk_buf_append(&items, slot[j].data, slot[j].len);
+        }
+        next += nb;
     }
     pk_sqlite_rollback(k); /* read-only: ends the snapshot */
     if (ok && !e) {
-        pk_jw_arr_close(&w);
+        pk_buf_putc(&items, ']');
         pk_page_free(out);
         out->items = items;
         out->count = count;
@@ -977,8 +1059,9 @@ static pk_err *search_indexed(sq_store *s, pk_sqlite_conn *k, const pk_note_quer
     }
     pk_sqlite_search_count(s->search, *served);
     if (ok) pk_search_hits_free(&h);
+    for (int j = 0; j < FETCH_BATCH; j++)
+        pk_buf_free(&slot[j]);
     pk_buf_free(&snip);
-    pk_buf_free(&b.sql);
     pk_fts_tok_free(&tok);
     return e;
 }

@@ -226,3 +226,53 @@ Test(store_index, concurrent_searches_and_writes)
     cr_assert_eq(metric("pake_search_queries_total{engine=\"index\"}"), by_index + 4);
     pk_store_close(fts);
 }
+
+/* Pages from the index with a filter that passes few hits, far apart in rank: the rows are read in
+ * batches, and whether a next page exists must be found past the batch that filled the page. */
+Test(store_index, filtered_pages_find_a_next_hit_past_the_batch)
+{
+    char kept[3][40];
+    int n = 0;
+    for (int i = 0; i < 40; i++) { /* more filler words: a lower BM25 score, so rank = i */
+        pk_buf content = PK_BUF_INIT;
+        pk_buf_puts(&content, "zebra");
+        for (int k = 0; k < i; k++)
+            pk_buf_puts(&content, " filler");
+        bool keep = i == 0 || i == 1 || i == 30;
+        cJSON_Delete(fx_create("Stripes", content.data, keep ? "[\"keep\"]" : NULL, 0.5, keep ? kept[n++] : NULL));
+        pk_buf_free(&content);
+    }
+    free(hits("zebra")); /* starts the build */
+    cr_assert(pk_store_sqlite_search_ready(fx_store, 30000));
+    double before = metric("pake_search_queries_total{engine=\"index\"}");
+    const char *tags[] = {"keep"};
+    pk_note_query q = {.text = "zebra", .flagged = -1, .limit = 2, .tags_all = tags, .ntags_all = 1};
+    char *next = NULL;
+    cJSON *items = fx_page(true, &q, &next);
+    cr_assert_eq(cJSON_GetArraySize(items), 2);
+    cr_assert_str_eq(fx_str(cJSON_GetArrayItem(items, 0), "id"), kept[0]);
+    cr_assert_str_eq(fx_str(cJSON_GetArrayItem(items, 1), "id"), kept[1]);
+    cr_assert_not_null(next, "the third kept note (rank 30) is a next page");
+    cJSON_Delete(items);
+    q.cursor = next;
+    char *next2 = NULL;
+    items = fx_page(true, &q, &next2);
+    cr_assert_eq(cJSON_GetArraySize(items), 1);
+    cr_assert_str_eq(fx_str(cJSON_GetArrayItem(items, 0), "id"), kept[2]);
+    cr_assert_null(next2);
+    cJSON_Delete(items);
+    free(next);
+    /* without the filter: 40 hits, pages of 24 + 16 (one more than a batch, then the rest) */
+    pk_note_query all = {.text = "zebra", .flagged = -1, .limit = 24};
+    items = fx_page(true, &all, &next);
+    cr_assert_eq(cJSON_GetArraySize(items), 24);
+    cr_assert_not_null(next);
+    cJSON_Delete(items);
+    all.cursor = next;
+    items = fx_page(true, &all, &next2);
+    cr_assert_eq(cJSON_GetArraySize(items), 16);
+    cr_assert_null(next2);
+    cJSON_Delete(items);
+    free(next);
+    cr_assert_eq(metric("pake_search_queries_total{engine=\"index\"}") - before, 4, "the index answered");
+}
