@@ -924,8 +924,8 @@ static pk_err *fetch_stmt(pk_sqlite_conn *k, const pk_note_query *q, const char 
 }
 
 /* Renders the row's note with its snippet and score (one JSON object) into out. */
-static pk_err *render_hit(pk_fts_tok *tok, const pk_search_hits *h, const pk_search_hit *hit, sqlite3_stmt *st,
-                          pk_buf *snip, pk_buf *out)
+static pk_err *render_hit(pk_fts_tok *tok, const pk_search_hits *h, const pk_search_hit *hit,
+                          sqlite3_stmt *st, pk_buf *snip, pk_buf *out)
 {
     pk_jw w;
     pk_jw_init(&w, out);
@@ -994,7 +994,8 @@ static pk_err *search_indexed(sq_store *s, pk_sqlite_conn *k, const pk_note_quer
             if ((e = fetch_stmt(k, q, "n.seq", &ex, &xfirst, &xf))) break;
             for (; !more && !e && next < h.n; next += nb) {
                 nb = h.n - next < FETCH_BATCH ? h.n - next : FETCH_BATCH;
-                if (next + nb > h.sorted) pk_search_hits_rank(&h, next + nb > 2 * next ? next + nb : 2 * next);
+                if (next + nb > h.sorted)
+                    pk_search_hits_rank(&h, next + nb > 2 * next ? next + nb : 2 * next);
                 for (size_t j = 0; j < FETCH_BATCH; j++)
                     sqlite3_bind_int64(ex, xfirst + (int)j, j < nb ? h.hit[next + j].seq : -1);
                 int rc = pk_sqlite_step(k, ex);

@@ -239,7 +239,8 @@ Test(store_index, filtered_pages_find_a_next_hit_past_the_batch)
         for (int k = 0; k < i; k++)
             pk_buf_puts(&content, " filler");
         bool keep = i == 0 || i == 1 || i == 30;
-        cJSON_Delete(fx_create("Stripes", content.data, keep ? "[\"keep\"]" : NULL, 0.5, keep ? kept[n++] : NULL));
+        cJSON_Delete(
+            fx_create("Stripes", content.data, keep ? "[\"keep\"]" : NULL, 0.5, keep ? kept[n++] : NULL));
         pk_buf_free(&content);
     }
     free(hits("zebra")); /* starts the build */
