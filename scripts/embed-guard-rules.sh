@@ -16,3 +16,5 @@ out=${2:-$root/src/guard/guard_rules_default.c}
     echo '    ;'
 } >"$out.tmp"
 mv "$out.tmp" "$out"
+# keep the generated file in the repository's format (make format-check covers it)
+if command -v clang-format >/dev/null 2>&1; then clang-format -i "$out"; fi
