@@ -13,7 +13,7 @@ static void *xrealloc(void *p, size_t n)
     return r;
 }
 
-void pk_buf_reserve(pk_buf *b, size_t extra)
+void pk_buf_grow(pk_buf *b, size_t extra)
 {
     size_t need = b->len + extra + 1;
     if (need <= b->cap) return;
@@ -35,13 +35,6 @@ void pk_buf_append(pk_buf *b, const void *data, size_t len)
 void pk_buf_puts(pk_buf *b, const char *s)
 {
     pk_buf_append(b, s, strlen(s));
-}
-
-void pk_buf_putc(pk_buf *b, char c)
-{
-    pk_buf_reserve(b, 1);
-    b->data[b->len++] = c;
-    b->data[b->len] = '\0';
 }
 
 void pk_buf_vprintf(pk_buf *b, const char *fmt, va_list ap)

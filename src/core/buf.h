@@ -20,10 +20,21 @@ typedef struct pk_buf {
         NULL, 0, 0                                                                                           \
     }
 
-void pk_buf_reserve(pk_buf *b, size_t extra);
+/* Makes room for `extra` more bytes and the NUL (the slow path of pk_buf_reserve). */
+void pk_buf_grow(pk_buf *b, size_t extra);
+/* Inline: JSON writers call these for every key and value. */
+static inline void pk_buf_reserve(pk_buf *b, size_t extra)
+{
+    if (b->len + extra + 1 > b->cap) pk_buf_grow(b, extra);
+}
+static inline void pk_buf_putc(pk_buf *b, char c)
+{
+    pk_buf_reserve(b, 1);
+    b->data[b->len++] = c;
+    b->data[b->len] = '\0';
+}
 void pk_buf_append(pk_buf *b, const void *data, size_t len);
 void pk_buf_puts(pk_buf *b, const char *s);
-void pk_buf_putc(pk_buf *b, char c);
 void pk_buf_printf(pk_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void pk_buf_vprintf(pk_buf *b, const char *fmt, va_list ap);
 void pk_buf_reset(pk_buf *b); /* len = 0, keeps memory */

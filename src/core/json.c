@@ -132,6 +132,20 @@ void pk_json_escape(pk_buf *out, const char *s, size_t n)
     out->data[out->len] = '\0';
 }
 
+void pk_jw_key_plain(pk_jw *w, const char *key, size_t n)
+{
+    sep(w);
+    pk_buf_reserve(w->out, n + 3);
+    char *d = w->out->data + w->out->len;
+    d[0] = '"';
+    memcpy(d + 1, key, n);
+    d[n + 1] = '"';
+    d[n + 2] = ':';
+    w->out->len += n + 3;
+    w->out->data[w->out->len] = '\0';
+    w->after_key = true;
+}
+
 void pk_jw_key(pk_jw *w, const char *key)
 {
     sep(w);

@@ -31,6 +31,8 @@ void pk_jw_obj_close(pk_jw *w);
 void pk_jw_arr_open(pk_jw *w);
 void pk_jw_arr_close(pk_jw *w);
 void pk_jw_key(pk_jw *w, const char *key);
+/* A key of n bytes that needs no escaping (a literal of the caller's): written with one copy. */
+void pk_jw_key_plain(pk_jw *w, const char *key, size_t n);
 void pk_jw_str(pk_jw *w, const char *s);
 void pk_jw_strn(pk_jw *w, const char *s, size_t n);
 void pk_jw_int(pk_jw *w, int64_t v);

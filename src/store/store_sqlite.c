@@ -89,23 +89,25 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v)
         sqlite3_bind_null(st, i);
 }
 
+/* sqlite3_column_text is NULL for an SQL NULL (the text columns hold text or NULL), so one call tells
+ * both: the type check costs as much as the read. */
 static void col_str(pk_jw *w, sqlite3_stmt *st, int i)
 {
-    if (sqlite3_column_type(st, i) == SQLITE_NULL) {
+    const char *t = (const char *)sqlite3_column_text(st, i);
+    if (!t) {
         pk_jw_null(w);
         return;
     }
-    const char *t = (const char *)sqlite3_column_text(st, i);
     pk_jw_strn(w, t, (size_t)sqlite3_column_bytes(st, i));
 }
 
 static void col_raw(pk_jw *w, sqlite3_stmt *st, int i)
 {
-    if (sqlite3_column_type(st, i) == SQLITE_NULL) {
+    const char *t = (const char *)sqlite3_column_text(st, i);
+    if (!t) {
         pk_jw_null(w);
         return;
     }
-    const char *t = (const char *)sqlite3_column_text(st, i);
     pk_jw_raw(w, t, (size_t)sqlite3_column_bytes(st, i));
 }
 
@@ -154,26 +156,34 @@ enum {
 /* Writes the note's members; the caller closes the object (search adds snippet and score first). */
 static void note_open(pk_jw *w, sqlite3_stmt *st)
 {
-    static const char *const keys[C_NCOLS] = {NULL,
-                                              "id",
-                                              "title",
-                                              "content",
-                                              "type",
-                                              "status",
-                                              "verification_status",
-                                              "source_uri",
-                                              "tags",
-                                              "metadata",
-                                              "confidence_score",
-                                              "ai_summary",
-                                              "human_notes",
-                                              "guard",
-                                              "created_at",
-                                              "updated_at",
-                                              "version"};
+#define K(s)                                                                                                 \
+    {                                                                                                        \
+        s, sizeof s - 1                                                                                      \
+    }
+    static const struct {
+        const char *s;
+        size_t n;
+    } keys[C_NCOLS] = {{NULL, 0},
+                       K("id"),
+                       K("title"),
+                       K("content"),
+                       K("type"),
+                       K("status"),
+                       K("verification_status"),
+                       K("source_uri"),
+                       K("tags"),
+                       K("metadata"),
+                       K("confidence_score"),
+                       K("ai_summary"),
+                       K("human_notes"),
+                       K("guard"),
+                       K("created_at"),
+                       K("updated_at"),
+                       K("version")};
+#undef K
     pk_jw_obj_open(w);
     for (int i = C_ID; i < C_NCOLS; i++) {
-        pk_jw_key(w, keys[i]);
+        pk_jw_key_plain(w, keys[i].s, keys[i].n);
         switch (i) {
         case C_TAGS:
         case C_META:
@@ -939,9 +949,9 @@ static pk_err *render_hit(pk_fts_tok *tok, const pk_search_hits *h, const pk_sea
     }
     pk_buf_reset(snip);
     pk_err *e = pk_search_snippet(tok, h, hit, cols, lens, "<mark>", "</mark>", "...", 24, snip);
-    pk_jw_key(&w, "snippet");
+    pk_jw_key_plain(&w, "snippet", 7);
     pk_jw_strn(&w, snip->data ? snip->data : "", snip->len);
-    pk_jw_key(&w, "score");
+    pk_jw_key_plain(&w, "score", 5);
     pk_jw_num(&w, hit->score);
     pk_jw_obj_close(&w);
     return e;
@@ -975,6 +985,7 @@ static pk_err *search_indexed(sq_store *s, pk_sqlite_conn *k, const pk_note_quer
     bool present[FETCH_BATCH], rendered[FETCH_BATCH];
     for (int j = 0; j < FETCH_BATCH; j++)
         slot[j] = (pk_buf)PK_BUF_INIT;
+    pk_buf_reserve(&items, (size_t)limit * 1536); /* a page's notes, most of them: few regrowths */
     pk_buf_putc(&items, '[');
     size_t count = 0, passed = 0, next = 0;
     bool more = false;

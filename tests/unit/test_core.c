@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 Test(buf, grows_and_formats)
 {
@@ -282,4 +283,26 @@ Test(json, numbers_and_keys)
     pk_jw_obj_close(&w);
     cr_assert_str_eq(b.data, "{\"plain\":-9223372036854775808,\"q\\\"k\":0.0347,\"n\":null}");
     pk_buf_free(&b);
+}
+
+/* pk_rfc3339 computes the calendar itself for times after 1970: it must agree with gmtime_r. */
+Test(clock, rfc3339_agrees_with_gmtime)
+{
+    uint64_t x = 88172645463325252ull;
+    for (int i = 0; i < 300000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int64_t ns = (int64_t)(x & 0x7fffffffffffffffull);              /* anywhere in 1970 .. 2262 */
+        if (i % 3 == 0) ns = (int64_t)(x % 4200000000ull) * 1000000000; /* whole seconds up to 2103 */
+        if (i == 1) ns = INT64_MAX;
+        if (i == 2) ns = 951782400LL * 1000000000; /* 2000-02-29 */
+        if (i == 4) ns = 0;
+        time_t secs = (time_t)(ns / 1000000000LL);
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        char want[64], got[PK_RFC3339_LEN];
+        snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ns / 1000000 % 1000));
+        pk_rfc3339(ns, got);
+        cr_assert_str_eq(got, want, "ns %lld", (long long)ns);
+    }
 }
