@@ -241,9 +241,14 @@ static void flush(consumer *c)
         if (st->pending == 0) {
             json_done = true;
             empty = st->njson == 0;
-            if (st->batch) pk_buf_putc(&body, '[');
-            pk_buf_append(&body, st->json.data ? st->json.data : "", st->json.len);
-            if (st->batch) pk_buf_putc(&body, ']');
+            if (st->batch) {
+                pk_buf_putc(&body, '[');
+                pk_buf_append(&body, st->json.data ? st->json.data : "", st->json.len);
+                pk_buf_putc(&body, ']');
+            } else { /* one answer: take the stream's bytes (the stream goes away below) */
+                body = st->json;
+                st->json = (pk_buf)PK_BUF_INIT;
+            }
             st->c = NULL;
             c->st = NULL;
             remove_stream_locked(s, st);
