@@ -694,10 +694,23 @@ static int snip_token(void *vc, int flags, const char *tok, int ntok, int start,
     return window_decided(c, pos) ? SQLITE_DONE : SQLITE_OK;
 }
 
-static bool ascii_alnum(unsigned char ch)
-{
-    return (unsigned)(ch - '0') < 10 || (unsigned)((ch | 0x20) - 'a') < 26;
-}
+/* Byte classes of the ASCII snippet scanner: 1 = letter or digit (part of a token), 2 = not ASCII. */
+static const unsigned char BYTE_CLASS[256] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1,
+    ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1,
+    ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1,
+    ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+    ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+#define B2(i) [0x80 + (i)] = 2, [0x81 + (i)] = 2
+#define B8(i) B2(i), B2((i) + 2), B2((i) + 4), B2((i) + 6)
+#define B32(i) B8(i), B8((i) + 8), B8((i) + 16), B8((i) + 24)
+    B32(0),    B32(32),   B32(64),   B32(96)
+#undef B32
+#undef B8
+#undef B2
+};
 
 static int stem_token(void *vb, int flags, const char *tok, int ntok, int start, int end)
 {
@@ -717,13 +730,16 @@ static bool snip_ascii(pk_fts_tok *tok, col_toks *c, const char *text, size_t le
 {
     pk_buf stem = PK_BUF_INIT;
     for (size_t i = 0; i < len && !*err;) {
-        while (i < len && !ascii_alnum((unsigned char)text[i]))
-            if ((unsigned char)text[i++] >= 0x80) goto not_ascii;
+        unsigned char cl = 0;
+        while (i < len && !((cl = BYTE_CLASS[(unsigned char)text[i]]) & 1)) {
+            if (cl) goto not_ascii;
+            i++;
+        }
         if (i == len) break;
         size_t s = i;
-        while (i < len && ascii_alnum((unsigned char)text[i]))
+        while (i < len && (cl = BYTE_CLASS[(unsigned char)text[i]]) == 1)
             i++;
-        if (i < len && (unsigned char)text[i] >= 0x80) goto not_ascii;
+        if (i < len && cl == 2) goto not_ascii;
         int pos = add_token(c, (int)s, (int)i);
         /* the first two letters, lowercased (| 0x20 leaves digits as they are) */
         char l0 = (char)(text[s] | 0x20), l1 = s + 1 < i ? (char)(text[s + 1] | 0x20) : 0;
