@@ -148,24 +148,17 @@ void pk_jw_key_plain(pk_jw *w, const char *key, size_t n)
 
 void pk_jw_key(pk_jw *w, const char *key)
 {
-    sep(w);
     size_t n = 0;
     while (key[n] && !ESCAPE[(unsigned char)key[n]])
         n++;
     if (!key[n]) { /* the usual key: nothing to escape, one copy */
-        pk_buf_reserve(w->out, n + 3);
-        char *d = w->out->data + w->out->len;
-        d[0] = '"';
-        memcpy(d + 1, key, n);
-        d[n + 1] = '"';
-        d[n + 2] = ':';
-        w->out->len += n + 3;
-        w->out->data[w->out->len] = '\0';
-    } else {
-        pk_buf_putc(w->out, '"');
-        pk_json_escape(w->out, key, strlen(key));
-        pk_buf_append(w->out, "\":", 2);
+        pk_jw_key_plain(w, key, n);
+        return;
     }
+    sep(w);
+    pk_buf_putc(w->out, '"');
+    pk_json_escape(w->out, key, strlen(key));
+    pk_buf_append(w->out, "\":", 2);
     w->after_key = true;
 }
 

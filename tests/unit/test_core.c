@@ -280,8 +280,10 @@ Test(json, numbers_and_keys)
     pk_jw_num(&w, 0.0347);
     pk_jw_key(&w, "n");
     pk_jw_num(&w, NAN);
+    pk_jw_key_plain(&w, "lit", 3);
+    pk_jw_int(&w, 7);
     pk_jw_obj_close(&w);
-    cr_assert_str_eq(b.data, "{\"plain\":-9223372036854775808,\"q\\\"k\":0.0347,\"n\":null}");
+    cr_assert_str_eq(b.data, "{\"plain\":-9223372036854775808,\"q\\\"k\":0.0347,\"n\":null,\"lit\":7}");
     pk_buf_free(&b);
 }
 
