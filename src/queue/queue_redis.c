@@ -141,21 +141,29 @@ typedef struct rq_queue {
 
 /* ---- scripts ----------------------------------------------------------------------------------- */
 
+/* One operation: a function of the library (see scripts_init). ARGV[1..4] are the common arguments
+ * (LUA_PRELUDE's begin), the op's own follow. */
+typedef struct rq_fn {
+    const char *name; /* the op; the function is "<library>_<name>" */
+    const char *body; /* Lua, the function's body after begin(ARGV) */
+    char fname[64];
+} rq_fn;
+
+
 /* Shared by every script. ARGV[1] prefix, [2] now (us, floor), [3] now (us, ceiling: a lease expiring
  * at L has expired once now > L, i.e. L < ceil(now)), [4] keep_finished_ms; op arguments follow. */
 #define LUA_PRELUDE                                                                                          \
-    "local P = ARGV[1]\n"                                                                                    \
-    "local NOWS = ARGV[2]\n"                                                                                 \
-    "local NOW = tonumber(ARGV[2])\n"                                                                        \
-    "local NOWC = tonumber(ARGV[3])\n"                                                                       \
-    "local KEEP = tonumber(ARGV[4])\n"                                                                       \
+    "local P, NOWS, NOW, NOWC, KEEP, KEEPS, DRY, CD, QS, LIM\n"                                              \
     "local G = 'g'\n"                                                                                        \
+    "local function begin(a)\n"                                                                              \
+    "  P, NOWS, NOW, NOWC, KEEP, KEEPS = a[1], a[2], tonumber(a[2]), tonumber(a[3]), tonumber(a[4]), a[4]\n"              \
+    "  DRY, CD, QS, LIM = {}, nil, nil, {}\n"                                                                 \
+    "end\n"                                                                                                  \
     "local function tk(id) return P .. 't:' .. id end\n"                                                     \
     "local function sk(q, p) return P .. 's:' .. q .. ':' .. p end\n"                                        \
     "local function fmt(n) return string.format('%.0f', n) end\n"                                            \
     "local function fi(n) return string.format('%d', n) end\n"                                               \
     "local NS = {[0] = '0', '1', '2', '3', '4', '5', '6', '7'}\n"                                            \
-    "local CD = nil\n"                                                                                       \
     "local function count(q, p, st, d)\n"                                                                    \
     "  local k = q .. ':' .. p .. ':' .. (NS[st] or st)\n"                                                   \
     "  if CD then CD[k] = (CD[k] or 0) + d else redis.call('HINCRBY', P .. 'counts', k, fi(d)) end\n"        \
@@ -165,7 +173,7 @@ typedef struct rq_queue {
     "    if d ~= 0 then redis.call('HINCRBY', P .. 'counts', k, fi(d)) end\n"                                \
     "  end\n"                                                                                                \
     "end\n"                                                                                                  \
-    "local DRY = {}\n" /* stream key -> true: nothing undelivered in it (this script call) */                \
+    /* DRY: stream key -> true: nothing undelivered in it (this call) */ \
     "local function ready(id, q, p)\n"                                                                       \
     "  DRY[sk(q, p)] = nil\n"                                                                                \
     "  local sid = redis.call('XADD', sk(q, p), '*', 'id', id)\n"                                            \
@@ -198,7 +206,7 @@ typedef struct rq_queue {
     "NOWS\n"                                                                                                 \
     "  redis.call('HSET', tk(id), unpack(f))\n"                                                              \
     "  redis.call('ZADD', P .. 'finished', NOWS, NS[st] .. '|' .. p .. '|' .. q .. '|' .. id)\n"             \
-    "  redis.call('PEXPIRE', tk(id), ARGV[4])\n"                                                             \
+    "  redis.call('PEXPIRE', tk(id), KEEPS)\n"                                                             \
     "end\n"                                                                                                  \
     "local function dead(id, err)\n"                                                                         \
     "  redis.call('XADD', P .. 'dead', 'MAXLEN', '~', 10000, '*', 'id', id, 'error', err)\n"                 \
@@ -273,14 +281,14 @@ typedef struct rq_queue {
     "end\n"
 
 /* ARGV[5..17]: enqueue's arguments. */
-static pk_redis_script S_ENQUEUE = {
-    .src = LUA_PRELUDE LUA_ENQUEUE "return enqueue(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], "
+static rq_fn S_ENQUEUE = {.name = "enqueue", 
+    .body =  "return enqueue(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], "
                                    "ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17])\n"};
 
 /* A batch: ARGV[5..] enqueue's arguments, 13 per item, in order (flat: no JSON to encode and decode).
  * Returns the list of enqueue's replies. One script for the whole batch: it is atomic like a single
  * enqueue, and a later item with the key of an earlier one is a replay of it. */
-static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
+static rq_fn S_ENQUEUE_BATCH = {.name = "enqueue_batch", .body = 
                                           "local out = {}\n"
                                           "for i = 5, #ARGV, 13 do\n"
                                           "  out[#out + 1] = enqueue(unpack(ARGV, i, i + 12))\n"
@@ -296,7 +304,6 @@ static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
  * has_trace}. The record's `lt` says whether the attempt holds a slot in P lr:<type> (settle skips the
  * ZREM otherwise). */
 #define LUA_CLAIM                                                                                            \
-    "local QS, LIM = nil, {}\n"                                                                              \
     "local function read(key)\n"                                                                             \
     "  if DRY[key] then return nil end\n"                                                                    \
     "  if redis.call('XLEN', key) == 0 then DRY[key] = true return nil end\n"                                \
@@ -398,9 +405,9 @@ static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
     "end\n"
 
 /* ARGV[5] id, [6] worker, [7] progress or "". Returns -1 (lease lost) or the cancel flag. */
-static pk_redis_script S_HEARTBEAT = {
-    .src =
-        LUA_PRELUDE "local id = ARGV[5]\n"
+static rq_fn S_HEARTBEAT = {.name = "heartbeat", 
+    .body =
+         "local id = ARGV[5]\n"
                     "local r = redis.call('HMGET', tk(id), 'st', 'wk', 'lm', 'cr', 'qu', 'pr', 'sid', 'ty')\n"
                     "if tonumber(r[1]) ~= 2 or r[2] ~= ARGV[6] then return -1 end\n"
                     "local lease = NOW + tonumber(r[3]) * 1000\n"
@@ -472,7 +479,7 @@ static pk_redis_script S_HEARTBEAT = {
     "end\n"
 
 /* ARGV[5..14]: settle's arguments. */
-static pk_redis_script S_SETTLE = {.src = LUA_PRELUDE LUA_SETTLE
+static rq_fn S_SETTLE = {.name = "settle", .body = 
                                    "return settle(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], "
                                    "ARGV[11], ARGV[12], ARGV[13], ARGV[14])\n"};
 
@@ -483,8 +490,8 @@ static pk_redis_script S_SETTLE = {.src = LUA_PRELUDE LUA_SETTLE
  * item whose completion succeeded (or that had none), claim() for its worker, in order. Returns one
  * reply per item: {-1} (lease lost, nothing claimed) or {new state (0 for a claim only), claim's
  * reply}: the analogue of BullMQ's moveToFinished fetching the next job, for several workers. */
-static pk_redis_script S_SETTLE_CLAIM = {
-    .src = LUA_PRELUDE LUA_SETTLE LUA_CLAIM
+static rq_fn S_SETTLE_CLAIM = {.name = "settle_claim", 
+    .body = 
     "CD = {}\n" /* count changes are summed and written at the end: a settled task leaves `running` and a
                    claimed one enters it, so in steady state 4 HINCRBY per task become 2 per call */
     "local out, sts = {}, {}\n"
@@ -507,7 +514,7 @@ static pk_redis_script S_SETTLE_CLAIM = {
     "return out\n"};
 
 /* ARGV[5] id. Returns {-404} | {-409, state} | {1, record}. */
-static pk_redis_script S_CANCEL = {.src = LUA_PRELUDE
+static rq_fn S_CANCEL = {.name = "cancel", .body = 
                                    "local id = ARGV[5]\n"
                                    "local r = redis.call('HMGET', tk(id), 'st', 'qu', 'pr', 'sid')\n"
                                    "local st = tonumber(r[1])\n"
@@ -524,8 +531,8 @@ static pk_redis_script S_CANCEL = {.src = LUA_PRELUDE
                                    "return {1, redis.call('HGETALL', tk(id))}\n"};
 
 /* ARGV[5] id. Returns {-404} | {-409, state} | {1, record}. */
-static pk_redis_script S_RETRY = {
-    .src = LUA_PRELUDE
+static rq_fn S_RETRY = {.name = "retry", 
+    .body = 
     "local id = ARGV[5]\n"
     "local r = redis.call('HMGET', tk(id), 'st', 'qu', 'pr')\n"
     "local st = tonumber(r[1])\n"
@@ -542,8 +549,8 @@ static pk_redis_script S_RETRY = {
     "return {1, redis.call('HGETALL', tk(id))}\n"};
 
 /* ARGV[5] now as RFC 3339. Returns how many expired leases were settled (at most 100 per call). */
-static pk_redis_script S_RECLAIM = {
-    .src = LUA_PRELUDE
+static rq_fn S_RECLAIM = {.name = "reclaim", 
+    .body = 
     "local ids = redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', '(' .. ARGV[3], 'LIMIT', 0, 100)\n"
     "local n = 0\n"
     "for _, id in ipairs(ids) do\n"
@@ -599,8 +606,8 @@ static pk_redis_script S_RECLAIM = {
     "end\n"
 
 /* Returns the earliest time (us) something may be claimable, "" when nothing is pending. */
-static pk_redis_script S_NEXT_WAKEUP = {
-    .src = LUA_PRELUDE LUA_READY_COUNT
+static rq_fn S_NEXT_WAKEUP = {.name = "next_wakeup", 
+    .body = 
     "local best = nil\n"
     "for _, q in ipairs(queues()) do\n"
     "  for p = 0, 3 do\n"
@@ -615,8 +622,8 @@ static pk_redis_script S_NEXT_WAKEUP = {
     "return fmt(best)\n"};
 
 /* Returns {counts (flat hash), rows {queue, prio, ready, oldest nb us}...}. */
-static pk_redis_script S_STATS = {
-    .src = LUA_PRELUDE LUA_READY_COUNT
+static rq_fn S_STATS = {.name = "stats", 
+    .body = 
     "promote(1000)\n"
     "local rows = {}\n"
     "for _, q in ipairs(queues()) do\n"
@@ -634,7 +641,7 @@ static pk_redis_script S_STATS = {
     "return {redis.call('HGETALL', P .. 'counts'), rows}\n"};
 
 /* Returns {earliest due us or "", earliest lease us or "", {key, last id, ...}} after promoting. */
-static pk_redis_script S_WAIT_PREP = {.src = LUA_PRELUDE LUA_READY_COUNT
+static rq_fn S_WAIT_PREP = {.name = "wait_prep", .body = 
                                       "promote(100)\n"
                                       "local out = {}\n"
                                       "for _, q in ipairs(queues()) do\n"
@@ -654,8 +661,8 @@ static pk_redis_script S_WAIT_PREP = {.src = LUA_PRELUDE LUA_READY_COUNT
 /* ARGV[5] cursor ("" = newest), [6] limit, [7] state (-1 any), [8] type or "", [9] queue or "".
  * Returns {next cursor or "", record...}. Scans at most 5000 index entries per page: a page of a
  * selective filter may be short (even empty) but then carries a cursor to go on from. */
-static pk_redis_script S_LIST = {
-    .src = LUA_PRELUDE
+static rq_fn S_LIST = {.name = "list", 
+    .body = 
     "local maxs = '+inf'\n"
     "if ARGV[5] ~= '' then maxs = '(' .. ARGV[5] end\n"
     "local limit, stf, tyf, quf = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9]\n"
@@ -687,7 +694,7 @@ static pk_redis_script S_LIST = {
     "return out\n"};
 
 /* Deletes up to 500 finished tasks older than keep_finished_ms. Returns how many. */
-static pk_redis_script S_PURGE = {.src = LUA_PRELUDE
+static rq_fn S_PURGE = {.name = "purge", .body = 
                                   "local ms = redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', '(' .. "
                                   "fmt(NOW - KEEP * 1000), 'LIMIT', 0, "
                                   "500)\n"
@@ -702,14 +709,39 @@ static pk_redis_script S_PURGE = {.src = LUA_PRELUDE
                                   "end\n"
                                   "return #ms\n"};
 
-static pk_redis_script *const ALL_SCRIPTS[] = {
-    &S_ENQUEUE, &S_ENQUEUE_BATCH, &S_HEARTBEAT, &S_SETTLE, &S_SETTLE_CLAIM, &S_CANCEL, &S_RETRY,
-    &S_RECLAIM, &S_NEXT_WAKEUP,   &S_STATS,     &S_LIST,   &S_WAIT_PREP,    &S_PURGE};
+static rq_fn *const ALL_FNS[] = {&S_ENQUEUE, &S_ENQUEUE_BATCH, &S_HEARTBEAT, &S_SETTLE, &S_SETTLE_CLAIM,
+                                 &S_CANCEL,  &S_RETRY,         &S_RECLAIM,   &S_NEXT_WAKEUP,
+                                 &S_STATS,   &S_LIST,          &S_WAIT_PREP, &S_PURGE};
+#define LUA_SHARED LUA_PRELUDE LUA_ENQUEUE LUA_CLAIM LUA_SETTLE LUA_READY_COUNT
+static char *lib_src; /* the library's code, built once (scripts_init) */
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
+
+/* The one function library of every operation: the shared helpers are top-level locals of the library
+ * (created once, at FUNCTION LOAD, not on every call as a script's would be), each operation is a
+ * registered function "<lib>_<op>". */
+static void lib_code(pk_buf *b, const char *lib)
+{
+    pk_buf_printf(b, "#!lua name=%s\n%s", lib, LUA_SHARED);
+    for (size_t i = 0; i < sizeof ALL_FNS / sizeof *ALL_FNS; i++)
+        pk_buf_printf(b, "redis.register_function('%s_%s', function(KEYS, ARGV)\nbegin(ARGV)\n%send)\n", lib,
+                      ALL_FNS[i]->name, ALL_FNS[i]->body);
+}
+
+/* The library's name carries a hash of its code ("pkq_<12 hex>"): processes of different builds sharing
+ * a Redis each call their own code, and never replace each other's. */
 static void scripts_init(void)
 {
-    for (size_t i = 0; i < sizeof ALL_SCRIPTS / sizeof *ALL_SCRIPTS; i++)
-        pk_redis_script_init(ALL_SCRIPTS[i]);
+    pk_buf b = PK_BUF_INIT;
+    lib_code(&b, "pkq");
+    pk_redis_script h = {.src = b.data};
+    pk_redis_script_init(&h); /* SHA1 of the code */
+    char lib[24];
+    snprintf(lib, sizeof lib, "pkq_%.12s", h.sha);
+    pk_buf_reset(&b);
+    lib_code(&b, lib);
+    lib_src = pk_buf_steal(&b, NULL); /* kept for the process's life */
+    for (size_t i = 0; i < sizeof ALL_FNS / sizeof *ALL_FNS; i++)
+        snprintf(ALL_FNS[i]->fname, sizeof ALL_FNS[i]->fname, "%s_%s", lib, ALL_FNS[i]->name);
 }
 
 /* ---- plumbing ------------------------------------------------------------------------------- */
@@ -736,7 +768,7 @@ static pk_err *lease_lost(const char *id)
 #define MAX_OP_ARGS 16
 
 /* Runs a script with the common arguments (prefix, now, now ceiling, keep) then `args`. */
-static pk_err *rq_eval(rq_queue *q, pk_redis_script *s, const char *what, int64_t now, int nargs,
+static pk_err *rq_eval(rq_queue *q, rq_fn *s, const char *what, int64_t now, int nargs,
                        const char *const *args, redisReply **out)
 {
     char now_us[24], nowc_us[24], keep[24];
@@ -751,7 +783,7 @@ static pk_err *rq_eval(rq_queue *q, pk_redis_script *s, const char *what, int64_
     argv[3] = keep;
     for (int i = 0; i < nargs; i++)
         argv[4 + i] = args[i];
-    pk_err *e = pk_redis_eval(q->r, 0, s, 0, 4 + nargs, argv, NULL, out);
+    pk_err *e = pk_redis_fcall(q->r, 0, lib_src, s->fname, 0, 4 + nargs, argv, NULL, out);
     if (argv != small) free(argv);
     return e ? rq_err(e, what) : NULL;
 }
@@ -1419,7 +1451,7 @@ static pk_err *q_fail(pk_queue *base, const char *id, const char *worker, const 
 }
 
 /* cancel and retry: {status, record} replies. */
-static pk_err *record_op(rq_queue *q, pk_redis_script *s, const char *verb, const char *id, pk_buf *out,
+static pk_err *record_op(rq_queue *q, rq_fn *s, const char *verb, const char *id, pk_buf *out,
                          pk_task_state *state)
 {
     const char *args[] = {id};

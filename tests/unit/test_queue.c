@@ -1156,6 +1156,34 @@ RTEST(nogroup_recovery_after_stream_or_all_keys_vanish)
     pk_task_free(&t);
 }
 
+/* The operations are one Redis function library: a Redis that lost it (restarted without persistence,
+ * FUNCTION FLUSH) gets it loaded again by the next call, transparently. */
+RTEST(function_library_is_reloaded_when_redis_lost_it)
+{
+    NEED_QUEUE();
+    char a[37], b[37];
+    enqueue("noop", PK_PRIO_NORMAL, 0, a);
+    const char *list[] = {"FUNCTION", "LIST", "LIBRARYNAME", "pkq_*"};
+    redisReply *r = rcmd(4, list);
+    cr_assert(r->type == REDIS_REPLY_ARRAY && r->elements >= 1, "the library is loaded");
+    freeReplyObject(r);
+    pk_redis_stats st0, st1;
+    pk_redis_stats_get(rc, &st0);
+    const char *flush[] = {"FUNCTION", "FLUSH"};
+    freeReplyObject(rcmd(2, flush));
+    enqueue("noop", PK_PRIO_NORMAL, 0, b);
+    pk_redis_stats_get(rc, &st1);
+    cr_assert_geq(st1.script_loads, st0.script_loads + 1, "the library was loaded again");
+    pk_task t;
+    cr_assert(claim("w", &t));
+    cr_assert_str_eq(t.id, a);
+    cr_assert_null(q->ops->complete(q, a, "w", NULL));
+    pk_task_free(&t);
+    cr_assert(claim("w", &t));
+    cr_assert_str_eq(t.id, b);
+    pk_task_free(&t);
+}
+
 RTEST(dead_letters_go_to_the_dead_stream_and_streams_hold_only_live_entries)
 {
     NEED_QUEUE();
