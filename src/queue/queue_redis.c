@@ -149,15 +149,14 @@ typedef struct rq_fn {
     char fname[64];
 } rq_fn;
 
-
 /* Shared by every script. ARGV[1] prefix, [2] now (us, floor), [3] now (us, ceiling: a lease expiring
  * at L has expired once now > L, i.e. L < ceil(now)), [4] keep_finished_ms; op arguments follow. */
 #define LUA_PRELUDE                                                                                          \
-    "local P, NOWS, NOW, NOWC, KEEP, KEEPS, DRY, CD, QS, LIM\n"                                              \
+    "local P, NOWS, NOW, NOWC, KEEP, KEEPS, DRY, CD, QS, LIM, BUF, WANT, SEQ, SEQN, QK, IDX\n"               \
     "local G = 'g'\n"                                                                                        \
     "local function begin(a)\n"                                                                              \
-    "  P, NOWS, NOW, NOWC, KEEP, KEEPS = a[1], a[2], tonumber(a[2]), tonumber(a[3]), tonumber(a[4]), a[4]\n"              \
-    "  DRY, CD, QS, LIM = {}, nil, nil, {}\n"                                                                 \
+    "  P, NOWS, NOW, NOWC, KEEP, KEEPS = a[1], a[2], tonumber(a[2]), tonumber(a[3]), tonumber(a[4]), a[4]\n" \
+    "  DRY, CD, QS, LIM, BUF, WANT, SEQ, SEQN, QK, IDX = {}, nil, nil, {}, {}, 1, 0, 0, {}, nil\n"           \
     "end\n"                                                                                                  \
     "local function tk(id) return P .. 't:' .. id end\n"                                                     \
     "local function sk(q, p) return P .. 's:' .. q .. ':' .. p end\n"                                        \
@@ -172,8 +171,7 @@ typedef struct rq_fn {
     "  for k, d in pairs(CD) do\n"                                                                           \
     "    if d ~= 0 then redis.call('HINCRBY', P .. 'counts', k, fi(d)) end\n"                                \
     "  end\n"                                                                                                \
-    "end\n"                                                                                                  \
-    /* DRY: stream key -> true: nothing undelivered in it (this call) */ \
+    "end\n" /* DRY: stream key -> true: nothing undelivered in it (this call) */                             \
     "local function ready(id, q, p)\n"                                                                       \
     "  DRY[sk(q, p)] = nil\n"                                                                                \
     "  local sid = redis.call('XADD', sk(q, p), '*', 'id', id)\n"                                            \
@@ -206,7 +204,7 @@ typedef struct rq_fn {
     "NOWS\n"                                                                                                 \
     "  redis.call('HSET', tk(id), unpack(f))\n"                                                              \
     "  redis.call('ZADD', P .. 'finished', NOWS, NS[st] .. '|' .. p .. '|' .. q .. '|' .. id)\n"             \
-    "  redis.call('PEXPIRE', tk(id), KEEPS)\n"                                                             \
+    "  redis.call('PEXPIRE', tk(id), KEEPS)\n"                                                               \
     "end\n"                                                                                                  \
     "local function dead(id, err)\n"                                                                         \
     "  redis.call('XADD', P .. 'dead', 'MAXLEN', '~', 10000, '*', 'id', id, 'error', err)\n"                 \
@@ -254,10 +252,15 @@ typedef struct rq_fn {
     "  local nb = tonumber(nbs)\n"                                                                           \
     "  local st = 0\n"                                                                                       \
     "  if nb > NOW then st = 1 else nb = NOW end\n"                                                          \
-    "  local seq = redis.call('INCR', P .. 'seq')\n"                                                         \
-    "  if redis.call('SADD', P .. 'queues', q) == 1 then\n"                                                  \
-    "    for pp = 0, 3 do redis.pcall('XGROUP', 'CREATE', sk(q, pp), G, '0', 'MKSTREAM') end\n"              \
-    "    redis.call('XADD', P .. 'wake', 'MAXLEN', 1, '*', 'q', q)\n"                                        \
+    "  local seq\n"                                                                                          \
+    "  if SEQN > 0 then seq, SEQ, SEQN = SEQ, SEQ + 1, SEQN - 1 else seq = redis.call('INCR', P .. 'seq') "  \
+    "end\n"                                                                                                  \
+    "  if not QK[q] then\n"                                                                                  \
+    "    QK[q] = true\n"                                                                                     \
+    "    if redis.call('SADD', P .. 'queues', q) == 1 then\n"                                                \
+    "      for pp = 0, 3 do redis.pcall('XGROUP', 'CREATE', sk(q, pp), G, '0', 'MKSTREAM') end\n"            \
+    "      redis.call('XADD', P .. 'wake', 'MAXLEN', 1, '*', 'q', q)\n"                                      \
+    "    end\n"                                                                                              \
     "  end\n"                                                                                                \
     "  local f = {'id', id, 'ty', ty, 'qu', q, 'pr', p, 'st', fi(st), 'pl', pl, 'ma', ma, 'nb', fi(nb), "    \
     "'to', to, "                                                                                             \
@@ -270,7 +273,11 @@ typedef struct rq_fn {
     "  if ik ~= '' then f[#f + 1] = 'ik' f[#f + 1] = ik end\n"                                               \
     "  if tc ~= '' then f[#f + 1] = 'tc' f[#f + 1] = string.sub(tc, 2) end\n"                                \
     "  redis.call('HSET', tk(id), unpack(f))\n"                                                              \
-    "  redis.call('ZADD', P .. 'index', fi(seq), id)\n"                                                      \
+    "  if IDX then\n"                                                                                        \
+    "    IDX[#IDX + 1] = fi(seq) IDX[#IDX + 1] = id\n"                                                       \
+    "  else\n"                                                                                               \
+    "    redis.call('ZADD', P .. 'index', fi(seq), id)\n"                                                    \
+    "  end\n"                                                                                                \
     "  count(q, p, st, 1)\n"                                                                                 \
     "  if st == 1 then delay(id, nb) end\n"                                                                  \
     "  if ik ~= '' then\n"                                                                                   \
@@ -281,19 +288,28 @@ typedef struct rq_fn {
     "end\n"
 
 /* ARGV[5..17]: enqueue's arguments. */
-static rq_fn S_ENQUEUE = {.name = "enqueue", 
-    .body =  "return enqueue(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], "
-                                   "ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17])\n"};
+static rq_fn S_ENQUEUE = {.name = "enqueue",
+                          .body = "return enqueue(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], "
+                                  "ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17])\n"};
 
 /* A batch: ARGV[5..] enqueue's arguments, 13 per item, in order (flat: no JSON to encode and decode).
  * Returns the list of enqueue's replies. One script for the whole batch: it is atomic like a single
  * enqueue, and a later item with the key of an earlier one is a replay of it. */
-static rq_fn S_ENQUEUE_BATCH = {.name = "enqueue_batch", .body = 
-                                          "local out = {}\n"
-                                          "for i = 5, #ARGV, 13 do\n"
-                                          "  out[#out + 1] = enqueue(unpack(ARGV, i, i + 12))\n"
-                                          "end\n"
-                                          "return out\n"};
+static rq_fn S_ENQUEUE_BATCH = {
+    .name = "enqueue_batch",
+    .body = "local out, n = {}, (#ARGV - 4) / 13\n"
+            /* per call, not per item: the sequence numbers (one INCRBY),
+               the counts (one HINCRBY per key), the index (one ZADD) */
+            "if n > 1 then\n"
+            "  SEQ = redis.call('INCRBY', P .. 'seq', fi(n)) - n + 1\n"
+            "  SEQN, CD, IDX = n, {}, {}\n"
+            "end\n"
+            "for i = 5, #ARGV, 13 do\n"
+            "  out[#out + 1] = enqueue(unpack(ARGV, i, i + 12))\n"
+            "end\n"
+            "if IDX and #IDX > 0 then redis.call('ZADD', P .. 'index', unpack(IDX)) end\n"
+            "if CD then flush() end\n"
+            "return out\n"};
 
 /* The claim as a Lua function (S_SETTLE_CLAIM, once per item): promote due delayed tasks and read the
  * queue list (once per script call), then read the streams in priority order (XLEN first: an empty
@@ -306,16 +322,39 @@ static rq_fn S_ENQUEUE_BATCH = {.name = "enqueue_batch", .body =
 #define LUA_CLAIM                                                                                            \
     "local function read(key)\n"                                                                             \
     "  if DRY[key] then return nil end\n"                                                                    \
-    "  if redis.call('XLEN', key) == 0 then DRY[key] = true return nil end\n"                                \
-    "  local res = redis.pcall('XREADGROUP', 'GROUP', G, 'c', 'COUNT', '1', 'STREAMS', key, '>')\n"          \
+    "  local b = BUF[key]\n"                                                                                 \
+    "  if b and b.i <= #b then\n"                                                                            \
+    "    local e = b[b.i]\n"                                                                                 \
+    "    b.i = b.i + 1\n"                                                                                    \
+    "    return e[1], e[2][2]\n"                                                                             \
+    "  end\n"                                                                                                \
+    "  local len = redis.call('XLEN', key)\n"                                                                \
+    "  if len == 0 then DRY[key] = true return nil end\n"                                                    \
+    "  local n = NS[math.min(len, #QS == 1 and WANT or 1, 7)]\n" /* see the top comment */                   \
+    "  local res = redis.pcall('XREADGROUP', 'GROUP', G, 'c', 'COUNT', n, 'NOACK', 'STREAMS', key, '>')\n"   \
     "  if type(res) == 'table' and res.err then\n"                                                           \
     "    if not string.find(res.err, 'NOGROUP', 1, true) then return redis.error_reply(res.err) end\n"       \
     "    redis.pcall('XGROUP', 'CREATE', key, G, '0', 'MKSTREAM')\n"                                         \
-    "    res = redis.call('XREADGROUP', 'GROUP', G, 'c', 'COUNT', '1', 'STREAMS', key, '>')\n"               \
+    "    res = redis.call('XREADGROUP', 'GROUP', G, 'c', 'COUNT', n, 'NOACK', 'STREAMS', key, '>')\n"        \
     "  end\n"                                                                                                \
     "  if not res then DRY[key] = true return nil end\n"                                                     \
-    "  local e = res[1][2][1]\n"                                                                             \
-    "  return e[1], e[2][2]\n"                                                                               \
+    "  b = res[1][2]\n"                                                                                      \
+    "  local ms, sq = string.match(b[#b][1], '^(%d+)-(%d+)$')\n"                                             \
+    "  redis.call('XTRIM', key, 'MINID', ms .. '-' .. fi(tonumber(sq) + 1))\n"                               \
+    "  b.i = 2\n"                                                                                            \
+    "  BUF[key] = b\n"                                                                                       \
+    "  return b[1][1], b[1][2][2]\n"                                                                         \
+    "end\n"                                                                                                  \
+    "local function unread()\n" /* entries read for claims that took none: back to the tail */               \
+    "  for _, b in pairs(BUF) do\n"                                                                          \
+    "    for i = b.i, #b do\n"                                                                               \
+    "      local id = b[i][2][2]\n"                                                                          \
+    "      local r = redis.call('HMGET', tk(id), 'st', 'sid', 'qu', 'pr')\n"                                 \
+    "      local st = tonumber(r[1])\n"                                                                      \
+    "      if r[2] == b[i][1] and (st == 0 or st == 1 or st == 5) then ready(id, r[3], r[4]) end\n"          \
+    "    end\n"                                                                                              \
+    "    b.i = #b + 1\n"                                                                                     \
+    "  end\n"                                                                                                \
     "end\n"                                                                                                  \
     "local function allowed(ty, defer)\n"                                                                    \
     "  local lim = LIM[ty]\n"                                                                                \
@@ -369,17 +408,14 @@ static rq_fn S_ENQUEUE_BATCH = {.name = "enqueue_batch", .body =
     "'ca', 'nb')\n"                                                                                          \
     "        local st = tonumber(r[1])\n"                                                                    \
     "        if not st or r[2] ~= sid or not (st == 0 or st == 1 or st == 5) then\n"                         \
-    "          redis.pcall('XACK', key, G, sid)\n"                                                           \
-    "          redis.call('XDEL', key, sid)\n"                                                               \
+    "          -- a stale entry: read is all it takes (NOACK, trimmed)\n"                                    \
     "        elseif want and not want[r[3]] then\n"                                                          \
-    "          unready(id, q, p, sid)\n"                                                                     \
     "          ready(id, q, p)\n"                                                                            \
     "          if moved[id] then break end\n"                                                                \
     "          moved[id] = true\n"                                                                           \
     "        else\n"                                                                                         \
     "          local ok, x = allowed(r[3], defer)\n"                                                         \
     "          if not ok then\n"                                                                             \
-    "            unready(id, q, p, sid)\n"                                                                   \
     "            redis.call('HSET', tk(id), 'nb', fi(x))\n"                                                  \
     "            delay(id, x)\n"                                                                             \
     "          else\n"                                                                                       \
@@ -405,19 +441,17 @@ static rq_fn S_ENQUEUE_BATCH = {.name = "enqueue_batch", .body =
     "end\n"
 
 /* ARGV[5] id, [6] worker, [7] progress or "". Returns -1 (lease lost) or the cancel flag. */
-static rq_fn S_HEARTBEAT = {.name = "heartbeat", 
-    .body =
-         "local id = ARGV[5]\n"
-                    "local r = redis.call('HMGET', tk(id), 'st', 'wk', 'lm', 'cr', 'qu', 'pr', 'sid', 'ty')\n"
-                    "if tonumber(r[1]) ~= 2 or r[2] ~= ARGV[6] then return -1 end\n"
-                    "local lease = NOW + tonumber(r[3]) * 1000\n"
-                    "redis.call('HSET', tk(id), 'lu', fi(lease), 'ua', NOWS)\n"
-                    "if ARGV[7] ~= '' then redis.call('HSET', tk(id), 'pg', ARGV[7]) end\n"
-                    "redis.call('ZADD', P .. 'running', fi(lease), id)\n"
-                    "redis.call('ZADD', P .. 'lr:' .. r[8], 'XX', fi(lease), id)\n"
-                    "if r[7] then redis.pcall('XCLAIM', sk(r[5], r[6]), G, 'c', 0, r[7], 'JUSTID') end\n"
-                    "if r[4] == '1' then return 1 end\n"
-                    "return 0\n"};
+static rq_fn S_HEARTBEAT = {.name = "heartbeat",
+                            .body = "local id = ARGV[5]\n"
+                                    "local r = redis.call('HMGET', tk(id), 'st', 'wk', 'lm', 'cr', 'ty')\n"
+                                    "if tonumber(r[1]) ~= 2 or r[2] ~= ARGV[6] then return -1 end\n"
+                                    "local lease = NOW + tonumber(r[3]) * 1000\n"
+                                    "redis.call('HSET', tk(id), 'lu', fi(lease), 'ua', NOWS)\n"
+                                    "if ARGV[7] ~= '' then redis.call('HSET', tk(id), 'pg', ARGV[7]) end\n"
+                                    "redis.call('ZADD', P .. 'running', fi(lease), id)\n"
+                                    "redis.call('ZADD', P .. 'lr:' .. r[5], 'XX', fi(lease), id)\n"
+                                    "if r[4] == '1' then return 1 end\n"
+                                    "return 0\n"};
 
 /* Settles a running attempt this worker holds: settle(id, worker, mode, text, error, now RFC 3339,
  * retryable 0|1, jitter [0,1), retry base ms, retry cap ms) with mode c(omplete), x (cancelled),
@@ -428,18 +462,14 @@ static rq_fn S_HEARTBEAT = {.name = "heartbeat",
     "local function settle(id, worker, mode, text, errtext, at, retryable, jit, rbase, rcap)\n"              \
     "  local r\n" /* a completion or cancellation needs only the first 7 fields (each costs a scan) */       \
     "  if mode == 'c' or mode == 'x' then\n"                                                                 \
-    "    r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'sid', 'ty', 'lt')\n"                       \
+    "    r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'lt', 'ty')\n"                              \
     "  else\n"                                                                                               \
-    "    r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'sid', 'ty', 'lt', 'att', 'ma', 'es')\n"    \
+    "    r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'lt', 'ty', 'att', 'ma', 'es')\n"           \
     "  end\n"                                                                                                \
     "  if tonumber(r[1]) ~= 2 or r[2] ~= worker then return -1 end\n"                                        \
     "  local q, p = r[3], r[4]\n"                                                                            \
     "  redis.call('ZREM', P .. 'running', id)\n"                                                             \
-    "  if r[7] ~= '0' then redis.call('ZREM', P .. 'lr:' .. r[6], id) end\n"                                 \
-    "  if r[5] then\n"                                                                                       \
-    "    redis.pcall('XACK', sk(q, p), G, r[5])\n"                                                           \
-    "    redis.call('XDEL', sk(q, p), r[5])\n"                                                               \
-    "  end\n"                                                                                                \
+    "  if r[5] ~= '0' then redis.call('ZREM', P .. 'lr:' .. r[6], id) end\n"                                 \
     "  if mode == 'c' then\n"                                                                                \
     "    fin(id, q, p, 2, 3, {'rs', text, 'pg', '1'})\n"                                                     \
     "    return 3\n"                                                                                         \
@@ -447,17 +477,17 @@ static rq_fn S_HEARTBEAT = {.name = "heartbeat",
     "    fin(id, q, p, 2, 7)\n"                                                                              \
     "    return 7\n"                                                                                         \
     "  elseif mode == 'r' then\n"                                                                            \
-    "    redis.call('HSET', tk(id), 'st', 0, 'att', math.max(0, tonumber(r[8]) - 1), 'nb', NOWS, 'ua', "     \
+    "    redis.call('HSET', tk(id), 'st', 0, 'att', math.max(0, tonumber(r[7]) - 1), 'nb', NOWS, 'ua', "     \
     "NOWS)\n"                                                                                                \
     "    count(q, p, 2, -1)\n"                                                                               \
     "    count(q, p, 0, 1)\n"                                                                                \
     "    ready(id, q, p)\n"                                                                                  \
     "    return 0\n"                                                                                         \
     "  end\n"                                                                                                \
-    "  local att, ma = tonumber(r[8]), tonumber(r[9])\n"                                                     \
+    "  local att, ma = tonumber(r[7]), tonumber(r[8])\n"                                                     \
     "  local nxt = 5\n"                                                                                      \
     "  if retryable ~= '1' then nxt = 4 elseif att >= ma then nxt = 6 end\n"                                 \
-    "  local es = adderr(r[10], att, at, text)\n"                                                            \
+    "  local es = adderr(r[9], att, at, text)\n"                                                             \
     "  if nxt == 5 then\n"                                                                                   \
     "    local ceil, cap = tonumber(rbase) * 1000, tonumber(rcap) * 1000\n"                                  \
     "    local i = 1\n"                                                                                      \
@@ -479,9 +509,9 @@ static rq_fn S_HEARTBEAT = {.name = "heartbeat",
     "end\n"
 
 /* ARGV[5..14]: settle's arguments. */
-static rq_fn S_SETTLE = {.name = "settle", .body = 
-                                   "return settle(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], "
-                                   "ARGV[11], ARGV[12], ARGV[13], ARGV[14])\n"};
+static rq_fn S_SETTLE = {.name = "settle",
+                         .body = "return settle(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], "
+                                 "ARGV[11], ARGV[12], ARGV[13], ARGV[14])\n"};
 
 /* The claims and completions of several worker threads of one process in one call (their group commit,
  * see "Group commit" above): ARGV[5] round-robin counter, [6] concurrency retry us, then 4 per item:
@@ -490,95 +520,102 @@ static rq_fn S_SETTLE = {.name = "settle", .body =
  * item whose completion succeeded (or that had none), claim() for its worker, in order. Returns one
  * reply per item: {-1} (lease lost, nothing claimed) or {new state (0 for a claim only), claim's
  * reply}: the analogue of BullMQ's moveToFinished fetching the next job, for several workers. */
-static rq_fn S_SETTLE_CLAIM = {.name = "settle_claim", 
-    .body = 
-    "CD = {}\n" /* count changes are summed and written at the end: a settled task leaves `running` and a
-                   claimed one enters it, so in steady state 4 HINCRBY per task become 2 per call */
-    "local out, sts = {}, {}\n"
-    "for i = 7, #ARGV, 4 do\n"
-    "  local st = 0\n"
-    "  if ARGV[i] ~= '' then st = settle(ARGV[i], ARGV[i + 1], 'c', ARGV[i + 2], '', '', '0', '0', '0', '0') "
-    "end\n"
-    "  sts[#sts + 1] = st\n"
-    "end\n"
-    "local rr = tonumber(ARGV[5])\n"
-    "for k, st in ipairs(sts) do\n"
-    "  if st < 0 then\n"
-    "    out[k] = {st}\n"
-    "  else\n"
-    "    local i = 7 + (k - 1) * 4\n"
-    "    out[k] = {st, claim(ARGV[i + 1], rr + k - 1, ARGV[6], ARGV[i + 3])}\n"
-    "  end\n"
-    "end\n"
-    "flush()\n"
-    "return out\n"};
+static rq_fn S_SETTLE_CLAIM = {
+    .name = "settle_claim",
+    .body =
+        "CD = {}\n" /* count changes are summed and written at the end: a settled task leaves `running` and a
+                       claimed one enters it, so in steady state 4 HINCRBY per task become 2 per call */
+        "local out, sts = {}, {}\n"
+        "for i = 7, #ARGV, 4 do\n"
+        "  local st = 0\n"
+        "  if ARGV[i] ~= '' then st = settle(ARGV[i], ARGV[i + 1], 'c', ARGV[i + 2], '', '', '0', '0', '0', "
+        "'0') "
+        "end\n"
+        "  sts[#sts + 1] = st\n"
+        "end\n"
+        "local rr = tonumber(ARGV[5])\n"
+        "local left = 0\n"
+        "for _, st in ipairs(sts) do if st >= 0 then left = left + 1 end end\n"
+        "for k, st in ipairs(sts) do\n"
+        "  if st < 0 then\n"
+        "    out[k] = {st}\n"
+        "  else\n"
+        "    local i = 7 + (k - 1) * 4\n"
+        "    WANT, left = left, left - 1\n" /* a read takes entries for the claims still to come (read()) */
+        "    out[k] = {st, claim(ARGV[i + 1], rr + k - 1, ARGV[6], ARGV[i + 3])}\n"
+        "  end\n"
+        "end\n"
+        "unread()\n"
+        "flush()\n"
+        "return out\n"};
 
 /* ARGV[5] id. Returns {-404} | {-409, state} | {1, record}. */
-static rq_fn S_CANCEL = {.name = "cancel", .body = 
-                                   "local id = ARGV[5]\n"
-                                   "local r = redis.call('HMGET', tk(id), 'st', 'qu', 'pr', 'sid')\n"
-                                   "local st = tonumber(r[1])\n"
-                                   "if not st then return {-404} end\n"
-                                   "if st == 0 or st == 1 or st == 5 then\n"
-                                   "  redis.call('ZREM', P .. 'delayed', id)\n"
-                                   "  unready(id, r[2], r[3], r[4])\n"
-                                   "  fin(id, r[2], r[3], st, 7)\n"
-                                   "elseif st == 2 then\n"
-                                   "  redis.call('HSET', tk(id), 'cr', 1, 'ua', NOWS)\n"
-                                   "else\n"
-                                   "  return {-409, st}\n"
-                                   "end\n"
-                                   "return {1, redis.call('HGETALL', tk(id))}\n"};
+static rq_fn S_CANCEL = {.name = "cancel",
+                         .body = "local id = ARGV[5]\n"
+                                 "local r = redis.call('HMGET', tk(id), 'st', 'qu', 'pr', 'sid')\n"
+                                 "local st = tonumber(r[1])\n"
+                                 "if not st then return {-404} end\n"
+                                 "if st == 0 or st == 1 or st == 5 then\n"
+                                 "  redis.call('ZREM', P .. 'delayed', id)\n"
+                                 "  unready(id, r[2], r[3], r[4])\n"
+                                 "  fin(id, r[2], r[3], st, 7)\n"
+                                 "elseif st == 2 then\n"
+                                 "  redis.call('HSET', tk(id), 'cr', 1, 'ua', NOWS)\n"
+                                 "else\n"
+                                 "  return {-409, st}\n"
+                                 "end\n"
+                                 "return {1, redis.call('HGETALL', tk(id))}\n"};
 
 /* ARGV[5] id. Returns {-404} | {-409, state} | {1, record}. */
-static rq_fn S_RETRY = {.name = "retry", 
-    .body = 
-    "local id = ARGV[5]\n"
-    "local r = redis.call('HMGET', tk(id), 'st', 'qu', 'pr')\n"
-    "local st = tonumber(r[1])\n"
-    "if not st then return {-404} end\n"
-    "if st ~= 4 and st ~= 6 and st ~= 7 then return {-409, st} end\n"
-    "local q, p = r[2], r[3]\n"
-    "redis.call('ZREM', P .. 'finished', st .. '|' .. p .. '|' .. q .. '|' .. id)\n"
-    "redis.call('PERSIST', tk(id))\n"
-    "redis.call('HSET', tk(id), 'st', 0, 'att', 0, 'nb', NOWS, 'cr', 0, 'pg', 0, 'ua', NOWS)\n"
-    "redis.call('HDEL', tk(id), 'fa')\n"
-    "count(q, p, st, -1)\n"
-    "count(q, p, 0, 1)\n"
-    "ready(id, q, p)\n"
-    "return {1, redis.call('HGETALL', tk(id))}\n"};
+static rq_fn S_RETRY = {
+    .name = "retry",
+    .body = "local id = ARGV[5]\n"
+            "local r = redis.call('HMGET', tk(id), 'st', 'qu', 'pr')\n"
+            "local st = tonumber(r[1])\n"
+            "if not st then return {-404} end\n"
+            "if st ~= 4 and st ~= 6 and st ~= 7 then return {-409, st} end\n"
+            "local q, p = r[2], r[3]\n"
+            "redis.call('ZREM', P .. 'finished', st .. '|' .. p .. '|' .. q .. '|' .. id)\n"
+            "redis.call('PERSIST', tk(id))\n"
+            "redis.call('HSET', tk(id), 'st', 0, 'att', 0, 'nb', NOWS, 'cr', 0, 'pg', 0, 'ua', NOWS)\n"
+            "redis.call('HDEL', tk(id), 'fa')\n"
+            "count(q, p, st, -1)\n"
+            "count(q, p, 0, 1)\n"
+            "ready(id, q, p)\n"
+            "return {1, redis.call('HGETALL', tk(id))}\n"};
 
 /* ARGV[5] now as RFC 3339. Returns how many expired leases were settled (at most 100 per call). */
-static rq_fn S_RECLAIM = {.name = "reclaim", 
-    .body = 
-    "local ids = redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', '(' .. ARGV[3], 'LIMIT', 0, 100)\n"
-    "local n = 0\n"
-    "for _, id in ipairs(ids) do\n"
-    "  local r = redis.call('HMGET', tk(id), 'st', 'cr', 'att', 'ma', 'qu', 'pr', 'sid', 'ty', 'es')\n"
-    "  redis.call('ZREM', P .. 'running', id)\n"
-    "  if tonumber(r[1]) == 2 then\n"
-    "    local q, p = r[5], r[6]\n"
-    "    unrun(id, r[8])\n"
-    "    unready(id, q, p, r[7])\n"
-    "    n = n + 1\n"
-    "    if r[2] == '1' then\n"
-    "      fin(id, q, p, 2, 7)\n"
-    "    else\n"
-    "      redis.call('HSET', tk(id), 'er', 'lease expired', 'es', adderr(r[9], r[3], ARGV[5], "
-    "'\"lease expired\"'))\n"
-    "      if tonumber(r[3]) >= tonumber(r[4]) then\n"
-    "        fin(id, q, p, 2, 6)\n"
-    "        dead(id, 'lease expired')\n"
-    "      else\n"
-    "        redis.call('HSET', tk(id), 'st', 0, 'nb', NOWS, 'ua', NOWS)\n"
-    "        count(q, p, 2, -1)\n"
-    "        count(q, p, 0, 1)\n"
-    "        ready(id, q, p)\n"
-    "      end\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "return n\n"};
+static rq_fn S_RECLAIM = {
+    .name = "reclaim",
+    .body =
+        "local ids = redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', '(' .. ARGV[3], 'LIMIT', 0, 100)\n"
+        "local n = 0\n"
+        "for _, id in ipairs(ids) do\n"
+        "  local r = redis.call('HMGET', tk(id), 'st', 'cr', 'att', 'ma', 'qu', 'pr', 'sid', 'ty', 'es')\n"
+        "  redis.call('ZREM', P .. 'running', id)\n"
+        "  if tonumber(r[1]) == 2 then\n"
+        "    local q, p = r[5], r[6]\n"
+        "    unrun(id, r[8])\n"
+        "    unready(id, q, p, r[7])\n"
+        "    n = n + 1\n"
+        "    if r[2] == '1' then\n"
+        "      fin(id, q, p, 2, 7)\n"
+        "    else\n"
+        "      redis.call('HSET', tk(id), 'er', 'lease expired', 'es', adderr(r[9], r[3], ARGV[5], "
+        "'\"lease expired\"'))\n"
+        "      if tonumber(r[3]) >= tonumber(r[4]) then\n"
+        "        fin(id, q, p, 2, 6)\n"
+        "        dead(id, 'lease expired')\n"
+        "      else\n"
+        "        redis.call('HSET', tk(id), 'st', 0, 'nb', NOWS, 'ua', NOWS)\n"
+        "        count(q, p, 2, -1)\n"
+        "        count(q, p, 0, 1)\n"
+        "        ready(id, q, p)\n"
+        "      end\n"
+        "    end\n"
+        "  end\n"
+        "end\n"
+        "return n\n"};
 
 /* Ready entries of a stream: its length minus the group's pending count. */
 #define LUA_READY_COUNT                                                                                      \
@@ -606,112 +643,114 @@ static rq_fn S_RECLAIM = {.name = "reclaim",
     "end\n"
 
 /* Returns the earliest time (us) something may be claimable, "" when nothing is pending. */
-static rq_fn S_NEXT_WAKEUP = {.name = "next_wakeup", 
-    .body = 
-    "local best = nil\n"
-    "for _, q in ipairs(queues()) do\n"
-    "  for p = 0, 3 do\n"
-    "    if nready(sk(q, p)) > 0 then return NOWS end\n"
-    "  end\n"
-    "end\n"
-    "local d = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')\n"
-    "if d[2] then best = tonumber(d[2]) end\n"
-    "local r = redis.call('ZRANGE', P .. 'running', 0, 0, 'WITHSCORES')\n"
-    "if r[2] and (not best or tonumber(r[2]) < best) then best = tonumber(r[2]) end\n"
-    "if not best then return '' end\n"
-    "return fmt(best)\n"};
+static rq_fn S_NEXT_WAKEUP = {
+    .name = "next_wakeup",
+    .body = "local best = nil\n"
+            "for _, q in ipairs(queues()) do\n"
+            "  for p = 0, 3 do\n"
+            "    if nready(sk(q, p)) > 0 then return NOWS end\n"
+            "  end\n"
+            "end\n"
+            "local d = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')\n"
+            "if d[2] then best = tonumber(d[2]) end\n"
+            "local r = redis.call('ZRANGE', P .. 'running', 0, 0, 'WITHSCORES')\n"
+            "if r[2] and (not best or tonumber(r[2]) < best) then best = tonumber(r[2]) end\n"
+            "if not best then return '' end\n"
+            "return fmt(best)\n"};
 
 /* Returns {counts (flat hash), rows {queue, prio, ready, oldest nb us}...}. */
-static rq_fn S_STATS = {.name = "stats", 
-    .body = 
-    "promote(1000)\n"
-    "local rows = {}\n"
-    "for _, q in ipairs(queues()) do\n"
-    "  for p = 0, 3 do\n"
-    "    local key = sk(q, p)\n"
-    "    local n = nready(key)\n"
-    "    if n > 0 then\n"
-    "      local oldest = '0'\n"
-    "      local e = redis.call('XRANGE', key, '(' .. delivered(key), '+', 'COUNT', 1)\n"
-    "      if e[1] then oldest = redis.call('HGET', tk(e[1][2][2]), 'nb') or '0' end\n"
-    "      rows[#rows + 1] = {q, p, n, oldest}\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "return {redis.call('HGETALL', P .. 'counts'), rows}\n"};
+static rq_fn S_STATS = {
+    .name = "stats",
+    .body = "promote(1000)\n"
+            "local rows = {}\n"
+            "for _, q in ipairs(queues()) do\n"
+            "  for p = 0, 3 do\n"
+            "    local key = sk(q, p)\n"
+            "    local n = nready(key)\n"
+            "    if n > 0 then\n"
+            "      local oldest = '0'\n"
+            "      local e = redis.call('XRANGE', key, '(' .. delivered(key), '+', 'COUNT', 1)\n"
+            "      if e[1] then oldest = redis.call('HGET', tk(e[1][2][2]), 'nb') or '0' end\n"
+            "      rows[#rows + 1] = {q, p, n, oldest}\n"
+            "    end\n"
+            "  end\n"
+            "end\n"
+            "return {redis.call('HGETALL', P .. 'counts'), rows}\n"};
 
 /* Returns {earliest due us or "", earliest lease us or "", {key, last id, ...}} after promoting. */
-static rq_fn S_WAIT_PREP = {.name = "wait_prep", .body = 
-                                      "promote(100)\n"
-                                      "local out = {}\n"
-                                      "for _, q in ipairs(queues()) do\n"
-                                      "  for p = 0, 3 do\n"
-                                      "    local key = sk(q, p)\n"
-                                      "    out[#out + 1] = key\n"
-                                      "    out[#out + 1] = delivered(key)\n"
-                                      "  end\n"
-                                      "end\n"
-                                      "local w = redis.call('XREVRANGE', P .. 'wake', '+', '-', 'COUNT', 1)\n"
-                                      "out[#out + 1] = P .. 'wake'\n"
-                                      "out[#out + 1] = w[1] and w[1][1] or '0-0'\n"
-                                      "local d = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')\n"
-                                      "local r = redis.call('ZRANGE', P .. 'running', 0, 0, 'WITHSCORES')\n"
-                                      "return {d[2] or '', r[2] or '', out}\n"};
+static rq_fn S_WAIT_PREP = {.name = "wait_prep",
+                            .body = "promote(100)\n"
+                                    "local out = {}\n"
+                                    "for _, q in ipairs(queues()) do\n"
+                                    "  for p = 0, 3 do\n"
+                                    "    local key = sk(q, p)\n"
+                                    "    out[#out + 1] = key\n"
+                                    "    out[#out + 1] = delivered(key)\n"
+                                    "  end\n"
+                                    "end\n"
+                                    "local w = redis.call('XREVRANGE', P .. 'wake', '+', '-', 'COUNT', 1)\n"
+                                    "out[#out + 1] = P .. 'wake'\n"
+                                    "out[#out + 1] = w[1] and w[1][1] or '0-0'\n"
+                                    "local d = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')\n"
+                                    "local r = redis.call('ZRANGE', P .. 'running', 0, 0, 'WITHSCORES')\n"
+                                    "return {d[2] or '', r[2] or '', out}\n"};
 
 /* ARGV[5] cursor ("" = newest), [6] limit, [7] state (-1 any), [8] type or "", [9] queue or "".
  * Returns {next cursor or "", record...}. Scans at most 5000 index entries per page: a page of a
  * selective filter may be short (even empty) but then carries a cursor to go on from. */
-static rq_fn S_LIST = {.name = "list", 
-    .body = 
-    "local maxs = '+inf'\n"
-    "if ARGV[5] ~= '' then maxs = '(' .. ARGV[5] end\n"
-    "local limit, stf, tyf, quf = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9]\n"
-    "local items, cursor, last, scanned = {}, '', nil, 0\n"
-    "while true do\n"
-    "  if scanned >= 5000 then cursor = last or '' break end\n"
-    "  local batch = redis.call('ZREVRANGEBYSCORE', P .. 'index', maxs, '-inf', 'WITHSCORES', 'LIMIT', 0, "
-    "200)\n"
-    "  if #batch == 0 then break end\n"
-    "  local done = false\n"
-    "  for i = 1, #batch, 2 do\n"
-    "    local id = batch[i]\n"
-    "    scanned = scanned + 1\n"
-    "    local r = redis.call('HMGET', tk(id), 'st', 'ty', 'qu')\n"
-    "    if not r[1] then\n"
-    "      redis.call('ZREM', P .. 'index', id)\n"
-    "    elseif (stf < 0 or tonumber(r[1]) == stf) and (tyf == '' or r[2] == tyf) and (quf == '' or r[3] == "
-    "quf) then\n"
-    "      if #items == limit then cursor = last done = true break end\n"
-    "      items[#items + 1] = redis.call('HGETALL', tk(id))\n"
-    "    end\n"
-    "    last = batch[i + 1]\n"
-    "  end\n"
-    "  if done then break end\n"
-    "  maxs = '(' .. batch[#batch]\n"
-    "end\n"
-    "local out = {cursor}\n"
-    "for _, it in ipairs(items) do out[#out + 1] = it end\n"
-    "return out\n"};
+static rq_fn S_LIST = {
+    .name = "list",
+    .body = "local maxs = '+inf'\n"
+            "if ARGV[5] ~= '' then maxs = '(' .. ARGV[5] end\n"
+            "local limit, stf, tyf, quf = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9]\n"
+            "local items, cursor, last, scanned = {}, '', nil, 0\n"
+            "while true do\n"
+            "  if scanned >= 5000 then cursor = last or '' break end\n"
+            "  local batch = redis.call('ZREVRANGEBYSCORE', P .. 'index', maxs, '-inf', 'WITHSCORES', "
+            "'LIMIT', 0, "
+            "200)\n"
+            "  if #batch == 0 then break end\n"
+            "  local done = false\n"
+            "  for i = 1, #batch, 2 do\n"
+            "    local id = batch[i]\n"
+            "    scanned = scanned + 1\n"
+            "    local r = redis.call('HMGET', tk(id), 'st', 'ty', 'qu')\n"
+            "    if not r[1] then\n"
+            "      redis.call('ZREM', P .. 'index', id)\n"
+            "    elseif (stf < 0 or tonumber(r[1]) == stf) and (tyf == '' or r[2] == tyf) and (quf == '' or "
+            "r[3] == "
+            "quf) then\n"
+            "      if #items == limit then cursor = last done = true break end\n"
+            "      items[#items + 1] = redis.call('HGETALL', tk(id))\n"
+            "    end\n"
+            "    last = batch[i + 1]\n"
+            "  end\n"
+            "  if done then break end\n"
+            "  maxs = '(' .. batch[#batch]\n"
+            "end\n"
+            "local out = {cursor}\n"
+            "for _, it in ipairs(items) do out[#out + 1] = it end\n"
+            "return out\n"};
 
 /* Deletes up to 500 finished tasks older than keep_finished_ms. Returns how many. */
-static rq_fn S_PURGE = {.name = "purge", .body = 
-                                  "local ms = redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', '(' .. "
-                                  "fmt(NOW - KEEP * 1000), 'LIMIT', 0, "
-                                  "500)\n"
-                                  "for _, m in ipairs(ms) do\n"
-                                  "  local st, p, q, id = string.match(m, '^(%d+)|(%d+)|([^|]+)|(.+)$')\n"
-                                  "  redis.call('ZREM', P .. 'finished', m)\n"
-                                  "  if id then\n"
-                                  "    count(q, p, st, -1)\n"
-                                  "    redis.call('ZREM', P .. 'index', id)\n"
-                                  "    redis.call('DEL', tk(id))\n"
-                                  "  end\n"
-                                  "end\n"
-                                  "return #ms\n"};
+static rq_fn S_PURGE = {.name = "purge",
+                        .body = "local ms = redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', '(' .. "
+                                "fmt(NOW - KEEP * 1000), 'LIMIT', 0, "
+                                "500)\n"
+                                "for _, m in ipairs(ms) do\n"
+                                "  local st, p, q, id = string.match(m, '^(%d+)|(%d+)|([^|]+)|(.+)$')\n"
+                                "  redis.call('ZREM', P .. 'finished', m)\n"
+                                "  if id then\n"
+                                "    count(q, p, st, -1)\n"
+                                "    redis.call('ZREM', P .. 'index', id)\n"
+                                "    redis.call('DEL', tk(id))\n"
+                                "  end\n"
+                                "end\n"
+                                "return #ms\n"};
 
-static rq_fn *const ALL_FNS[] = {&S_ENQUEUE, &S_ENQUEUE_BATCH, &S_HEARTBEAT, &S_SETTLE, &S_SETTLE_CLAIM,
-                                 &S_CANCEL,  &S_RETRY,         &S_RECLAIM,   &S_NEXT_WAKEUP,
-                                 &S_STATS,   &S_LIST,          &S_WAIT_PREP, &S_PURGE};
+static rq_fn *const ALL_FNS[] = {&S_ENQUEUE, &S_ENQUEUE_BATCH, &S_HEARTBEAT, &S_SETTLE,      &S_SETTLE_CLAIM,
+                                 &S_CANCEL,  &S_RETRY,         &S_RECLAIM,   &S_NEXT_WAKEUP, &S_STATS,
+                                 &S_LIST,    &S_WAIT_PREP,     &S_PURGE};
 #define LUA_SHARED LUA_PRELUDE LUA_ENQUEUE LUA_CLAIM LUA_SETTLE LUA_READY_COUNT
 static char *lib_src; /* the library's code, built once (scripts_init) */
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
