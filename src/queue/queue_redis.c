@@ -194,14 +194,13 @@ typedef struct rq_fn {
     "local function unrun(id, ty)\n"                                                                         \
     "  redis.call('ZREM', P .. 'running', id)\n"                                                             \
     "  redis.call('ZREM', P .. 'lr:' .. ty, id)\n"                                                           \
-    "  redis.call('HDEL', tk(id), 'wk', 'lu')\n"                                                             \
+    "  redis.call('HDEL', tk(id), 'wk')\n"                                                                   \
     "end\n"                                                                                                  \
     "local function fin(id, q, p, old, st, extra)\n"                                                         \
     "  count(q, p, old, -1)\n"                                                                               \
     "  count(q, p, st, 1)\n"                                                                                 \
     "  local f = extra or {}\n"                                                                              \
-    "  f[#f + 1] = 'st' f[#f + 1] = NS[st] f[#f + 1] = 'fa' f[#f + 1] = NOWS f[#f + 1] = 'ua' f[#f + 1] = "  \
-    "NOWS\n"                                                                                                 \
+    "  f[#f + 1] = 'st' f[#f + 1] = NS[st] f[#f + 1] = 'fa' f[#f + 1] = NOWS\n"                              \
     "  redis.call('HSET', tk(id), unpack(f))\n"                                                              \
     "  redis.call('ZADD', P .. 'finished', NOWS, NS[st] .. '|' .. p .. '|' .. q .. '|' .. id)\n"             \
     "  redis.call('PEXPIRE', tk(id), KEEPS)\n"                                                               \
@@ -421,10 +420,8 @@ static rq_fn S_ENQUEUE_BATCH = {
     "          else\n"                                                                                       \
     "            local att = tonumber(r[5] or '0') + 1\n"                                                    \
     "            local lease = NOW + tonumber(r[4]) * 1000\n"                                                \
-    "            redis.call('HSET', tk(id), 'st', '2', 'att', fi(att), 'wk', worker, 'lu', fi(lease), "      \
-    "'sa', NOWS, "                                                                                           \
-    "'ua', NOWS,\n"                                                                                          \
-    "                       'lt', x and '1' or '0')\n"                                                       \
+    "            redis.call('HSET', tk(id), 'st', '2', 'att', fi(att), 'wk', worker, 'sa', NOWS, 'lt', "     \
+    "x and '1' or '0')\n"                                                                                    \
     "            redis.call('ZADD', P .. 'running', fi(lease), id)\n"                                        \
     "            if x then redis.call('ZADD', P .. 'lr:' .. r[3], fi(lease), id) end\n"                      \
     "            count(q, p, st, -1)\n"                                                                      \
@@ -446,8 +443,11 @@ static rq_fn S_HEARTBEAT = {.name = "heartbeat",
                                     "local r = redis.call('HMGET', tk(id), 'st', 'wk', 'lm', 'cr', 'ty')\n"
                                     "if tonumber(r[1]) ~= 2 or r[2] ~= ARGV[6] then return -1 end\n"
                                     "local lease = NOW + tonumber(r[3]) * 1000\n"
-                                    "redis.call('HSET', tk(id), 'lu', fi(lease), 'ua', NOWS)\n"
-                                    "if ARGV[7] ~= '' then redis.call('HSET', tk(id), 'pg', ARGV[7]) end\n"
+                                    "if ARGV[7] ~= '' then\n"
+                                    "  redis.call('HSET', tk(id), 'ua', NOWS, 'pg', ARGV[7])\n"
+                                    "else\n"
+                                    "  redis.call('HSET', tk(id), 'ua', NOWS)\n"
+                                    "end\n"
                                     "redis.call('ZADD', P .. 'running', fi(lease), id)\n"
                                     "redis.call('ZADD', P .. 'lr:' .. r[5], 'XX', fi(lease), id)\n"
                                     "if r[4] == '1' then return 1 end\n"
@@ -471,7 +471,7 @@ static rq_fn S_HEARTBEAT = {.name = "heartbeat",
     "  redis.call('ZREM', P .. 'running', id)\n"                                                             \
     "  if r[5] ~= '0' then redis.call('ZREM', P .. 'lr:' .. r[6], id) end\n"                                 \
     "  if mode == 'c' then\n"                                                                                \
-    "    fin(id, q, p, 2, 3, {'rs', text, 'pg', '1'})\n"                                                     \
+    "    fin(id, q, p, 2, 3, {'rs', text})\n"                                                                \
     "    return 3\n"                                                                                         \
     "  elseif mode == 'x' then\n"                                                                            \
     "    fin(id, q, p, 2, 7)\n"                                                                              \
@@ -975,8 +975,9 @@ static void task_json(pk_buf *out, const redisReply *h)
     pk_jw_key(&w, "trace_context");
     jw_text(&w, field(h, "tc"));
     pk_jw_key(&w, "progress");
-    const redisReply *pg = field(h, "pg");
-    pk_jw_num(&w, rep_is_str(pg) ? strtod(pg->str, NULL) : 0);
+    const redisReply *pg = field(h, "pg"); /* implicit: 1 once succeeded, else 0 until a heartbeat sets it */
+    pk_task_state st = (pk_task_state)rep_int(field(h, "st"));
+    pk_jw_num(&w, st == PK_TASK_SUCCEEDED ? 1 : rep_is_str(pg) ? strtod(pg->str, NULL) : 0);
     pk_jw_key(&w, "cancel_requested");
     pk_jw_bool(&w, rep_int(field(h, "cr")) != 0);
     pk_jw_key(&w, "result");
@@ -996,8 +997,15 @@ static void task_json(pk_buf *out, const redisReply *h)
     pk_jw_key(&w, "finished_at");
     jw_time(&w, field(h, "fa"));
     pk_jw_key(&w, "updated_at");
-    const redisReply *ua = field(h, "ua");
-    jw_time(&w, ua ? ua : field(h, "ca")); /* a record never updated since its enqueue has no `ua` */
+    /* implicit: the latest of the last explicit update (`ua`), the start and the finish (a claim and a
+     * settle write only `sa` / `fa`), else the creation */
+    const redisReply *ua = field(h, "ca");
+    const char *tf[] = {"ua", "sa", "fa"};
+    for (size_t i = 0; i < 3; i++) {
+        const redisReply *v = field(h, tf[i]);
+        if (rep_is_str(v) && (!rep_is_str(ua) || rep_int(v) > rep_int(ua))) ua = v;
+    }
+    jw_time(&w, ua);
     pk_jw_obj_close(&w);
 }
 

@@ -1471,8 +1471,8 @@ static void gc_round(gc_claimer *c, int n, int phase)
 static long long lease_of(const char *id)
 {
     char key[128];
-    snprintf(key, sizeof key, "%sq:t:%s", prefix, id);
-    const char *argv[] = {"HGET", key, "lu"};
+    snprintf(key, sizeof key, "%sq:running", prefix); /* the lease table */
+    const char *argv[] = {"ZSCORE", key, id};
     redisReply *r = rcmd(3, argv);
     long long v = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : -1;
     freeReplyObject(r);
