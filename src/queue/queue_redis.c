@@ -1235,6 +1235,39 @@ static pk_err *q_enqueue(pk_queue *base, const pk_task_input *in, pk_buf *out, b
     return o.err;
 }
 
+/* n independent enqueues as one group (enq_lead: one script call per GROUP_MAX), without the line: the
+ * caller holds them all already. An invalid input gets its own error and is not sent. */
+static void q_enqueue_each(pk_queue *base, const pk_task_input *in, size_t n, pk_buf *out, bool *created,
+                           char (*id)[37], pk_err **err)
+{
+    rq_queue *q = (rq_queue *)base;
+    enq_op *ops = calloc(n ? n : 1, sizeof *ops);
+    gc_item *items = calloc(n ? n : 1, sizeof *items);
+    gc_item *batch[GROUP_MAX];
+    size_t m = 0;
+    int64_t now = now_ns(q);
+    for (size_t i = 0; i < n; i++) {
+        created[i] = false;
+        id[i][0] = 0;
+        ops[i] = (enq_op){.in = &in[i], .out = &out[i], .created = &created[i], .id_out = id[i]};
+        err[i] = enq_args_init(q, &in[i], now, true, &ops[i].a);
+        if (err[i]) continue;
+        items[i].op = &ops[i];
+        batch[m++] = &items[i];
+        if (m == GROUP_MAX) {
+            enq_lead(q, batch, m);
+            m = 0;
+        }
+    }
+    if (m) enq_lead(q, batch, m);
+    for (size_t i = 0; i < n; i++) {
+        if (!err[i]) err[i] = ops[i].err;
+        enq_args_free(&ops[i].a);
+    }
+    free(ops);
+    free(items);
+}
+
 /* The whole batch in one script call (S_ENQUEUE_BATCH): its arguments travel as one JSON array. */
 static pk_err *q_enqueue_batch(pk_queue *base, const pk_task_input *in, size_t n, pk_buf *out, bool *created)
 {
@@ -1719,6 +1752,7 @@ static const pk_queue_ops RQ_OPS = {
     .close = q_close,
     .enqueue = q_enqueue,
     .enqueue_batch = q_enqueue_batch,
+    .enqueue_each = q_enqueue_each,
     .get = q_get,
     .list = q_list,
     .claim = q_claim,

@@ -795,6 +795,69 @@ QTEST(enqueue_returns_the_document_get_returns)
     }
 }
 
+/* enqueue_each: independent enqueues in one call (Redis: one script), each with its own result; one
+ * input's failure is its own, a later input with an earlier one's key is a replay of it. */
+QTEST(enqueue_each_gives_every_input_its_own_result)
+{
+    if (is_redis) cr_assert_not_null(q->ops->enqueue_each, "the Redis backend runs them as one script");
+    pk_task_input in[] = {
+        {.type = "noop", .priority = PK_PRIO_LOW, .payload_json = "{\"i\":0}"},
+        {.type = "Bad Type", .payload_json = "{\"i\":1}"},
+        {.type = "noop",
+         .priority = PK_PRIO_NORMAL,
+         .payload_json = "{\"i\":2}",
+         .idempotency_key = "ek",
+         .idem_ttl_ms = 60000},
+        {.type = "noop",
+         .priority = PK_PRIO_NORMAL,
+         .payload_json = "{\"i\":3}",
+         .idempotency_key = "ek",
+         .idem_ttl_ms = 60000},
+        {.type = "noop", .priority = PK_PRIO_CRITICAL, .payload_json = "{\"i\":4}"},
+    };
+    enum { N = sizeof in / sizeof *in };
+    pk_buf out[N];
+    bool created[N];
+    char ids[N][37];
+    pk_err *err[N];
+    for (int i = 0; i < N; i++)
+        out[i] = (pk_buf)PK_BUF_INIT;
+    pk_queue_enqueue_each(q, in, N, out, created, ids, err);
+    const bool want_created[] = {true, false, true, false, true};
+    const int want_i[] = {0, -1, 2, 2, 4};
+    for (int i = 0; i < N; i++) {
+        if (i == 1) {
+            cr_assert_not_null(err[i]);
+            cr_assert_str_eq(err[i]->code, "validation_failed");
+            pk_err_free(err[i]);
+            continue;
+        }
+        cr_assert_null(err[i], "item %d: %s", i, err[i] ? err[i]->message : "");
+        cr_assert_eq(created[i], want_created[i], "item %d", i);
+        cJSON *t = NULL;
+        cr_assert_null(pk_json_parse(out[i].data, out[i].len, 32, &t));
+        cr_assert_str_eq(cJSON_GetObjectItem(t, "id")->valuestring, ids[i], "item %d", i);
+        cr_assert_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(t, "payload"), "i")->valueint, want_i[i]);
+        cJSON *g = get(ids[i]); /* the document is what get returns */
+        char *one = cJSON_PrintUnformatted(t), *two = cJSON_PrintUnformatted(g);
+        cr_assert_str_eq(one, two, "item %d", i);
+        free(one);
+        free(two);
+        cJSON_Delete(g);
+        cJSON_Delete(t);
+    }
+    for (int i = 0; i < N; i++)
+        pk_buf_free(&out[i]);
+    cr_assert_str_eq(ids[3], ids[2], "one task per idempotency key");
+    const char *order[] = {ids[4], ids[2], ids[0]}; /* claimable in priority order */
+    for (int i = 0; i < 3; i++) {
+        pk_task t;
+        cr_assert(claim("w", &t));
+        cr_assert_str_eq(t.id, order[i]);
+        pk_task_free(&t);
+    }
+}
+
 QTEST(enqueue_batch_in_order_with_per_item_keys)
 {
     if (is_redis) cr_assert_not_null(q->ops->enqueue_batch, "the Redis backend runs a batch as one script");
