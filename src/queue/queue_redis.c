@@ -3,18 +3,23 @@
  * (queue.h): same states, leases, idempotency, JSON output and error codes, so `pake worker`
  * processes on any machine share one queue.
  *
- * Model. Every operation is ONE Lua script (EVALSHA; NOSCRIPT reloads it, redis.h), so each state
- * transition is atomic in Redis and costs one round trip: enqueue, claim, heartbeat, complete, fail,
- * cancel, retry, reclaim, stats, list and next_wakeup are one EVALSHA each, get is one HGETALL, and
- * `wait` is one EVALSHA plus one blocking XREAD on a dedicated connection. The hot path is two round
- * trips per task: enqueue (which returns only the id: the caller renders the new task from its own
- * input, new_task_json) and complete_claim (settle + the worker's next claim in one script, like
- * BullMQ's moveToFinished); enqueue_batch sends a whole batch as one script call. The scripts share
- * Lua functions (LUA_ENQUEUE, LUA_CLAIM, LUA_SETTLE) so the fused scripts run exactly the single
- * operations' code. Per-task cost is dominated by Redis running the scripts (the Lua VM itself is
- * about a third of Redis's CPU, each redis.call ~0.7 us beyond the command, a Lua number passed as a
- * command argument ~2 us more, formatted with %.17g: the scripts pass integers as strings, fi()), so the
- * hot scripts keep their command count low (see the comments of each) and several callers share one
+ * Model. Every operation is ONE Redis function (FCALL) of one function library (Redis >= 7.0; built
+ * once, scripts_init: the shared Lua helpers are top-level locals of the library, created once when it
+ * is loaded, not on every call as an EVALSHA script's prelude would be; the library and function names
+ * carry a hash of the code, "pkq_<12 hex>_<op>", so builds sharing a Redis never run each other's code;
+ * "Function not found" -> FUNCTION LOAD REPLACE and once more, redis.h, which covers a restarted or
+ * flushed Redis). So each state transition is atomic in Redis and costs one round trip: enqueue, claim,
+ * heartbeat, complete, fail, cancel, retry, reclaim, stats, list and next_wakeup are one FCALL each,
+ * get is one HGETALL, and `wait` is one FCALL plus one blocking XREAD on a dedicated connection. The hot
+ * path is two round trips per task: enqueue (which returns only the id: the caller renders the new
+ * task from its own input, new_task_json) and complete_claim (settle + the worker's next claim in one
+ * call, like BullMQ's moveToFinished); enqueue_batch and enqueue_each send many as one call. The
+ * functions share Lua helpers (LUA_ENQUEUE, LUA_CLAIM, LUA_SETTLE) so the fused ones run exactly the
+ * single operations' code. Per-task cost is dominated by Redis running the functions (the Lua side,
+ * i.e. argument and reply conversion and the VM, about as much as the commands themselves; each
+ * redis.call ~0.5 us beyond the command, a Lua number passed as a command argument ~2 us more,
+ * formatted with %.17g: integers are passed as strings, fi()), so the hot paths keep their command and
+ * field counts low (see the comments of each) and several callers share one
  * call (group commit, below). Keys (P = redis_prefix + "q:", default "pake:q:"):
  *
  *   P t:<id>           hash, the task record (the source of truth; fields are short names, times are
@@ -35,47 +40,55 @@
  *   P workers          zset name -> last beat (Redis time), and P workers:info, hash name -> JSON: the
  *                      worker registry (queue_redis_workers.c)
  *
- * Claim. The script first promotes due tasks from `delayed` into their stream (so a delayed task is
- * never held unacknowledged by anyone), then reads streams in strict priority order (critical, high,
- * normal, low; queues of one priority round-robin by a per-call counter) with XREADGROUP COUNT 1
- * (non-blocking; an empty stream is skipped after an XLEN), checks the record (an entry whose task is no
- * longer claimable, e.g. cancelled, is acknowledged and dropped), applies the per-type limits and marks the
- * task running. One entry per worker: a COUNT>1 read for one worker would give leases to tasks it may not
- * start for a while, so it is not done; several worker threads of a process share one call instead:
+ * Claim. The function first promotes due tasks from `delayed` into their stream (so a delayed task is
+ * never held by anyone), then reads streams in strict priority order (critical, high, normal, low;
+ * queues of one priority round-robin by a per-call counter) with a non-blocking XREADGROUP .. NOACK
+ * (an empty stream is skipped after an XLEN), checks the record (an entry whose task is no longer
+ * claimable, e.g. cancelled, is dropped), applies the per-type limits and marks the task running. The
+ * record and `running` are the whole truth about a running task, so entries are read with NOACK (no
+ * pending-entries list: no XACK, XDEL or XCLAIM per task) and every read trims the stream up to what it
+ * read (XTRIM MINID last+1: everything before the group's last-delivered id has been delivered), so a
+ * stream holds exactly its undelivered entries and XLEN is the ready count. One entry per worker: a read
+ * for one worker never leases tasks it may not start for a while; the claims of a group (below) read
+ * COUNT = the claims still to come in that call, at most 7, when there is one queue (with several, the
+ * round robin would leave entries read for the next claim unused), and take the entries in order from
+ * that buffer. An entry read and not taken (only when a type filter or the read budget stops a claim
+ * early) is added back at the tail (unread()), as type-filtered claims do anyway.
  *
  * Group commit. Concurrent enqueues of a process, and concurrent claims / complete-and-claims of its
  * worker threads, each queue up in a line (gc_line, one per operation); the first in line takes
- * everyone queued at that moment (up to GROUP_MAX), runs ONE script for all of them (S_ENQUEUE_BATCH;
+ * everyone queued at that moment (up to GROUP_MAX), runs ONE call for all of them (S_ENQUEUE_BATCH;
  * S_SETTLE_CLAIM with one item per caller), stores each caller's own result or error in its item and
  * wakes them and the next in line. No caller ever waits for a timer: a lone caller runs alone at once,
  * and under load the groups form while the previous call is in flight. The scripts run the items in
  * line order with the single operations' code, so a group does exactly what the same calls one after the
  * other would (limits, idempotency, leases from the claim time), in one atomic step. Per-call costs
- * (the round trip and syscalls on both sides, EVALSHA dispatch, the prelude's closures, promote, the
- * queue list, empty-stream checks) are paid once per group. Off with cfg->no_group_commit.
+ * (the round trip and syscalls on both sides, FCALL dispatch, promote, the queue list, empty-stream
+ * checks, the sequence numbers, queue-set and index writes and count changes of the enqueues) are paid
+ * once per group. enqueue_each runs a group a caller already holds (the server's task creations,
+ * coalesced by its offload pool) without the line. Off with cfg->no_group_commit.
  *
  * Leases. The lease expiry is stored in the record and in `running`, computed from the configured
  * clock, and reclaim_expired takes expired ones from `running` (ZRANGEBYSCORE). Why not XAUTOCLAIM:
  * its idle time is Redis's own clock (tests could not drive it), it scans stream by stream, and leases
  * differ per type, while one zset answers "which lease expires first" across all streams in O(log n)
- * (next_wakeup needs that too). The running task's entry stays in the group's PEL until it settles
- * (heartbeat also XCLAIMs it JUSTID, so XPENDING's idle time shows liveness to operators), and every
- * settle does XACK + XDEL. A reclaimed task gets a fresh entry at the tail of its stream, or goes dead
+ * (next_wakeup needs that too). A running task has no stream entry (read with NOACK and trimmed, see
+ * Claim): liveness is the lease in `running`, renewed by heartbeats. A reclaimed task gets a fresh
+ * entry at the tail of its stream, or goes dead
  * (record state dead with its error history, plus an entry in the dead-letter stream) when that was
  * its last attempt. Completion calls check state = running and worker in the record inside the
  * script, so a stale worker gets "lease_lost".
  *
- * Memory bounds. A stream holds only live entries: ready ones and the running ones' PEL entries (every
- * settle, cancel and deferral XDELs its entry), so no trimming is needed and nothing pending is ever
- * trimmed. Finished records get a TTL of keep_finished_ms and are also deleted (with their index,
- * finished and count entries) by purge; the index drops ids whose record expired when list meets
- * them. Idempotency keys expire (TTL + keep_finished + delay), TAT keys expire when idle, the
- * dead-letter and wake streams are capped.
+ * Memory bounds. A stream holds only undelivered entries (claims trim what they read, a cancel XDELs
+ * its task's entry) and the group has no pending-entries list. Finished records get a TTL of keep_finished_ms
+ * and are also deleted (with their index, finished and count entries) by purge; the index drops ids whose
+ * record expired when list meets them. Idempotency keys expire (TTL + keep_finished + delay), TAT keys expire
+ * when idle, the dead-letter and wake streams are capped.
  *
  * Limits. cfg->limits are written to P limits at open (by a process that has any: the last one to
  * start wins; the same --task-limits on every worker is the intended use). The claim script checks the
  * candidate's type: concurrency = ZCOUNT of unexpired leases in P lr:<type>; rate = GCRA on P
- * tat:<type>. A task over its limit is not handed out: its entry is dropped and the task is deferred
+ * tat:<type>. A task over its limit is not handed out: its (read) entry is gone and the task is deferred
  * into `delayed` until the time the rate allows, or LIMIT_RETRY_MS for concurrency, and the claim goes
  * on with the next entry.
  *
@@ -91,7 +104,7 @@
  * waiting worker never owns an entry. Blocking reads use dedicated connections (not the pool), kept in
  * a small free list, so idle workers cannot exhaust the pool.
  *
- * Not cluster-ready: scripts derive their keys from the prefix (no KEYS declared, no hash tags).
+ * Not cluster-ready: functions derive their keys from the prefix (no KEYS declared, no hash tags).
  * Type-filtered claims (types != NULL) move entries of other types to the tail of their stream; fine for
  * a few types per queue, slow when one queue holds thousands of tasks of types nobody here handles.
  */
@@ -1241,6 +1254,11 @@ static void q_enqueue_each(pk_queue *base, const pk_task_input *in, size_t n, pk
                            char (*id)[37], pk_err **err)
 {
     rq_queue *q = (rq_queue *)base;
+    if (!q->group) { /* --no-queue-group-commit: one script call each */
+        for (size_t i = 0; i < n; i++)
+            err[i] = q_enqueue(base, &in[i], &out[i], &created[i], id[i]);
+        return;
+    }
     enq_op *ops = calloc(n ? n : 1, sizeof *ops);
     gc_item *items = calloc(n ? n : 1, sizeof *items);
     gc_item *batch[GROUP_MAX];
@@ -1268,7 +1286,7 @@ static void q_enqueue_each(pk_queue *base, const pk_task_input *in, size_t n, pk
     free(items);
 }
 
-/* The whole batch in one script call (S_ENQUEUE_BATCH): its arguments travel as one JSON array. */
+/* The whole batch in one call (S_ENQUEUE_BATCH, its arguments flat, 13 per task): atomic, all or none. */
 static pk_err *q_enqueue_batch(pk_queue *base, const pk_task_input *in, size_t n, pk_buf *out, bool *created)
 {
     rq_queue *q = (rq_queue *)base;
