@@ -213,15 +213,29 @@ static pk_err *parse_create(pk_req *r, pk_tasks *t, task_job *d)
     return finish_item(r, t, r->json, d, d->trace);
 }
 
-static void work_create(pk_job *j)
+/* Concurrent creations, coalesced by the offload pool (pk_offload_many): one queue call for all. */
+static void work_create_many(pk_job **jobs, size_t n)
 {
-    task_job *d = j->data;
-    pk_tasks *t = pk_services_tasks(j->srv);
-    j->err = pk_tasks_enqueue(t, &d->in, &j->body, &d->created);
-    j->status = d->created ? 201 : 200;
-    if (!j->err && j->body.data) {
-        const char *idp = strstr(j->body.data, "\"id\":\"");
-        if (idp) snprintf(j->location, sizeof j->location, "/v1/tasks/%.36s", idp + 6);
+    pk_task_input in[PK_OFFLOAD_MANY_MAX];
+    pk_buf out[PK_OFFLOAD_MANY_MAX];
+    bool created[PK_OFFLOAD_MANY_MAX];
+    pk_err *err[PK_OFFLOAD_MANY_MAX];
+    for (size_t i = 0; i < n; i++) {
+        in[i] = ((task_job *)jobs[i]->data)->in;
+        out[i] = jobs[i]->body; /* appended to, then handed back */
+    }
+    pk_tasks_enqueue_each(pk_services_tasks(jobs[0]->srv), in, n, out, created, err);
+    for (size_t i = 0; i < n; i++) {
+        pk_job *j = jobs[i];
+        task_job *d = j->data;
+        j->body = out[i];
+        j->err = err[i];
+        d->created = !err[i] && created[i];
+        j->status = d->created ? 201 : 200;
+        if (!j->err && j->body.data) {
+            const char *idp = strstr(j->body.data, "\"id\":\"");
+            if (idp) snprintf(j->location, sizeof j->location, "/v1/tasks/%.36s", idp + 6);
+        }
     }
 }
 
@@ -242,7 +256,7 @@ void pk_api_task_create(pk_req *r)
         task_job_free(d);
         return pk_respond_error(r, e);
     }
-    pk_offload(r, work_create, create_done, d, task_job_free);
+    pk_offload_many(r, work_create_many, create_done, d, task_job_free);
 }
 
 /* ---- POST /v1/tasks/batch ------------------------------------------------------------------------ */

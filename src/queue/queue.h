@@ -208,6 +208,13 @@ typedef struct pk_queue_ops {
      * the batch as one script; the fallback stops at the first failure, leaving the inputs before it
      * enqueued (callers validate first; retrying with idempotency keys is safe either way). */
     pk_err *(*enqueue_batch)(pk_queue *q, const pk_task_input *in, size_t n, pk_buf *out, bool *created);
+    /* Optional (NULL: pk_queue_enqueue_each enqueues one by one). n independent enqueues, each with its
+     * own result as if n callers had called enqueue one after the other: out[i] (the task document),
+     * created[i], id[i] and err[i] (NULL on success; one input's failure is its own). The Redis backend
+     * runs them in one script call, as its group commit does for concurrent callers: for a caller that
+     * already holds several requests (the server's task creations, pk_offload_many). */
+    void (*enqueue_each)(pk_queue *q, const pk_task_input *in, size_t n, pk_buf *out, bool *created,
+                         char (*id)[37], pk_err **err);
     pk_err *(*get)(pk_queue *q, const char *id, pk_buf *out);
     pk_err *(*list)(pk_queue *q, const pk_task_filter *f, pk_task_page *out);
     /* Claims one task of any type (types == NULL) or of the listed types. *out->id[0] == 0: none. */
@@ -277,6 +284,15 @@ bool pk_queue_name_valid(const char *s);
 static inline void pk_queue_close(pk_queue *q)
 {
     q->ops->close(q);
+}
+
+/* enqueue_each with the fallback (enqueue one by one). */
+static inline void pk_queue_enqueue_each(pk_queue *q, const pk_task_input *in, size_t n, pk_buf *out,
+                                         bool *created, char (*id)[37], pk_err **err)
+{
+    if (q->ops->enqueue_each) return q->ops->enqueue_each(q, in, n, out, created, id, err);
+    for (size_t i = 0; i < n; i++)
+        err[i] = q->ops->enqueue(q, &in[i], &out[i], &created[i], id[i]);
 }
 
 /* enqueue_batch with the fallback (enqueue one by one into the same array). */

@@ -3,18 +3,23 @@
  * (queue.h): same states, leases, idempotency, JSON output and error codes, so `pake worker`
  * processes on any machine share one queue.
  *
- * Model. Every operation is ONE Lua script (EVALSHA; NOSCRIPT reloads it, redis.h), so each state
- * transition is atomic in Redis and costs one round trip: enqueue, claim, heartbeat, complete, fail,
- * cancel, retry, reclaim, stats, list and next_wakeup are one EVALSHA each, get is one HGETALL, and
- * `wait` is one EVALSHA plus one blocking XREAD on a dedicated connection. The hot path is two round
- * trips per task: enqueue (which returns only the id: the caller renders the new task from its own
- * input, new_task_json) and complete_claim (settle + the worker's next claim in one script, like
- * BullMQ's moveToFinished); enqueue_batch sends a whole batch as one script call. The scripts share
- * Lua functions (LUA_ENQUEUE, LUA_CLAIM, LUA_SETTLE) so the fused scripts run exactly the single
- * operations' code. Per-task cost is dominated by Redis running the scripts (the Lua VM itself is
- * about a third of Redis's CPU, each redis.call ~0.7 us beyond the command, a Lua number passed as a
- * command argument ~2 us more, formatted with %.17g: the scripts pass integers as strings, fi()), so the
- * hot scripts keep their command count low (see the comments of each) and several callers share one
+ * Model. Every operation is ONE Redis function (FCALL) of one function library (Redis >= 7.0; built
+ * once, scripts_init: the shared Lua helpers are top-level locals of the library, created once when it
+ * is loaded, not on every call as an EVALSHA script's prelude would be; the library and function names
+ * carry a hash of the code, "pkq_<12 hex>_<op>", so builds sharing a Redis never run each other's code;
+ * "Function not found" -> FUNCTION LOAD REPLACE and once more, redis.h, which covers a restarted or
+ * flushed Redis). So each state transition is atomic in Redis and costs one round trip: enqueue, claim,
+ * heartbeat, complete, fail, cancel, retry, reclaim, stats, list and next_wakeup are one FCALL each,
+ * get is one HGETALL, and `wait` is one FCALL plus one blocking XREAD on a dedicated connection. The hot
+ * path is two round trips per task: enqueue (which returns only the id: the caller renders the new
+ * task from its own input, new_task_json) and complete_claim (settle + the worker's next claim in one
+ * call, like BullMQ's moveToFinished); enqueue_batch and enqueue_each send many as one call. The
+ * functions share Lua helpers (LUA_ENQUEUE, LUA_CLAIM, LUA_SETTLE) so the fused ones run exactly the
+ * single operations' code. Per-task cost is dominated by Redis running the functions (the Lua side,
+ * i.e. argument and reply conversion and the VM, about as much as the commands themselves; each
+ * redis.call ~0.5 us beyond the command, a Lua number passed as a command argument ~2 us more,
+ * formatted with %.17g: integers are passed as strings, fi()), so the hot paths keep their command and
+ * field counts low (see the comments of each) and several callers share one
  * call (group commit, below). Keys (P = redis_prefix + "q:", default "pake:q:"):
  *
  *   P t:<id>           hash, the task record (the source of truth; fields are short names, times are
@@ -35,47 +40,55 @@
  *   P workers          zset name -> last beat (Redis time), and P workers:info, hash name -> JSON: the
  *                      worker registry (queue_redis_workers.c)
  *
- * Claim. The script first promotes due tasks from `delayed` into their stream (so a delayed task is
- * never held unacknowledged by anyone), then reads streams in strict priority order (critical, high,
- * normal, low; queues of one priority round-robin by a per-call counter) with XREADGROUP COUNT 1
- * (non-blocking; an empty stream is skipped after an XLEN), checks the record (an entry whose task is no
- * longer claimable, e.g. cancelled, is acknowledged and dropped), applies the per-type limits and marks the
- * task running. One entry per worker: a COUNT>1 read for one worker would give leases to tasks it may not
- * start for a while, so it is not done; several worker threads of a process share one call instead:
+ * Claim. The function first promotes due tasks from `delayed` into their stream (so a delayed task is
+ * never held by anyone), then reads streams in strict priority order (critical, high, normal, low;
+ * queues of one priority round-robin by a per-call counter) with a non-blocking XREADGROUP .. NOACK
+ * (an empty stream is skipped after an XLEN), checks the record (an entry whose task is no longer
+ * claimable, e.g. cancelled, is dropped), applies the per-type limits and marks the task running. The
+ * record and `running` are the whole truth about a running task, so entries are read with NOACK (no
+ * pending-entries list: no XACK, XDEL or XCLAIM per task) and every read trims the stream up to what it
+ * read (XTRIM MINID last+1: everything before the group's last-delivered id has been delivered), so a
+ * stream holds exactly its undelivered entries and XLEN is the ready count. One entry per worker: a read
+ * for one worker never leases tasks it may not start for a while; the claims of a group (below) read
+ * COUNT = the claims still to come in that call, at most 7, when there is one queue (with several, the
+ * round robin would leave entries read for the next claim unused), and take the entries in order from
+ * that buffer. An entry read and not taken (only when a type filter or the read budget stops a claim
+ * early) is added back at the tail (unread()), as type-filtered claims do anyway.
  *
  * Group commit. Concurrent enqueues of a process, and concurrent claims / complete-and-claims of its
  * worker threads, each queue up in a line (gc_line, one per operation); the first in line takes
- * everyone queued at that moment (up to GROUP_MAX), runs ONE script for all of them (S_ENQUEUE_BATCH;
+ * everyone queued at that moment (up to GROUP_MAX), runs ONE call for all of them (S_ENQUEUE_BATCH;
  * S_SETTLE_CLAIM with one item per caller), stores each caller's own result or error in its item and
  * wakes them and the next in line. No caller ever waits for a timer: a lone caller runs alone at once,
  * and under load the groups form while the previous call is in flight. The scripts run the items in
  * line order with the single operations' code, so a group does exactly what the same calls one after the
  * other would (limits, idempotency, leases from the claim time), in one atomic step. Per-call costs
- * (the round trip and syscalls on both sides, EVALSHA dispatch, the prelude's closures, promote, the
- * queue list, empty-stream checks) are paid once per group. Off with cfg->no_group_commit.
+ * (the round trip and syscalls on both sides, FCALL dispatch, promote, the queue list, empty-stream
+ * checks, the sequence numbers, queue-set and index writes and count changes of the enqueues) are paid
+ * once per group. enqueue_each runs a group a caller already holds (the server's task creations,
+ * coalesced by its offload pool) without the line. Off with cfg->no_group_commit.
  *
  * Leases. The lease expiry is stored in the record and in `running`, computed from the configured
  * clock, and reclaim_expired takes expired ones from `running` (ZRANGEBYSCORE). Why not XAUTOCLAIM:
  * its idle time is Redis's own clock (tests could not drive it), it scans stream by stream, and leases
  * differ per type, while one zset answers "which lease expires first" across all streams in O(log n)
- * (next_wakeup needs that too). The running task's entry stays in the group's PEL until it settles
- * (heartbeat also XCLAIMs it JUSTID, so XPENDING's idle time shows liveness to operators), and every
- * settle does XACK + XDEL. A reclaimed task gets a fresh entry at the tail of its stream, or goes dead
+ * (next_wakeup needs that too). A running task has no stream entry (read with NOACK and trimmed, see
+ * Claim): liveness is the lease in `running`, renewed by heartbeats. A reclaimed task gets a fresh
+ * entry at the tail of its stream, or goes dead
  * (record state dead with its error history, plus an entry in the dead-letter stream) when that was
  * its last attempt. Completion calls check state = running and worker in the record inside the
  * script, so a stale worker gets "lease_lost".
  *
- * Memory bounds. A stream holds only live entries: ready ones and the running ones' PEL entries (every
- * settle, cancel and deferral XDELs its entry), so no trimming is needed and nothing pending is ever
- * trimmed. Finished records get a TTL of keep_finished_ms and are also deleted (with their index,
- * finished and count entries) by purge; the index drops ids whose record expired when list meets
- * them. Idempotency keys expire (TTL + keep_finished + delay), TAT keys expire when idle, the
- * dead-letter and wake streams are capped.
+ * Memory bounds. A stream holds only undelivered entries (claims trim what they read, a cancel XDELs
+ * its task's entry) and the group has no pending-entries list. Finished records get a TTL of keep_finished_ms
+ * and are also deleted (with their index, finished and count entries) by purge; the index drops ids whose
+ * record expired when list meets them. Idempotency keys expire (TTL + keep_finished + delay), TAT keys expire
+ * when idle, the dead-letter and wake streams are capped.
  *
  * Limits. cfg->limits are written to P limits at open (by a process that has any: the last one to
  * start wins; the same --task-limits on every worker is the intended use). The claim script checks the
  * candidate's type: concurrency = ZCOUNT of unexpired leases in P lr:<type>; rate = GCRA on P
- * tat:<type>. A task over its limit is not handed out: its entry is dropped and the task is deferred
+ * tat:<type>. A task over its limit is not handed out: its (read) entry is gone and the task is deferred
  * into `delayed` until the time the rate allows, or LIMIT_RETRY_MS for concurrency, and the claim goes
  * on with the next entry.
  *
@@ -91,7 +104,7 @@
  * waiting worker never owns an entry. Blocking reads use dedicated connections (not the pool), kept in
  * a small free list, so idle workers cannot exhaust the pool.
  *
- * Not cluster-ready: scripts derive their keys from the prefix (no KEYS declared, no hash tags).
+ * Not cluster-ready: functions derive their keys from the prefix (no KEYS declared, no hash tags).
  * Type-filtered claims (types != NULL) move entries of other types to the tail of their stream; fine for
  * a few types per queue, slow when one queue holds thousands of tasks of types nobody here handles.
  */
@@ -141,21 +154,28 @@ typedef struct rq_queue {
 
 /* ---- scripts ----------------------------------------------------------------------------------- */
 
+/* One operation: a function of the library (see scripts_init). ARGV[1..4] are the common arguments
+ * (LUA_PRELUDE's begin), the op's own follow. */
+typedef struct rq_fn {
+    const char *name; /* the op; the function is "<library>_<name>" */
+    const char *body; /* Lua, the function's body after begin(ARGV) */
+    char fname[64];
+} rq_fn;
+
 /* Shared by every script. ARGV[1] prefix, [2] now (us, floor), [3] now (us, ceiling: a lease expiring
  * at L has expired once now > L, i.e. L < ceil(now)), [4] keep_finished_ms; op arguments follow. */
 #define LUA_PRELUDE                                                                                          \
-    "local P = ARGV[1]\n"                                                                                    \
-    "local NOWS = ARGV[2]\n"                                                                                 \
-    "local NOW = tonumber(ARGV[2])\n"                                                                        \
-    "local NOWC = tonumber(ARGV[3])\n"                                                                       \
-    "local KEEP = tonumber(ARGV[4])\n"                                                                       \
+    "local P, NOWS, NOW, NOWC, KEEP, KEEPS, DRY, CD, QS, LIM, BUF, WANT, SEQ, SEQN, QK, IDX\n"               \
     "local G = 'g'\n"                                                                                        \
+    "local function begin(a)\n"                                                                              \
+    "  P, NOWS, NOW, NOWC, KEEP, KEEPS = a[1], a[2], tonumber(a[2]), tonumber(a[3]), tonumber(a[4]), a[4]\n" \
+    "  DRY, CD, QS, LIM, BUF, WANT, SEQ, SEQN, QK, IDX = {}, nil, nil, {}, {}, 1, 0, 0, {}, nil\n"           \
+    "end\n"                                                                                                  \
     "local function tk(id) return P .. 't:' .. id end\n"                                                     \
     "local function sk(q, p) return P .. 's:' .. q .. ':' .. p end\n"                                        \
     "local function fmt(n) return string.format('%.0f', n) end\n"                                            \
     "local function fi(n) return string.format('%d', n) end\n"                                               \
     "local NS = {[0] = '0', '1', '2', '3', '4', '5', '6', '7'}\n"                                            \
-    "local CD = nil\n"                                                                                       \
     "local function count(q, p, st, d)\n"                                                                    \
     "  local k = q .. ':' .. p .. ':' .. (NS[st] or st)\n"                                                   \
     "  if CD then CD[k] = (CD[k] or 0) + d else redis.call('HINCRBY', P .. 'counts', k, fi(d)) end\n"        \
@@ -164,8 +184,7 @@ typedef struct rq_queue {
     "  for k, d in pairs(CD) do\n"                                                                           \
     "    if d ~= 0 then redis.call('HINCRBY', P .. 'counts', k, fi(d)) end\n"                                \
     "  end\n"                                                                                                \
-    "end\n"                                                                                                  \
-    "local DRY = {}\n" /* stream key -> true: nothing undelivered in it (this script call) */                \
+    "end\n" /* DRY: stream key -> true: nothing undelivered in it (this call) */                             \
     "local function ready(id, q, p)\n"                                                                       \
     "  DRY[sk(q, p)] = nil\n"                                                                                \
     "  local sid = redis.call('XADD', sk(q, p), '*', 'id', id)\n"                                            \
@@ -188,17 +207,16 @@ typedef struct rq_queue {
     "local function unrun(id, ty)\n"                                                                         \
     "  redis.call('ZREM', P .. 'running', id)\n"                                                             \
     "  redis.call('ZREM', P .. 'lr:' .. ty, id)\n"                                                           \
-    "  redis.call('HDEL', tk(id), 'wk', 'lu')\n"                                                             \
+    "  redis.call('HDEL', tk(id), 'wk')\n"                                                                   \
     "end\n"                                                                                                  \
     "local function fin(id, q, p, old, st, extra)\n"                                                         \
     "  count(q, p, old, -1)\n"                                                                               \
     "  count(q, p, st, 1)\n"                                                                                 \
     "  local f = extra or {}\n"                                                                              \
-    "  f[#f + 1] = 'st' f[#f + 1] = NS[st] f[#f + 1] = 'fa' f[#f + 1] = NOWS f[#f + 1] = 'ua' f[#f + 1] = "  \
-    "NOWS\n"                                                                                                 \
+    "  f[#f + 1] = 'st' f[#f + 1] = NS[st] f[#f + 1] = 'fa' f[#f + 1] = NOWS\n"                              \
     "  redis.call('HSET', tk(id), unpack(f))\n"                                                              \
     "  redis.call('ZADD', P .. 'finished', NOWS, NS[st] .. '|' .. p .. '|' .. q .. '|' .. id)\n"             \
-    "  redis.call('PEXPIRE', tk(id), ARGV[4])\n"                                                             \
+    "  redis.call('PEXPIRE', tk(id), KEEPS)\n"                                                               \
     "end\n"                                                                                                  \
     "local function dead(id, err)\n"                                                                         \
     "  redis.call('XADD', P .. 'dead', 'MAXLEN', '~', 10000, '*', 'id', id, 'error', err)\n"                 \
@@ -246,10 +264,15 @@ typedef struct rq_queue {
     "  local nb = tonumber(nbs)\n"                                                                           \
     "  local st = 0\n"                                                                                       \
     "  if nb > NOW then st = 1 else nb = NOW end\n"                                                          \
-    "  local seq = redis.call('INCR', P .. 'seq')\n"                                                         \
-    "  if redis.call('SADD', P .. 'queues', q) == 1 then\n"                                                  \
-    "    for pp = 0, 3 do redis.pcall('XGROUP', 'CREATE', sk(q, pp), G, '0', 'MKSTREAM') end\n"              \
-    "    redis.call('XADD', P .. 'wake', 'MAXLEN', 1, '*', 'q', q)\n"                                        \
+    "  local seq\n"                                                                                          \
+    "  if SEQN > 0 then seq, SEQ, SEQN = SEQ, SEQ + 1, SEQN - 1 else seq = redis.call('INCR', P .. 'seq') "  \
+    "end\n"                                                                                                  \
+    "  if not QK[q] then\n"                                                                                  \
+    "    QK[q] = true\n"                                                                                     \
+    "    if redis.call('SADD', P .. 'queues', q) == 1 then\n"                                                \
+    "      for pp = 0, 3 do redis.pcall('XGROUP', 'CREATE', sk(q, pp), G, '0', 'MKSTREAM') end\n"            \
+    "      redis.call('XADD', P .. 'wake', 'MAXLEN', 1, '*', 'q', q)\n"                                      \
+    "    end\n"                                                                                              \
     "  end\n"                                                                                                \
     "  local f = {'id', id, 'ty', ty, 'qu', q, 'pr', p, 'st', fi(st), 'pl', pl, 'ma', ma, 'nb', fi(nb), "    \
     "'to', to, "                                                                                             \
@@ -262,7 +285,11 @@ typedef struct rq_queue {
     "  if ik ~= '' then f[#f + 1] = 'ik' f[#f + 1] = ik end\n"                                               \
     "  if tc ~= '' then f[#f + 1] = 'tc' f[#f + 1] = string.sub(tc, 2) end\n"                                \
     "  redis.call('HSET', tk(id), unpack(f))\n"                                                              \
-    "  redis.call('ZADD', P .. 'index', fi(seq), id)\n"                                                      \
+    "  if IDX then\n"                                                                                        \
+    "    IDX[#IDX + 1] = fi(seq) IDX[#IDX + 1] = id\n"                                                       \
+    "  else\n"                                                                                               \
+    "    redis.call('ZADD', P .. 'index', fi(seq), id)\n"                                                    \
+    "  end\n"                                                                                                \
     "  count(q, p, st, 1)\n"                                                                                 \
     "  if st == 1 then delay(id, nb) end\n"                                                                  \
     "  if ik ~= '' then\n"                                                                                   \
@@ -273,19 +300,28 @@ typedef struct rq_queue {
     "end\n"
 
 /* ARGV[5..17]: enqueue's arguments. */
-static pk_redis_script S_ENQUEUE = {
-    .src = LUA_PRELUDE LUA_ENQUEUE "return enqueue(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], "
-                                   "ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17])\n"};
+static rq_fn S_ENQUEUE = {.name = "enqueue",
+                          .body = "return enqueue(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], "
+                                  "ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17])\n"};
 
 /* A batch: ARGV[5..] enqueue's arguments, 13 per item, in order (flat: no JSON to encode and decode).
  * Returns the list of enqueue's replies. One script for the whole batch: it is atomic like a single
  * enqueue, and a later item with the key of an earlier one is a replay of it. */
-static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
-                                          "local out = {}\n"
-                                          "for i = 5, #ARGV, 13 do\n"
-                                          "  out[#out + 1] = enqueue(unpack(ARGV, i, i + 12))\n"
-                                          "end\n"
-                                          "return out\n"};
+static rq_fn S_ENQUEUE_BATCH = {
+    .name = "enqueue_batch",
+    .body = "local out, n = {}, (#ARGV - 4) / 13\n"
+            /* per call, not per item: the sequence numbers (one INCRBY),
+               the counts (one HINCRBY per key), the index (one ZADD) */
+            "if n > 1 then\n"
+            "  SEQ = redis.call('INCRBY', P .. 'seq', fi(n)) - n + 1\n"
+            "  SEQN, CD, IDX = n, {}, {}\n"
+            "end\n"
+            "for i = 5, #ARGV, 13 do\n"
+            "  out[#out + 1] = enqueue(unpack(ARGV, i, i + 12))\n"
+            "end\n"
+            "if IDX and #IDX > 0 then redis.call('ZADD', P .. 'index', unpack(IDX)) end\n"
+            "if CD then flush() end\n"
+            "return out\n"};
 
 /* The claim as a Lua function (S_SETTLE_CLAIM, once per item): promote due delayed tasks and read the
  * queue list (once per script call), then read the streams in priority order (XLEN first: an empty
@@ -296,19 +332,41 @@ static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
  * has_trace}. The record's `lt` says whether the attempt holds a slot in P lr:<type> (settle skips the
  * ZREM otherwise). */
 #define LUA_CLAIM                                                                                            \
-    "local QS, LIM = nil, {}\n"                                                                              \
     "local function read(key)\n"                                                                             \
     "  if DRY[key] then return nil end\n"                                                                    \
-    "  if redis.call('XLEN', key) == 0 then DRY[key] = true return nil end\n"                                \
-    "  local res = redis.pcall('XREADGROUP', 'GROUP', G, 'c', 'COUNT', '1', 'STREAMS', key, '>')\n"          \
+    "  local b = BUF[key]\n"                                                                                 \
+    "  if b and b.i <= #b then\n"                                                                            \
+    "    local e = b[b.i]\n"                                                                                 \
+    "    b.i = b.i + 1\n"                                                                                    \
+    "    return e[1], e[2][2]\n"                                                                             \
+    "  end\n"                                                                                                \
+    "  local len = redis.call('XLEN', key)\n"                                                                \
+    "  if len == 0 then DRY[key] = true return nil end\n"                                                    \
+    "  local n = NS[math.min(len, #QS == 1 and WANT or 1, 7)]\n" /* see the top comment */                   \
+    "  local res = redis.pcall('XREADGROUP', 'GROUP', G, 'c', 'COUNT', n, 'NOACK', 'STREAMS', key, '>')\n"   \
     "  if type(res) == 'table' and res.err then\n"                                                           \
     "    if not string.find(res.err, 'NOGROUP', 1, true) then return redis.error_reply(res.err) end\n"       \
     "    redis.pcall('XGROUP', 'CREATE', key, G, '0', 'MKSTREAM')\n"                                         \
-    "    res = redis.call('XREADGROUP', 'GROUP', G, 'c', 'COUNT', '1', 'STREAMS', key, '>')\n"               \
+    "    res = redis.call('XREADGROUP', 'GROUP', G, 'c', 'COUNT', n, 'NOACK', 'STREAMS', key, '>')\n"        \
     "  end\n"                                                                                                \
     "  if not res then DRY[key] = true return nil end\n"                                                     \
-    "  local e = res[1][2][1]\n"                                                                             \
-    "  return e[1], e[2][2]\n"                                                                               \
+    "  b = res[1][2]\n"                                                                                      \
+    "  local ms, sq = string.match(b[#b][1], '^(%d+)-(%d+)$')\n"                                             \
+    "  redis.call('XTRIM', key, 'MINID', ms .. '-' .. fi(tonumber(sq) + 1))\n"                               \
+    "  b.i = 2\n"                                                                                            \
+    "  BUF[key] = b\n"                                                                                       \
+    "  return b[1][1], b[1][2][2]\n"                                                                         \
+    "end\n"                                                                                                  \
+    "local function unread()\n" /* entries read for claims that took none: back to the tail */               \
+    "  for _, b in pairs(BUF) do\n"                                                                          \
+    "    for i = b.i, #b do\n"                                                                               \
+    "      local id = b[i][2][2]\n"                                                                          \
+    "      local r = redis.call('HMGET', tk(id), 'st', 'sid', 'qu', 'pr')\n"                                 \
+    "      local st = tonumber(r[1])\n"                                                                      \
+    "      if r[2] == b[i][1] and (st == 0 or st == 1 or st == 5) then ready(id, r[3], r[4]) end\n"          \
+    "    end\n"                                                                                              \
+    "    b.i = #b + 1\n"                                                                                     \
+    "  end\n"                                                                                                \
     "end\n"                                                                                                  \
     "local function allowed(ty, defer)\n"                                                                    \
     "  local lim = LIM[ty]\n"                                                                                \
@@ -362,26 +420,21 @@ static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
     "'ca', 'nb')\n"                                                                                          \
     "        local st = tonumber(r[1])\n"                                                                    \
     "        if not st or r[2] ~= sid or not (st == 0 or st == 1 or st == 5) then\n"                         \
-    "          redis.pcall('XACK', key, G, sid)\n"                                                           \
-    "          redis.call('XDEL', key, sid)\n"                                                               \
+    "          -- a stale entry: read is all it takes (NOACK, trimmed)\n"                                    \
     "        elseif want and not want[r[3]] then\n"                                                          \
-    "          unready(id, q, p, sid)\n"                                                                     \
     "          ready(id, q, p)\n"                                                                            \
     "          if moved[id] then break end\n"                                                                \
     "          moved[id] = true\n"                                                                           \
     "        else\n"                                                                                         \
     "          local ok, x = allowed(r[3], defer)\n"                                                         \
     "          if not ok then\n"                                                                             \
-    "            unready(id, q, p, sid)\n"                                                                   \
     "            redis.call('HSET', tk(id), 'nb', fi(x))\n"                                                  \
     "            delay(id, x)\n"                                                                             \
     "          else\n"                                                                                       \
     "            local att = tonumber(r[5] or '0') + 1\n"                                                    \
     "            local lease = NOW + tonumber(r[4]) * 1000\n"                                                \
-    "            redis.call('HSET', tk(id), 'st', '2', 'att', fi(att), 'wk', worker, 'lu', fi(lease), "      \
-    "'sa', NOWS, "                                                                                           \
-    "'ua', NOWS,\n"                                                                                          \
-    "                       'lt', x and '1' or '0')\n"                                                       \
+    "            redis.call('HSET', tk(id), 'st', '2', 'att', fi(att), 'wk', worker, 'sa', NOWS, 'lt', "     \
+    "x and '1' or '0')\n"                                                                                    \
     "            redis.call('ZADD', P .. 'running', fi(lease), id)\n"                                        \
     "            if x then redis.call('ZADD', P .. 'lr:' .. r[3], fi(lease), id) end\n"                      \
     "            count(q, p, st, -1)\n"                                                                      \
@@ -398,19 +451,20 @@ static pk_redis_script S_ENQUEUE_BATCH = {.src = LUA_PRELUDE LUA_ENQUEUE
     "end\n"
 
 /* ARGV[5] id, [6] worker, [7] progress or "". Returns -1 (lease lost) or the cancel flag. */
-static pk_redis_script S_HEARTBEAT = {
-    .src =
-        LUA_PRELUDE "local id = ARGV[5]\n"
-                    "local r = redis.call('HMGET', tk(id), 'st', 'wk', 'lm', 'cr', 'qu', 'pr', 'sid', 'ty')\n"
-                    "if tonumber(r[1]) ~= 2 or r[2] ~= ARGV[6] then return -1 end\n"
-                    "local lease = NOW + tonumber(r[3]) * 1000\n"
-                    "redis.call('HSET', tk(id), 'lu', fi(lease), 'ua', NOWS)\n"
-                    "if ARGV[7] ~= '' then redis.call('HSET', tk(id), 'pg', ARGV[7]) end\n"
-                    "redis.call('ZADD', P .. 'running', fi(lease), id)\n"
-                    "redis.call('ZADD', P .. 'lr:' .. r[8], 'XX', fi(lease), id)\n"
-                    "if r[7] then redis.pcall('XCLAIM', sk(r[5], r[6]), G, 'c', 0, r[7], 'JUSTID') end\n"
-                    "if r[4] == '1' then return 1 end\n"
-                    "return 0\n"};
+static rq_fn S_HEARTBEAT = {.name = "heartbeat",
+                            .body = "local id = ARGV[5]\n"
+                                    "local r = redis.call('HMGET', tk(id), 'st', 'wk', 'lm', 'cr', 'ty')\n"
+                                    "if tonumber(r[1]) ~= 2 or r[2] ~= ARGV[6] then return -1 end\n"
+                                    "local lease = NOW + tonumber(r[3]) * 1000\n"
+                                    "if ARGV[7] ~= '' then\n"
+                                    "  redis.call('HSET', tk(id), 'ua', NOWS, 'pg', ARGV[7])\n"
+                                    "else\n"
+                                    "  redis.call('HSET', tk(id), 'ua', NOWS)\n"
+                                    "end\n"
+                                    "redis.call('ZADD', P .. 'running', fi(lease), id)\n"
+                                    "redis.call('ZADD', P .. 'lr:' .. r[5], 'XX', fi(lease), id)\n"
+                                    "if r[4] == '1' then return 1 end\n"
+                                    "return 0\n"};
 
 /* Settles a running attempt this worker holds: settle(id, worker, mode, text, error, now RFC 3339,
  * retryable 0|1, jitter [0,1), retry base ms, retry cap ms) with mode c(omplete), x (cancelled),
@@ -421,36 +475,32 @@ static pk_redis_script S_HEARTBEAT = {
     "local function settle(id, worker, mode, text, errtext, at, retryable, jit, rbase, rcap)\n"              \
     "  local r\n" /* a completion or cancellation needs only the first 7 fields (each costs a scan) */       \
     "  if mode == 'c' or mode == 'x' then\n"                                                                 \
-    "    r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'sid', 'ty', 'lt')\n"                       \
+    "    r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'lt', 'ty')\n"                              \
     "  else\n"                                                                                               \
-    "    r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'sid', 'ty', 'lt', 'att', 'ma', 'es')\n"    \
+    "    r = redis.call('HMGET', tk(id), 'st', 'wk', 'qu', 'pr', 'lt', 'ty', 'att', 'ma', 'es')\n"           \
     "  end\n"                                                                                                \
     "  if tonumber(r[1]) ~= 2 or r[2] ~= worker then return -1 end\n"                                        \
     "  local q, p = r[3], r[4]\n"                                                                            \
     "  redis.call('ZREM', P .. 'running', id)\n"                                                             \
-    "  if r[7] ~= '0' then redis.call('ZREM', P .. 'lr:' .. r[6], id) end\n"                                 \
-    "  if r[5] then\n"                                                                                       \
-    "    redis.pcall('XACK', sk(q, p), G, r[5])\n"                                                           \
-    "    redis.call('XDEL', sk(q, p), r[5])\n"                                                               \
-    "  end\n"                                                                                                \
+    "  if r[5] ~= '0' then redis.call('ZREM', P .. 'lr:' .. r[6], id) end\n"                                 \
     "  if mode == 'c' then\n"                                                                                \
-    "    fin(id, q, p, 2, 3, {'rs', text, 'pg', '1'})\n"                                                     \
+    "    fin(id, q, p, 2, 3, {'rs', text})\n"                                                                \
     "    return 3\n"                                                                                         \
     "  elseif mode == 'x' then\n"                                                                            \
     "    fin(id, q, p, 2, 7)\n"                                                                              \
     "    return 7\n"                                                                                         \
     "  elseif mode == 'r' then\n"                                                                            \
-    "    redis.call('HSET', tk(id), 'st', 0, 'att', math.max(0, tonumber(r[8]) - 1), 'nb', NOWS, 'ua', "     \
+    "    redis.call('HSET', tk(id), 'st', 0, 'att', math.max(0, tonumber(r[7]) - 1), 'nb', NOWS, 'ua', "     \
     "NOWS)\n"                                                                                                \
     "    count(q, p, 2, -1)\n"                                                                               \
     "    count(q, p, 0, 1)\n"                                                                                \
     "    ready(id, q, p)\n"                                                                                  \
     "    return 0\n"                                                                                         \
     "  end\n"                                                                                                \
-    "  local att, ma = tonumber(r[8]), tonumber(r[9])\n"                                                     \
+    "  local att, ma = tonumber(r[7]), tonumber(r[8])\n"                                                     \
     "  local nxt = 5\n"                                                                                      \
     "  if retryable ~= '1' then nxt = 4 elseif att >= ma then nxt = 6 end\n"                                 \
-    "  local es = adderr(r[10], att, at, text)\n"                                                            \
+    "  local es = adderr(r[9], att, at, text)\n"                                                             \
     "  if nxt == 5 then\n"                                                                                   \
     "    local ceil, cap = tonumber(rbase) * 1000, tonumber(rcap) * 1000\n"                                  \
     "    local i = 1\n"                                                                                      \
@@ -472,9 +522,9 @@ static pk_redis_script S_HEARTBEAT = {
     "end\n"
 
 /* ARGV[5..14]: settle's arguments. */
-static pk_redis_script S_SETTLE = {.src = LUA_PRELUDE LUA_SETTLE
-                                   "return settle(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], "
-                                   "ARGV[11], ARGV[12], ARGV[13], ARGV[14])\n"};
+static rq_fn S_SETTLE = {.name = "settle",
+                         .body = "return settle(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], "
+                                 "ARGV[11], ARGV[12], ARGV[13], ARGV[14])\n"};
 
 /* The claims and completions of several worker threads of one process in one call (their group commit,
  * see "Group commit" above): ARGV[5] round-robin counter, [6] concurrency retry us, then 4 per item:
@@ -483,95 +533,102 @@ static pk_redis_script S_SETTLE = {.src = LUA_PRELUDE LUA_SETTLE
  * item whose completion succeeded (or that had none), claim() for its worker, in order. Returns one
  * reply per item: {-1} (lease lost, nothing claimed) or {new state (0 for a claim only), claim's
  * reply}: the analogue of BullMQ's moveToFinished fetching the next job, for several workers. */
-static pk_redis_script S_SETTLE_CLAIM = {
-    .src = LUA_PRELUDE LUA_SETTLE LUA_CLAIM
-    "CD = {}\n" /* count changes are summed and written at the end: a settled task leaves `running` and a
-                   claimed one enters it, so in steady state 4 HINCRBY per task become 2 per call */
-    "local out, sts = {}, {}\n"
-    "for i = 7, #ARGV, 4 do\n"
-    "  local st = 0\n"
-    "  if ARGV[i] ~= '' then st = settle(ARGV[i], ARGV[i + 1], 'c', ARGV[i + 2], '', '', '0', '0', '0', '0') "
-    "end\n"
-    "  sts[#sts + 1] = st\n"
-    "end\n"
-    "local rr = tonumber(ARGV[5])\n"
-    "for k, st in ipairs(sts) do\n"
-    "  if st < 0 then\n"
-    "    out[k] = {st}\n"
-    "  else\n"
-    "    local i = 7 + (k - 1) * 4\n"
-    "    out[k] = {st, claim(ARGV[i + 1], rr + k - 1, ARGV[6], ARGV[i + 3])}\n"
-    "  end\n"
-    "end\n"
-    "flush()\n"
-    "return out\n"};
+static rq_fn S_SETTLE_CLAIM = {
+    .name = "settle_claim",
+    .body =
+        "CD = {}\n" /* count changes are summed and written at the end: a settled task leaves `running` and a
+                       claimed one enters it, so in steady state 4 HINCRBY per task become 2 per call */
+        "local out, sts = {}, {}\n"
+        "for i = 7, #ARGV, 4 do\n"
+        "  local st = 0\n"
+        "  if ARGV[i] ~= '' then st = settle(ARGV[i], ARGV[i + 1], 'c', ARGV[i + 2], '', '', '0', '0', '0', "
+        "'0') "
+        "end\n"
+        "  sts[#sts + 1] = st\n"
+        "end\n"
+        "local rr = tonumber(ARGV[5])\n"
+        "local left = 0\n"
+        "for _, st in ipairs(sts) do if st >= 0 then left = left + 1 end end\n"
+        "for k, st in ipairs(sts) do\n"
+        "  if st < 0 then\n"
+        "    out[k] = {st}\n"
+        "  else\n"
+        "    local i = 7 + (k - 1) * 4\n"
+        "    WANT, left = left, left - 1\n" /* a read takes entries for the claims still to come (read()) */
+        "    out[k] = {st, claim(ARGV[i + 1], rr + k - 1, ARGV[6], ARGV[i + 3])}\n"
+        "  end\n"
+        "end\n"
+        "unread()\n"
+        "flush()\n"
+        "return out\n"};
 
 /* ARGV[5] id. Returns {-404} | {-409, state} | {1, record}. */
-static pk_redis_script S_CANCEL = {.src = LUA_PRELUDE
-                                   "local id = ARGV[5]\n"
-                                   "local r = redis.call('HMGET', tk(id), 'st', 'qu', 'pr', 'sid')\n"
-                                   "local st = tonumber(r[1])\n"
-                                   "if not st then return {-404} end\n"
-                                   "if st == 0 or st == 1 or st == 5 then\n"
-                                   "  redis.call('ZREM', P .. 'delayed', id)\n"
-                                   "  unready(id, r[2], r[3], r[4])\n"
-                                   "  fin(id, r[2], r[3], st, 7)\n"
-                                   "elseif st == 2 then\n"
-                                   "  redis.call('HSET', tk(id), 'cr', 1, 'ua', NOWS)\n"
-                                   "else\n"
-                                   "  return {-409, st}\n"
-                                   "end\n"
-                                   "return {1, redis.call('HGETALL', tk(id))}\n"};
+static rq_fn S_CANCEL = {.name = "cancel",
+                         .body = "local id = ARGV[5]\n"
+                                 "local r = redis.call('HMGET', tk(id), 'st', 'qu', 'pr', 'sid')\n"
+                                 "local st = tonumber(r[1])\n"
+                                 "if not st then return {-404} end\n"
+                                 "if st == 0 or st == 1 or st == 5 then\n"
+                                 "  redis.call('ZREM', P .. 'delayed', id)\n"
+                                 "  unready(id, r[2], r[3], r[4])\n"
+                                 "  fin(id, r[2], r[3], st, 7)\n"
+                                 "elseif st == 2 then\n"
+                                 "  redis.call('HSET', tk(id), 'cr', 1, 'ua', NOWS)\n"
+                                 "else\n"
+                                 "  return {-409, st}\n"
+                                 "end\n"
+                                 "return {1, redis.call('HGETALL', tk(id))}\n"};
 
 /* ARGV[5] id. Returns {-404} | {-409, state} | {1, record}. */
-static pk_redis_script S_RETRY = {
-    .src = LUA_PRELUDE
-    "local id = ARGV[5]\n"
-    "local r = redis.call('HMGET', tk(id), 'st', 'qu', 'pr')\n"
-    "local st = tonumber(r[1])\n"
-    "if not st then return {-404} end\n"
-    "if st ~= 4 and st ~= 6 and st ~= 7 then return {-409, st} end\n"
-    "local q, p = r[2], r[3]\n"
-    "redis.call('ZREM', P .. 'finished', st .. '|' .. p .. '|' .. q .. '|' .. id)\n"
-    "redis.call('PERSIST', tk(id))\n"
-    "redis.call('HSET', tk(id), 'st', 0, 'att', 0, 'nb', NOWS, 'cr', 0, 'pg', 0, 'ua', NOWS)\n"
-    "redis.call('HDEL', tk(id), 'fa')\n"
-    "count(q, p, st, -1)\n"
-    "count(q, p, 0, 1)\n"
-    "ready(id, q, p)\n"
-    "return {1, redis.call('HGETALL', tk(id))}\n"};
+static rq_fn S_RETRY = {
+    .name = "retry",
+    .body = "local id = ARGV[5]\n"
+            "local r = redis.call('HMGET', tk(id), 'st', 'qu', 'pr')\n"
+            "local st = tonumber(r[1])\n"
+            "if not st then return {-404} end\n"
+            "if st ~= 4 and st ~= 6 and st ~= 7 then return {-409, st} end\n"
+            "local q, p = r[2], r[3]\n"
+            "redis.call('ZREM', P .. 'finished', st .. '|' .. p .. '|' .. q .. '|' .. id)\n"
+            "redis.call('PERSIST', tk(id))\n"
+            "redis.call('HSET', tk(id), 'st', 0, 'att', 0, 'nb', NOWS, 'cr', 0, 'pg', 0, 'ua', NOWS)\n"
+            "redis.call('HDEL', tk(id), 'fa')\n"
+            "count(q, p, st, -1)\n"
+            "count(q, p, 0, 1)\n"
+            "ready(id, q, p)\n"
+            "return {1, redis.call('HGETALL', tk(id))}\n"};
 
 /* ARGV[5] now as RFC 3339. Returns how many expired leases were settled (at most 100 per call). */
-static pk_redis_script S_RECLAIM = {
-    .src = LUA_PRELUDE
-    "local ids = redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', '(' .. ARGV[3], 'LIMIT', 0, 100)\n"
-    "local n = 0\n"
-    "for _, id in ipairs(ids) do\n"
-    "  local r = redis.call('HMGET', tk(id), 'st', 'cr', 'att', 'ma', 'qu', 'pr', 'sid', 'ty', 'es')\n"
-    "  redis.call('ZREM', P .. 'running', id)\n"
-    "  if tonumber(r[1]) == 2 then\n"
-    "    local q, p = r[5], r[6]\n"
-    "    unrun(id, r[8])\n"
-    "    unready(id, q, p, r[7])\n"
-    "    n = n + 1\n"
-    "    if r[2] == '1' then\n"
-    "      fin(id, q, p, 2, 7)\n"
-    "    else\n"
-    "      redis.call('HSET', tk(id), 'er', 'lease expired', 'es', adderr(r[9], r[3], ARGV[5], "
-    "'\"lease expired\"'))\n"
-    "      if tonumber(r[3]) >= tonumber(r[4]) then\n"
-    "        fin(id, q, p, 2, 6)\n"
-    "        dead(id, 'lease expired')\n"
-    "      else\n"
-    "        redis.call('HSET', tk(id), 'st', 0, 'nb', NOWS, 'ua', NOWS)\n"
-    "        count(q, p, 2, -1)\n"
-    "        count(q, p, 0, 1)\n"
-    "        ready(id, q, p)\n"
-    "      end\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "return n\n"};
+static rq_fn S_RECLAIM = {
+    .name = "reclaim",
+    .body =
+        "local ids = redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', '(' .. ARGV[3], 'LIMIT', 0, 100)\n"
+        "local n = 0\n"
+        "for _, id in ipairs(ids) do\n"
+        "  local r = redis.call('HMGET', tk(id), 'st', 'cr', 'att', 'ma', 'qu', 'pr', 'sid', 'ty', 'es')\n"
+        "  redis.call('ZREM', P .. 'running', id)\n"
+        "  if tonumber(r[1]) == 2 then\n"
+        "    local q, p = r[5], r[6]\n"
+        "    unrun(id, r[8])\n"
+        "    unready(id, q, p, r[7])\n"
+        "    n = n + 1\n"
+        "    if r[2] == '1' then\n"
+        "      fin(id, q, p, 2, 7)\n"
+        "    else\n"
+        "      redis.call('HSET', tk(id), 'er', 'lease expired', 'es', adderr(r[9], r[3], ARGV[5], "
+        "'\"lease expired\"'))\n"
+        "      if tonumber(r[3]) >= tonumber(r[4]) then\n"
+        "        fin(id, q, p, 2, 6)\n"
+        "        dead(id, 'lease expired')\n"
+        "      else\n"
+        "        redis.call('HSET', tk(id), 'st', 0, 'nb', NOWS, 'ua', NOWS)\n"
+        "        count(q, p, 2, -1)\n"
+        "        count(q, p, 0, 1)\n"
+        "        ready(id, q, p)\n"
+        "      end\n"
+        "    end\n"
+        "  end\n"
+        "end\n"
+        "return n\n"};
 
 /* Ready entries of a stream: its length minus the group's pending count. */
 #define LUA_READY_COUNT                                                                                      \
@@ -599,117 +656,144 @@ static pk_redis_script S_RECLAIM = {
     "end\n"
 
 /* Returns the earliest time (us) something may be claimable, "" when nothing is pending. */
-static pk_redis_script S_NEXT_WAKEUP = {
-    .src = LUA_PRELUDE LUA_READY_COUNT
-    "local best = nil\n"
-    "for _, q in ipairs(queues()) do\n"
-    "  for p = 0, 3 do\n"
-    "    if nready(sk(q, p)) > 0 then return NOWS end\n"
-    "  end\n"
-    "end\n"
-    "local d = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')\n"
-    "if d[2] then best = tonumber(d[2]) end\n"
-    "local r = redis.call('ZRANGE', P .. 'running', 0, 0, 'WITHSCORES')\n"
-    "if r[2] and (not best or tonumber(r[2]) < best) then best = tonumber(r[2]) end\n"
-    "if not best then return '' end\n"
-    "return fmt(best)\n"};
+static rq_fn S_NEXT_WAKEUP = {
+    .name = "next_wakeup",
+    .body = "local best = nil\n"
+            "for _, q in ipairs(queues()) do\n"
+            "  for p = 0, 3 do\n"
+            "    if nready(sk(q, p)) > 0 then return NOWS end\n"
+            "  end\n"
+            "end\n"
+            "local d = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')\n"
+            "if d[2] then best = tonumber(d[2]) end\n"
+            "local r = redis.call('ZRANGE', P .. 'running', 0, 0, 'WITHSCORES')\n"
+            "if r[2] and (not best or tonumber(r[2]) < best) then best = tonumber(r[2]) end\n"
+            "if not best then return '' end\n"
+            "return fmt(best)\n"};
 
 /* Returns {counts (flat hash), rows {queue, prio, ready, oldest nb us}...}. */
-static pk_redis_script S_STATS = {
-    .src = LUA_PRELUDE LUA_READY_COUNT
-    "promote(1000)\n"
-    "local rows = {}\n"
-    "for _, q in ipairs(queues()) do\n"
-    "  for p = 0, 3 do\n"
-    "    local key = sk(q, p)\n"
-    "    local n = nready(key)\n"
-    "    if n > 0 then\n"
-    "      local oldest = '0'\n"
-    "      local e = redis.call('XRANGE', key, '(' .. delivered(key), '+', 'COUNT', 1)\n"
-    "      if e[1] then oldest = redis.call('HGET', tk(e[1][2][2]), 'nb') or '0' end\n"
-    "      rows[#rows + 1] = {q, p, n, oldest}\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "return {redis.call('HGETALL', P .. 'counts'), rows}\n"};
+static rq_fn S_STATS = {
+    .name = "stats",
+    .body = "promote(1000)\n"
+            "local rows = {}\n"
+            "for _, q in ipairs(queues()) do\n"
+            "  for p = 0, 3 do\n"
+            "    local key = sk(q, p)\n"
+            "    local n = nready(key)\n"
+            "    if n > 0 then\n"
+            "      local oldest = '0'\n"
+            "      local e = redis.call('XRANGE', key, '(' .. delivered(key), '+', 'COUNT', 1)\n"
+            "      if e[1] then oldest = redis.call('HGET', tk(e[1][2][2]), 'nb') or '0' end\n"
+            "      rows[#rows + 1] = {q, p, n, oldest}\n"
+            "    end\n"
+            "  end\n"
+            "end\n"
+            "return {redis.call('HGETALL', P .. 'counts'), rows}\n"};
 
 /* Returns {earliest due us or "", earliest lease us or "", {key, last id, ...}} after promoting. */
-static pk_redis_script S_WAIT_PREP = {.src = LUA_PRELUDE LUA_READY_COUNT
-                                      "promote(100)\n"
-                                      "local out = {}\n"
-                                      "for _, q in ipairs(queues()) do\n"
-                                      "  for p = 0, 3 do\n"
-                                      "    local key = sk(q, p)\n"
-                                      "    out[#out + 1] = key\n"
-                                      "    out[#out + 1] = delivered(key)\n"
-                                      "  end\n"
-                                      "end\n"
-                                      "local w = redis.call('XREVRANGE', P .. 'wake', '+', '-', 'COUNT', 1)\n"
-                                      "out[#out + 1] = P .. 'wake'\n"
-                                      "out[#out + 1] = w[1] and w[1][1] or '0-0'\n"
-                                      "local d = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')\n"
-                                      "local r = redis.call('ZRANGE', P .. 'running', 0, 0, 'WITHSCORES')\n"
-                                      "return {d[2] or '', r[2] or '', out}\n"};
+static rq_fn S_WAIT_PREP = {.name = "wait_prep",
+                            .body = "promote(100)\n"
+                                    "local out = {}\n"
+                                    "for _, q in ipairs(queues()) do\n"
+                                    "  for p = 0, 3 do\n"
+                                    "    local key = sk(q, p)\n"
+                                    "    out[#out + 1] = key\n"
+                                    "    out[#out + 1] = delivered(key)\n"
+                                    "  end\n"
+                                    "end\n"
+                                    "local w = redis.call('XREVRANGE', P .. 'wake', '+', '-', 'COUNT', 1)\n"
+                                    "out[#out + 1] = P .. 'wake'\n"
+                                    "out[#out + 1] = w[1] and w[1][1] or '0-0'\n"
+                                    "local d = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')\n"
+                                    "local r = redis.call('ZRANGE', P .. 'running', 0, 0, 'WITHSCORES')\n"
+                                    "return {d[2] or '', r[2] or '', out}\n"};
 
 /* ARGV[5] cursor ("" = newest), [6] limit, [7] state (-1 any), [8] type or "", [9] queue or "".
  * Returns {next cursor or "", record...}. Scans at most 5000 index entries per page: a page of a
  * selective filter may be short (even empty) but then carries a cursor to go on from. */
-static pk_redis_script S_LIST = {
-    .src = LUA_PRELUDE
-    "local maxs = '+inf'\n"
-    "if ARGV[5] ~= '' then maxs = '(' .. ARGV[5] end\n"
-    "local limit, stf, tyf, quf = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9]\n"
-    "local items, cursor, last, scanned = {}, '', nil, 0\n"
-    "while true do\n"
-    "  if scanned >= 5000 then cursor = last or '' break end\n"
-    "  local batch = redis.call('ZREVRANGEBYSCORE', P .. 'index', maxs, '-inf', 'WITHSCORES', 'LIMIT', 0, "
-    "200)\n"
-    "  if #batch == 0 then break end\n"
-    "  local done = false\n"
-    "  for i = 1, #batch, 2 do\n"
-    "    local id = batch[i]\n"
-    "    scanned = scanned + 1\n"
-    "    local r = redis.call('HMGET', tk(id), 'st', 'ty', 'qu')\n"
-    "    if not r[1] then\n"
-    "      redis.call('ZREM', P .. 'index', id)\n"
-    "    elseif (stf < 0 or tonumber(r[1]) == stf) and (tyf == '' or r[2] == tyf) and (quf == '' or r[3] == "
-    "quf) then\n"
-    "      if #items == limit then cursor = last done = true break end\n"
-    "      items[#items + 1] = redis.call('HGETALL', tk(id))\n"
-    "    end\n"
-    "    last = batch[i + 1]\n"
-    "  end\n"
-    "  if done then break end\n"
-    "  maxs = '(' .. batch[#batch]\n"
-    "end\n"
-    "local out = {cursor}\n"
-    "for _, it in ipairs(items) do out[#out + 1] = it end\n"
-    "return out\n"};
+static rq_fn S_LIST = {
+    .name = "list",
+    .body = "local maxs = '+inf'\n"
+            "if ARGV[5] ~= '' then maxs = '(' .. ARGV[5] end\n"
+            "local limit, stf, tyf, quf = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9]\n"
+            "local items, cursor, last, scanned = {}, '', nil, 0\n"
+            "while true do\n"
+            "  if scanned >= 5000 then cursor = last or '' break end\n"
+            "  local batch = redis.call('ZREVRANGEBYSCORE', P .. 'index', maxs, '-inf', 'WITHSCORES', "
+            "'LIMIT', 0, "
+            "200)\n"
+            "  if #batch == 0 then break end\n"
+            "  local done = false\n"
+            "  for i = 1, #batch, 2 do\n"
+            "    local id = batch[i]\n"
+            "    scanned = scanned + 1\n"
+            "    local r = redis.call('HMGET', tk(id), 'st', 'ty', 'qu')\n"
+            "    if not r[1] then\n"
+            "      redis.call('ZREM', P .. 'index', id)\n"
+            "    elseif (stf < 0 or tonumber(r[1]) == stf) and (tyf == '' or r[2] == tyf) and (quf == '' or "
+            "r[3] == "
+            "quf) then\n"
+            "      if #items == limit then cursor = last done = true break end\n"
+            "      items[#items + 1] = redis.call('HGETALL', tk(id))\n"
+            "    end\n"
+            "    last = batch[i + 1]\n"
+            "  end\n"
+            "  if done then break end\n"
+            "  maxs = '(' .. batch[#batch]\n"
+            "end\n"
+            "local out = {cursor}\n"
+            "for _, it in ipairs(items) do out[#out + 1] = it end\n"
+            "return out\n"};
 
 /* Deletes up to 500 finished tasks older than keep_finished_ms. Returns how many. */
-static pk_redis_script S_PURGE = {.src = LUA_PRELUDE
-                                  "local ms = redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', '(' .. "
-                                  "fmt(NOW - KEEP * 1000), 'LIMIT', 0, "
-                                  "500)\n"
-                                  "for _, m in ipairs(ms) do\n"
-                                  "  local st, p, q, id = string.match(m, '^(%d+)|(%d+)|([^|]+)|(.+)$')\n"
-                                  "  redis.call('ZREM', P .. 'finished', m)\n"
-                                  "  if id then\n"
-                                  "    count(q, p, st, -1)\n"
-                                  "    redis.call('ZREM', P .. 'index', id)\n"
-                                  "    redis.call('DEL', tk(id))\n"
-                                  "  end\n"
-                                  "end\n"
-                                  "return #ms\n"};
+static rq_fn S_PURGE = {.name = "purge",
+                        .body = "local ms = redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', '(' .. "
+                                "fmt(NOW - KEEP * 1000), 'LIMIT', 0, "
+                                "500)\n"
+                                "for _, m in ipairs(ms) do\n"
+                                "  local st, p, q, id = string.match(m, '^(%d+)|(%d+)|([^|]+)|(.+)$')\n"
+                                "  redis.call('ZREM', P .. 'finished', m)\n"
+                                "  if id then\n"
+                                "    count(q, p, st, -1)\n"
+                                "    redis.call('ZREM', P .. 'index', id)\n"
+                                "    redis.call('DEL', tk(id))\n"
+                                "  end\n"
+                                "end\n"
+                                "return #ms\n"};
 
-static pk_redis_script *const ALL_SCRIPTS[] = {
-    &S_ENQUEUE, &S_ENQUEUE_BATCH, &S_HEARTBEAT, &S_SETTLE, &S_SETTLE_CLAIM, &S_CANCEL, &S_RETRY,
-    &S_RECLAIM, &S_NEXT_WAKEUP,   &S_STATS,     &S_LIST,   &S_WAIT_PREP,    &S_PURGE};
+static rq_fn *const ALL_FNS[] = {&S_ENQUEUE, &S_ENQUEUE_BATCH, &S_HEARTBEAT, &S_SETTLE,      &S_SETTLE_CLAIM,
+                                 &S_CANCEL,  &S_RETRY,         &S_RECLAIM,   &S_NEXT_WAKEUP, &S_STATS,
+                                 &S_LIST,    &S_WAIT_PREP,     &S_PURGE};
+#define LUA_SHARED LUA_PRELUDE LUA_ENQUEUE LUA_CLAIM LUA_SETTLE LUA_READY_COUNT
+static char *lib_src; /* the library's code, built once (scripts_init) */
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
+
+/* The one function library of every operation: the shared helpers are top-level locals of the library
+ * (created once, at FUNCTION LOAD, not on every call as a script's would be), each operation is a
+ * registered function "<lib>_<op>". */
+static void lib_code(pk_buf *b, const char *lib)
+{
+    pk_buf_printf(b, "#!lua name=%s\n%s", lib, LUA_SHARED);
+    for (size_t i = 0; i < sizeof ALL_FNS / sizeof *ALL_FNS; i++)
+        pk_buf_printf(b, "redis.register_function('%s_%s', function(KEYS, ARGV)\nbegin(ARGV)\n%send)\n", lib,
+                      ALL_FNS[i]->name, ALL_FNS[i]->body);
+}
+
+/* The library's name carries a hash of its code ("pkq_<12 hex>"): processes of different builds sharing
+ * a Redis each call their own code, and never replace each other's. */
 static void scripts_init(void)
 {
-    for (size_t i = 0; i < sizeof ALL_SCRIPTS / sizeof *ALL_SCRIPTS; i++)
-        pk_redis_script_init(ALL_SCRIPTS[i]);
+    pk_buf b = PK_BUF_INIT;
+    lib_code(&b, "pkq");
+    pk_redis_script h = {.src = b.data};
+    pk_redis_script_init(&h); /* SHA1 of the code */
+    char lib[24];
+    snprintf(lib, sizeof lib, "pkq_%.12s", h.sha);
+    pk_buf_reset(&b);
+    lib_code(&b, lib);
+    lib_src = pk_buf_steal(&b, NULL); /* kept for the process's life */
+    for (size_t i = 0; i < sizeof ALL_FNS / sizeof *ALL_FNS; i++)
+        snprintf(ALL_FNS[i]->fname, sizeof ALL_FNS[i]->fname, "%s_%s", lib, ALL_FNS[i]->name);
 }
 
 /* ---- plumbing ------------------------------------------------------------------------------- */
@@ -736,7 +820,7 @@ static pk_err *lease_lost(const char *id)
 #define MAX_OP_ARGS 16
 
 /* Runs a script with the common arguments (prefix, now, now ceiling, keep) then `args`. */
-static pk_err *rq_eval(rq_queue *q, pk_redis_script *s, const char *what, int64_t now, int nargs,
+static pk_err *rq_eval(rq_queue *q, rq_fn *s, const char *what, int64_t now, int nargs,
                        const char *const *args, redisReply **out)
 {
     char now_us[24], nowc_us[24], keep[24];
@@ -751,7 +835,7 @@ static pk_err *rq_eval(rq_queue *q, pk_redis_script *s, const char *what, int64_
     argv[3] = keep;
     for (int i = 0; i < nargs; i++)
         argv[4 + i] = args[i];
-    pk_err *e = pk_redis_eval(q->r, 0, s, 0, 4 + nargs, argv, NULL, out);
+    pk_err *e = pk_redis_fcall(q->r, 0, lib_src, s->fname, 0, 4 + nargs, argv, NULL, out);
     if (argv != small) free(argv);
     return e ? rq_err(e, what) : NULL;
 }
@@ -904,8 +988,9 @@ static void task_json(pk_buf *out, const redisReply *h)
     pk_jw_key(&w, "trace_context");
     jw_text(&w, field(h, "tc"));
     pk_jw_key(&w, "progress");
-    const redisReply *pg = field(h, "pg");
-    pk_jw_num(&w, rep_is_str(pg) ? strtod(pg->str, NULL) : 0);
+    const redisReply *pg = field(h, "pg"); /* implicit: 1 once succeeded, else 0 until a heartbeat sets it */
+    pk_task_state st = (pk_task_state)rep_int(field(h, "st"));
+    pk_jw_num(&w, st == PK_TASK_SUCCEEDED ? 1 : rep_is_str(pg) ? strtod(pg->str, NULL) : 0);
     pk_jw_key(&w, "cancel_requested");
     pk_jw_bool(&w, rep_int(field(h, "cr")) != 0);
     pk_jw_key(&w, "result");
@@ -925,8 +1010,15 @@ static void task_json(pk_buf *out, const redisReply *h)
     pk_jw_key(&w, "finished_at");
     jw_time(&w, field(h, "fa"));
     pk_jw_key(&w, "updated_at");
-    const redisReply *ua = field(h, "ua");
-    jw_time(&w, ua ? ua : field(h, "ca")); /* a record never updated since its enqueue has no `ua` */
+    /* implicit: the latest of the last explicit update (`ua`), the start and the finish (a claim and a
+     * settle write only `sa` / `fa`), else the creation */
+    const redisReply *ua = field(h, "ca");
+    const char *tf[] = {"ua", "sa", "fa"};
+    for (size_t i = 0; i < 3; i++) {
+        const redisReply *v = field(h, tf[i]);
+        if (rep_is_str(v) && (!rep_is_str(ua) || rep_int(v) > rep_int(ua))) ua = v;
+    }
+    jw_time(&w, ua);
     pk_jw_obj_close(&w);
 }
 
@@ -1156,7 +1248,45 @@ static pk_err *q_enqueue(pk_queue *base, const pk_task_input *in, pk_buf *out, b
     return o.err;
 }
 
-/* The whole batch in one script call (S_ENQUEUE_BATCH): its arguments travel as one JSON array. */
+/* n independent enqueues as one group (enq_lead: one script call per GROUP_MAX), without the line: the
+ * caller holds them all already. An invalid input gets its own error and is not sent. */
+static void q_enqueue_each(pk_queue *base, const pk_task_input *in, size_t n, pk_buf *out, bool *created,
+                           char (*id)[37], pk_err **err)
+{
+    rq_queue *q = (rq_queue *)base;
+    if (!q->group) { /* --no-queue-group-commit: one script call each */
+        for (size_t i = 0; i < n; i++)
+            err[i] = q_enqueue(base, &in[i], &out[i], &created[i], id[i]);
+        return;
+    }
+    enq_op *ops = calloc(n ? n : 1, sizeof *ops);
+    gc_item *items = calloc(n ? n : 1, sizeof *items);
+    gc_item *batch[GROUP_MAX];
+    size_t m = 0;
+    int64_t now = now_ns(q);
+    for (size_t i = 0; i < n; i++) {
+        created[i] = false;
+        id[i][0] = 0;
+        ops[i] = (enq_op){.in = &in[i], .out = &out[i], .created = &created[i], .id_out = id[i]};
+        err[i] = enq_args_init(q, &in[i], now, true, &ops[i].a);
+        if (err[i]) continue;
+        items[i].op = &ops[i];
+        batch[m++] = &items[i];
+        if (m == GROUP_MAX) {
+            enq_lead(q, batch, m);
+            m = 0;
+        }
+    }
+    if (m) enq_lead(q, batch, m);
+    for (size_t i = 0; i < n; i++) {
+        if (!err[i]) err[i] = ops[i].err;
+        enq_args_free(&ops[i].a);
+    }
+    free(ops);
+    free(items);
+}
+
+/* The whole batch in one call (S_ENQUEUE_BATCH, its arguments flat, 13 per task): atomic, all or none. */
 static pk_err *q_enqueue_batch(pk_queue *base, const pk_task_input *in, size_t n, pk_buf *out, bool *created)
 {
     rq_queue *q = (rq_queue *)base;
@@ -1419,7 +1549,7 @@ static pk_err *q_fail(pk_queue *base, const char *id, const char *worker, const 
 }
 
 /* cancel and retry: {status, record} replies. */
-static pk_err *record_op(rq_queue *q, pk_redis_script *s, const char *verb, const char *id, pk_buf *out,
+static pk_err *record_op(rq_queue *q, rq_fn *s, const char *verb, const char *id, pk_buf *out,
                          pk_task_state *state)
 {
     const char *args[] = {id};
@@ -1640,6 +1770,7 @@ static const pk_queue_ops RQ_OPS = {
     .close = q_close,
     .enqueue = q_enqueue,
     .enqueue_batch = q_enqueue_batch,
+    .enqueue_each = q_enqueue_each,
     .get = q_get,
     .list = q_list,
     .claim = q_claim,

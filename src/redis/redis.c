@@ -478,6 +478,58 @@ done:
     return e;
 }
 
+pk_err *pk_redis_fcall(pk_redis *r, int64_t deadline_ns, const char *library, const char *fn, int nkeys,
+                       int argc, const char **argv, const size_t *lens, redisReply **out)
+{
+    *out = NULL;
+    const char *av_small[24];
+    size_t al_small[24];
+    const char **av = av_small;
+    size_t *al = al_small;
+    if (argc + 3 > 24) { /* long argument lists (group commits): on the heap */
+        av = malloc((size_t)(argc + 3) * sizeof *av);
+        al = malloc((size_t)(argc + 3) * sizeof *al);
+    }
+    char nk[16];
+    snprintf(nk, sizeof nk, "%d", nkeys);
+    av[0] = "FCALL", al[0] = 5;
+    av[1] = fn, al[1] = strlen(fn);
+    av[2] = nk, al[2] = strlen(nk);
+    for (int i = 0; i < argc; i++) {
+        av[3 + i] = argv[i];
+        al[3 + i] = lens ? lens[i] : strlen(argv[i]);
+    }
+    call_ctx cc;
+    pk_err *e = enter(r, deadline_ns, &cc);
+    if (e) goto done;
+    slot *s = NULL;
+    e = acquire(r, deadline_ns, &s);
+    if (!e) {
+        bool broken;
+        e = run(r, s, deadline_ns, 0, out, argc + 3, av, al, &broken);
+        /* Redis answers "ERR Function not found" for a function no library defines (a new or restarted
+         * Redis, FUNCTION FLUSH): load the library (REPLACE: another process may load it at the same
+         * time; the same name always carries the same code) and call once more */
+        if (e && !broken && pk_err_is(e, "redis_error") && strstr(e->message, "Function not found")) {
+            pk_err_free(e);
+            const char *lv[] = {"FUNCTION", "LOAD", "REPLACE", library};
+            redisReply *lr = NULL;
+            e = run(r, s, deadline_ns, 0, &lr, 4, lv, NULL, &broken);
+            if (lr) freeReplyObject(lr);
+            atomic_fetch_add(&r->script_loads, 1);
+            if (!e) e = run(r, s, deadline_ns, 0, out, argc + 3, av, al, &broken);
+        }
+        release(r, s, broken);
+    }
+    leave(r, &cc, e);
+done:
+    if (av != av_small) {
+        free(av);
+        free(al);
+    }
+    return e;
+}
+
 /* ---- subscriber ------------------------------------------------------------------------------ */
 
 struct pk_redis_sub {

@@ -18,6 +18,8 @@
  *
  * Scripts: pk_redis_script holds a Lua source and its SHA1; pk_redis_eval uses EVALSHA and on NOSCRIPT
  * loads the script (SCRIPT LOAD) and tries again once (a restarted Redis has an empty script cache).
+ * Functions: pk_redis_fcall is the same for a Redis 7 function library (FCALL; "Function not found" ->
+ * FUNCTION LOAD REPLACE and once more): its helpers are created once at load, not on every call.
  *
  * Subscriber: pk_redis_sub runs one thread with its own connection: SUBSCRIBE to one channel, PING
  * every `ping_ms` (replies arrive in order with messages, so a PONG proves every message published
@@ -81,6 +83,14 @@ void pk_redis_script_init(pk_redis_script *s);
 /* EVALSHA sha nkeys args...; NOSCRIPT -> SCRIPT LOAD and once more. argv holds keys then args. */
 pk_err *pk_redis_eval(pk_redis *r, int64_t deadline_ns, pk_redis_script *s, int nkeys, int argc,
                       const char **argv, const size_t *lens, redisReply **out);
+
+/* FCALL fn nkeys args... of a function library (Redis >= 7.0 Functions): `library` is its whole code
+ * ("#!lua name=...", loaded with FUNCTION LOAD REPLACE when Redis answers "Function not found": a new,
+ * restarted or flushed Redis), then the call once more. Give every version of a library its own library
+ * and function names (e.g. with a hash of its code), so that processes of different versions sharing a
+ * Redis never replace each other's code. argv holds keys then args. Errors as pk_redis_call. */
+pk_err *pk_redis_fcall(pk_redis *r, int64_t deadline_ns, const char *library, const char *fn, int nkeys,
+                       int argc, const char **argv, const size_t *lens, redisReply **out);
 
 /* Connects one dedicated connection (AUTH, SELECT) outside the pool, with a timeout. */
 pk_err *pk_redis_connect(pk_redis *r, int timeout_ms, redisContext **out);

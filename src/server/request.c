@@ -403,9 +403,11 @@ void pk_job_respond(pk_req *r, pk_job *j)
     }
 }
 
-bool pk_offload(pk_req *r, pk_work_fn work, pk_done_fn done, void *data, void (*free_data)(void *))
+static bool offload_job(pk_req *r, pk_work_fn work, pk_work_many_fn work_many, pk_done_fn done, void *data,
+                        void (*free_data)(void *))
 {
     pk_job *j = calloc(1, sizeof *j);
+    j->work_many = work_many;
     j->req = r;
     j->loop = r->loop;
     j->srv = r->srv;
@@ -435,6 +437,17 @@ bool pk_offload(pk_req *r, pk_work_fn work, pk_done_fn done, void *data, void (*
     r->job = j;
     h2o_timeout_link(r->loop->evloop, &r->loop->deadline_timeouts[r->route->cls], &j->deadline_entry);
     return true;
+}
+
+bool pk_offload(pk_req *r, pk_work_fn work, pk_done_fn done, void *data, void (*free_data)(void *))
+{
+    return offload_job(r, work, NULL, done, data, free_data);
+}
+
+bool pk_offload_many(pk_req *r, pk_work_many_fn work_many, pk_done_fn done, void *data,
+                     void (*free_data)(void *))
+{
+    return offload_job(r, NULL, work_many, done, data, free_data);
 }
 
 /* ---- middleware chain ------------------------------------------------------------------------ */

@@ -126,6 +126,8 @@ void pk_respond_stream_start(pk_req *r, int status, const char *content_type, h2
  * skipped; the store aborts statements past the deadline). */
 typedef void (*pk_work_fn)(pk_job *j);
 typedef void (*pk_done_fn)(pk_req *r, pk_job *j);
+/* Runs n jobs of the same kind together (pk_offload_many); sets each job's results as work would. */
+typedef void (*pk_work_many_fn)(pk_job **jobs, size_t n);
 
 struct pk_job {
     h2o_multithread_message_t msg; /* must be first */
@@ -134,6 +136,7 @@ struct pk_job {
     pk_loop *loop;
     pk_server *srv;
     pk_work_fn work;
+    pk_work_many_fn work_many; /* pk_offload_many: jobs of one kind queued together run in one call */
     pk_done_fn done;
     void *data;
     void (*free_data)(void *);
@@ -161,6 +164,13 @@ struct pk_job {
 void pk_job_respond(pk_req *r, pk_job *j);
 /* Submits a job (loop thread). On a full queue answers 503 itself and returns false. */
 bool pk_offload(pk_req *r, pk_work_fn work, pk_done_fn done, void *data, void (*free_data)(void *));
+/* pk_offload for work that is cheaper done for several requests at once (e.g. task creations: one Redis
+ * call for all): one pool thread at a time runs such jobs, taking every job of the same work_many queued
+ * at that moment (up to PK_OFFLOAD_MANY_MAX) in one call, and goes on while more arrive; a job submitted
+ * while that thread is busy wakes no other thread. Each job still gets its own done/response. */
+bool pk_offload_many(pk_req *r, pk_work_many_fn work_many, pk_done_fn done, void *data,
+                     void (*free_data)(void *));
+#define PK_OFFLOAD_MANY_MAX 64
 
 /* Process-wide state (initialised once, read-mostly). */
 struct pk_server {

@@ -253,6 +253,21 @@ pk_err *pk_tasks_enqueue(pk_tasks *t, const pk_task_input *in, pk_buf *out, bool
     return e;
 }
 
+void pk_tasks_enqueue_each(pk_tasks *t, const pk_task_input *in, size_t n, pk_buf *out, bool *created,
+                           pk_err **err)
+{
+    char(*ids)[37] = calloc(n ? n : 1, sizeof *ids);
+    pk_queue_enqueue_each(t->q, in, n, out, created, ids, err);
+    free(ids);
+    bool any = false;
+    for (size_t i = 0; i < n; i++)
+        if (!err[i] && created[i]) {
+            count(t, in[i].type, "enqueued");
+            any = true;
+        }
+    if (any) pk_tasks_wake(t);
+}
+
 pk_err *pk_tasks_enqueue_batch(pk_tasks *t, const pk_task_input *in, size_t n, pk_buf *out, bool *created)
 {
     for (size_t i = 0; i < n; i++)

@@ -105,6 +105,10 @@ void pk_tasks_wake(pk_tasks *t);
 
 /* Queue operations with their metrics and worker wake-ups (blocking). */
 pk_err *pk_tasks_enqueue(pk_tasks *t, const pk_task_input *in, pk_buf *out, bool *created);
+/* n independent enqueues (pk_queue_enqueue_each: one Redis call for all), each with its own out[i],
+ * created[i] and err[i]; metrics and wake-ups as pk_tasks_enqueue. */
+void pk_tasks_enqueue_each(pk_tasks *t, const pk_task_input *in, size_t n, pk_buf *out, bool *created,
+                           pk_err **err);
 /* n inputs in one queue call (pk_queue_enqueue_batch): out = JSON array of the n tasks, created[n]. */
 pk_err *pk_tasks_enqueue_batch(pk_tasks *t, const pk_task_input *in, size_t n, pk_buf *out, bool *created);
 pk_err *pk_tasks_cancel(pk_tasks *t, const char *id, pk_buf *out, pk_task_state *state);

@@ -17,6 +17,9 @@ an ASan start costs seconds on a loaded machine, so test 1 runs (a), (e), (b), (
   4 delayed tasks (delay_ms) start in a worker process within 100 ms of their time (300 ms on the
     ASan build)
   0 bad worker settings are start-up errors (exit 2) with a clear message; --help
+  5 120 concurrent POST /v1/tasks from 12 threads (the server coalesces concurrent creations into one
+    queue call): each gets its own task with its own payload; 24 of them share an idempotency key:
+    exactly one 201, one task
 The Redis variant (when src/queue/queue_redis.c is built in and redis-server is installed) adds:
   3 (d) Redis restarts on the same port, without and then with persistence, while two workers run: they
         resume on their own and new tasks complete (with persistence, those waiting in Redis at the
@@ -30,6 +33,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 from datetime import datetime, timezone
@@ -314,6 +318,42 @@ class WorkerCase:
               file=sys.stderr)
         self.assertLess(max(lates), 0.1 * SLOW, lates)
         self.stop_worker(w)
+
+    # ---- concurrent creations (the server coalesces them: pk_offload_many + enqueue_each) ----------
+    def test_5_concurrent_creations_each_get_their_own_answer(self):
+        threads, each = 12, 10
+        results = [[] for _ in range(threads)]
+
+        def client(k):
+            for j in range(each):
+                shared = j % 5 == 4
+                body = {"type": "noop", "payload": {"k": k, "j": j}}
+                hdrs = {"Idempotency-Key": "cc-shared-%s" % type(self).__name__} if shared else None
+                r = self.srv.post("/v1/tasks", body, headers=hdrs)
+                results[k].append((j, shared, r.status, r.data if r.status in (200, 201) else repr(r)))
+
+        ts = [threading.Thread(target=client, args=(k,)) for k in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        ids, shared_ids, shared_created = set(), set(), 0
+        for k in range(threads):
+            self.assertEqual(len(results[k]), each)
+            for j, shared, status, doc in results[k]:
+                self.assertIn(status, (200, 201), doc)
+                if shared:
+                    shared_ids.add(doc["id"])
+                    shared_created += status == 201
+                    continue
+                self.assertEqual(status, 201, doc)
+                self.assertEqual(doc["payload"], {"k": k, "j": j}, "each request gets its own task back")
+                self.assertEqual(self.task(doc["id"])["payload"], {"k": k, "j": j})
+                ids.add(doc["id"])
+        self.assertEqual(len(ids), threads * (each - each // 5), "distinct tasks")
+        self.assertEqual(len(shared_ids), 1, "one task per idempotency key")
+        self.assertEqual(shared_created, 1, "exactly one request created it")
+        self.assertNotIn(shared_ids.pop(), ids)
 
 
 def parse_time(s):
