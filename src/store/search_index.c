@@ -115,9 +115,12 @@ typedef struct doc {
     uint32_t nterms;
     uint32_t *terms; /* distinct term ids, for removal */
     bool alive;
+    uint32_t stored_len;
+    char *stored; /* pk_search_index_store's copy, or NULL */
 } doc;
 
 struct pk_search_index {
+    size_t stored_bytes; /* pk_search_index_store's copies */
     term *terms;
     uint32_t nterms, terms_cap;
     uint32_t *tmap; /* term id + 1; 0 = empty */
@@ -170,8 +173,10 @@ void pk_search_index_free(pk_search_index *ix)
         free(ix->terms[i].s);
         free(ix->terms[i].p);
     }
-    for (uint32_t i = 0; i < ix->ndocs; i++)
+    for (uint32_t i = 0; i < ix->ndocs; i++) {
         free(ix->docs[i].terms);
+        free(ix->docs[i].stored);
+    }
     free(ix->terms);
     free(ix->tmap);
     free(ix->docs);
@@ -288,6 +293,7 @@ static void compact(pk_search_index *ix)
         } else {
             remap[s] = UINT32_MAX;
             free(ix->docs[s].terms);
+            free(ix->docs[s].stored);
         }
     }
     ix->ndocs = live;
@@ -322,6 +328,10 @@ void pk_search_index_remove(pk_search_index *ix, int64_t seq)
     free(d->terms);
     d->terms = NULL;
     d->nterms = 0;
+    ix->stored_bytes -= d->stored_len;
+    free(d->stored);
+    d->stored = NULL;
+    d->stored_len = 0;
     d->alive = false;
     dmap_delete(ix, pos);
     ix->dmap_n--;
@@ -410,6 +420,31 @@ pk_err *pk_search_index_put(pk_search_index *ix, pk_fts_tok *tok, int64_t seq,
     return NULL;
 }
 
+void pk_search_index_store(pk_search_index *ix, int64_t seq, const void *data, size_t n)
+{
+    long slot = doc_find(ix, seq, NULL);
+    if (slot < 0 || n > UINT32_MAX) return;
+    doc *d = &ix->docs[slot];
+    ix->stored_bytes -= d->stored_len;
+    free(d->stored);
+    d->stored = malloc(n ? n : 1);
+    if (!d->stored) abort();
+    memcpy(d->stored, data, n);
+    d->stored_len = (uint32_t)n;
+    ix->stored_bytes += n;
+}
+
+const void *pk_search_index_stored(const pk_search_index *ix, const pk_search_hit *h, size_t *n)
+{
+    const doc *d = h->slot < ix->ndocs ? &ix->docs[h->slot] : NULL;
+    if (!d || !d->alive || d->seq != h->seq || !d->stored) {
+        *n = 0;
+        return NULL;
+    }
+    *n = d->stored_len;
+    return d->stored;
+}
+
 size_t pk_search_index_docs(const pk_search_index *ix)
 {
     return (size_t)ix->live_docs;
@@ -418,7 +453,8 @@ size_t pk_search_index_docs(const pk_search_index *ix)
 size_t pk_search_index_bytes(const pk_search_index *ix)
 {
     size_t b = sizeof *ix + (size_t)ix->terms_cap * sizeof(term) + (size_t)ix->tmap_cap * 4 +
-               (size_t)ix->docs_cap * sizeof(doc) + (size_t)ix->dmap_cap * 4 + (size_t)ix->term_bytes;
+               (size_t)ix->docs_cap * sizeof(doc) + (size_t)ix->dmap_cap * 4 + (size_t)ix->term_bytes +
+               ix->stored_bytes;
     for (uint32_t i = 0; i < ix->nterms; i++)
         b += (size_t)ix->terms[i].cap * sizeof(posting);
     for (uint32_t i = 0; i < ix->ndocs; i++)
@@ -541,7 +577,7 @@ bool pk_search_index_query(const pk_search_index *ix, pk_fts_tok *tok, const pk_
             if (!out->hit) abort();
         }
         pk_search_hit *ht = &out->hit[out->n++];
-        *ht = (pk_search_hit){.seq = ix->docs[slot].seq, .score = score};
+        *ht = (pk_search_hit){.seq = ix->docs[slot].seq, .score = score, .slot = slot};
         for (int c = 0; c < PK_SEARCH_COLS; c++) {
             ht->size[c] = ix->docs[slot].col_len[c];
             for (size_t i = 0; i < n; i++)

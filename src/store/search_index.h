@@ -61,6 +61,7 @@ typedef struct pk_search_hit {
     double score;                  /* BM25, larger is better (FTS5's rank with the sign flipped) */
     uint32_t inst[PK_SEARCH_COLS]; /* matches per column (occurrences of the query's words) */
     uint32_t size[PK_SEARCH_COLS]; /* tokens per column */
+    uint32_t slot;                 /* the note's place in the index (pk_search_index_stored) */
 } pk_search_hit;
 typedef struct pk_search_hits {
     pk_search_hit *hit;
@@ -68,6 +69,12 @@ typedef struct pk_search_hits {
     char *tokens[PK_SEARCH_TERMS_MAX];
     size_t ntokens;
 } pk_search_hits;
+
+/* Attaches a copy of data[0..n) to note `seq` (indexed by put: a later put or remove drops it), the
+ * store's ready-to-send form of the note (see store_sqlite.c, "stored notes"). No-op for an unknown seq. */
+void pk_search_index_store(pk_search_index *ix, int64_t seq, const void *data, size_t n);
+/* The data stored with a hit's note (NULL, 0 when none), valid until the index next changes. */
+const void *pk_search_index_stored(const pk_search_index *ix, const pk_search_hit *h, size_t *n);
 
 /* Runs the query. Returns false (and leaves *out empty) when the index cannot answer it like FTS5 (a
  * term that is a prefix or more than one token): the caller runs FTS5 then. Errors from the tokenizer

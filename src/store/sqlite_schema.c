@@ -144,5 +144,12 @@ static const char m4[] =
     "CREATE TRIGGER search_log_trim AFTER INSERT ON search_log WHEN new.id % 1024 = 0 BEGIN"
     " DELETE FROM search_log WHERE id <= new.id - 100000; END;";
 
-const char *const pk_sqlite_migrations[] = {m1, m2, m3, m4};
+/* 5: search_log also names notes whose other fields changed (status, confidence, metadata, ...): the
+ * in-memory index keeps each note's JSON for search pages (store_sqlite.c, "stored notes"), which must
+ * follow every update. */
+static const char m5[] = "DROP TRIGGER search_log_au;"
+                         "CREATE TRIGGER search_log_au AFTER UPDATE ON notes BEGIN"
+                         " INSERT INTO search_log(seq) VALUES (new.seq); END;";
+
+const char *const pk_sqlite_migrations[] = {m1, m2, m3, m4, m5};
 const int pk_sqlite_migration_count = (int)(sizeof pk_sqlite_migrations / sizeof pk_sqlite_migrations[0]);

@@ -25,6 +25,8 @@
 
 struct pk_sqlite_search {
     pk_sqlite_pool *pool;
+    const pk_sqlite_search_rows *rows; /* stored notes, or NULL */
+    char *build_sql, *apply_sql;
     pk_fts_tokenizer *tk;
     pthread_rwlock_t rw;
     pk_search_index *ix; /* under rw */
@@ -36,7 +38,19 @@ struct pk_sqlite_search {
     _Atomic uint64_t by_index, by_fts5, notes, bytes, builds;
 };
 
-pk_err *pk_sqlite_search_open(pk_sqlite_pool *pool, pk_sqlite_search **out)
+static void text_row(sqlite3_stmt *st, const char *text[PK_SEARCH_COLS], size_t lens[PK_SEARCH_COLS],
+                     pk_buf *stored)
+{
+    (void)stored;
+    for (int c = 0; c < PK_SEARCH_COLS; c++) {
+        text[c] = (const char *)sqlite3_column_text(st, 1 + c);
+        lens[c] = (size_t)sqlite3_column_bytes(st, 1 + c);
+    }
+}
+
+static const pk_sqlite_search_rows TEXT_ROWS = {"n.seq, n.title, n.content, n.tags", 4, text_row};
+
+pk_err *pk_sqlite_search_open(pk_sqlite_pool *pool, const pk_sqlite_search_rows *rows, pk_sqlite_search **out)
 {
     *out = NULL;
     pk_sqlite_search *s = calloc(1, sizeof *s);
@@ -47,6 +61,17 @@ pk_err *pk_sqlite_search_open(pk_sqlite_pool *pool, pk_sqlite_search **out)
         return e;
     }
     s->pool = pool;
+    s->rows = rows;
+    const pk_sqlite_search_rows *r = rows ? rows : &TEXT_ROWS;
+    pk_buf b = PK_BUF_INIT;
+    pk_buf_printf(&b, "SELECT %s FROM notes n", r->cols);
+    s->build_sql = pk_buf_steal(&b, NULL);
+    /* deleted notes: a row of NULLs (n.seq first) and the log's seq last */
+    pk_buf_printf(&b,
+                  "SELECT %s, l.seq FROM (SELECT DISTINCT seq FROM search_log WHERE id > ?1 AND id <= ?2) l"
+                  " LEFT JOIN notes n ON n.seq = l.seq",
+                  r->cols);
+    s->apply_sql = pk_buf_steal(&b, NULL);
     pthread_rwlock_init(&s->rw, NULL);
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->apply_mu, NULL);
@@ -80,6 +105,8 @@ void pk_sqlite_search_close(pk_sqlite_search *s)
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->apply_mu);
     pthread_cond_destroy(&s->cv);
+    free(s->build_sql);
+    free(s->apply_sql);
     free(s);
 }
 
@@ -96,13 +123,19 @@ static bool stopping(pk_sqlite_search *s)
     return stop;
 }
 
-static void cols_of(sqlite3_stmt *st, int first, const char *cols[PK_SEARCH_COLS],
-                    size_t lens[PK_SEARCH_COLS])
+/* Indexes the note of the current row (and keeps its stored form when the store asked for it). */
+static pk_err *put_row(pk_sqlite_search *s, pk_search_index *ix, pk_fts_tok *tok, sqlite3_stmt *st,
+                       pk_buf *stored)
 {
-    for (int c = 0; c < PK_SEARCH_COLS; c++) {
-        cols[c] = (const char *)sqlite3_column_text(st, first + c);
-        lens[c] = (size_t)sqlite3_column_bytes(st, first + c);
-    }
+    const pk_sqlite_search_rows *r = s->rows ? s->rows : &TEXT_ROWS;
+    const char *text[PK_SEARCH_COLS];
+    size_t lens[PK_SEARCH_COLS];
+    pk_buf_reset(stored);
+    r->row(st, text, lens, stored);
+    int64_t seq = sqlite3_column_int64(st, 0);
+    pk_err *e = pk_search_index_put(ix, tok, seq, text, lens);
+    if (!e && s->rows) pk_search_index_store(ix, seq, stored->data ? stored->data : "", stored->len);
+    return e;
 }
 
 /* The newest and oldest search_log ids in k's snapshot (0, 0 when empty). */
@@ -143,15 +176,14 @@ static pk_err *build(pk_sqlite_search *s, pk_search_index **out, int64_t *applie
     int64_t oldest = 0;
     e = pk_sqlite_begin(k, false);
     if (!e) e = log_bounds(k, applied, &oldest);
-    if (!e) e = pk_sqlite_prepare(k, "SELECT seq, title, content, tags FROM notes", &st);
+    if (!e) e = pk_sqlite_prepare(k, s->build_sql, &st);
     int rc = SQLITE_DONE;
+    pk_buf stored = PK_BUF_INIT;
     for (long n = 0; !e && (rc = pk_sqlite_step(k, st)) == SQLITE_ROW; n++) {
-        const char *cols[PK_SEARCH_COLS];
-        size_t lens[PK_SEARCH_COLS];
-        cols_of(st, 1, cols, lens);
-        e = pk_search_index_put(ix, &tok, sqlite3_column_int64(st, 0), cols, lens);
+        e = put_row(s, ix, &tok, st, &stored);
         if (!e && n % 256 == 255 && stopping(s)) e = pk_err_new("store_error", 503, "the store is closing");
     }
+    pk_buf_free(&stored);
     if (!e && rc != SQLITE_DONE) e = pk_sqlite_err(k, rc, "reading notes for the search index");
     if (st) sqlite3_reset(st);
     pk_sqlite_rollback(k);
@@ -235,28 +267,21 @@ static pk_err *apply(pk_sqlite_search *s, pk_sqlite_conn *k, int64_t upto)
     if (e) return e;
     int64_t from = atomic_load(&s->applied);
     sqlite3_stmt *st;
-    e = pk_sqlite_prepare(k,
-                          "SELECT l.seq, n.title, n.content, n.tags FROM (SELECT DISTINCT seq FROM search_log"
-                          " WHERE id > ?1 AND id <= ?2) l LEFT JOIN notes n ON n.seq = l.seq",
-                          &st);
+    e = pk_sqlite_prepare(k, s->apply_sql, &st);
     if (e) {
         pk_fts_tok_free(&tok);
         return e;
     }
     sqlite3_bind_int64(st, 1, from);
     sqlite3_bind_int64(st, 2, upto);
-    int rc;
+    int rc, ncols = (s->rows ? s->rows : &TEXT_ROWS)->ncols;
+    pk_buf stored = PK_BUF_INIT;
     pthread_rwlock_wrlock(&s->rw);
     while (!e && (rc = pk_sqlite_step(k, st)) == SQLITE_ROW) {
-        int64_t seq = sqlite3_column_int64(st, 0);
-        if (sqlite3_column_type(st, 1) == SQLITE_NULL) {
-            pk_search_index_remove(s->ix, seq);
-        } else {
-            const char *cols[PK_SEARCH_COLS];
-            size_t lens[PK_SEARCH_COLS];
-            cols_of(st, 1, cols, lens);
-            e = pk_search_index_put(s->ix, &tok, seq, cols, lens);
-        }
+        if (sqlite3_column_type(st, 0) == SQLITE_NULL) /* deleted: the log's seq is the last column */
+            pk_search_index_remove(s->ix, sqlite3_column_int64(st, ncols));
+        else
+            e = put_row(s, s->ix, &tok, st, &stored);
     }
     if (!e && rc != SQLITE_DONE) e = pk_sqlite_err(k, rc, "reading changed notes for the search index");
     if (!e) {
@@ -266,6 +291,7 @@ static pk_err *apply(pk_sqlite_search *s, pk_sqlite_conn *k, int64_t upto)
     }
     pthread_rwlock_unlock(&s->rw);
     sqlite3_reset(st);
+    pk_buf_free(&stored);
     pk_fts_tok_free(&tok);
     return e;
 }
@@ -306,8 +332,34 @@ static bool sync_index(pk_sqlite_search *s, pk_sqlite_conn *k, int64_t *upto, pk
  * runs only while the index (held shared, so nobody applies meanwhile) reflects that snapshot's log
  * id. An index ahead of the snapshot (another thread applied newer writes) means a newer snapshot: the
  * read transaction restarts. A few tries, then FTS5, which answers from any snapshot. */
-bool pk_sqlite_search_query(pk_sqlite_search *s, pk_sqlite_conn *k, pk_fts_tok *tok,
-                            const pk_search_term *terms, size_t n, pk_search_hits *out, pk_err **err)
+typedef struct page_req {
+    size_t offset, limit;
+    pk_sqlite_search_emit emit;
+    void *ctx;
+    bool *more;
+} page_req;
+
+/* Under the shared lock, the index reflecting the caller's snapshot: the page from the stored notes.
+ * False (nothing emitted) when a hit of the page has no stored form. */
+static bool emit_page(pk_sqlite_search *s, pk_search_hits *h, const page_req *pg, pk_err **err)
+{
+    size_t end = pg->offset + pg->limit < h->n ? pg->offset + pg->limit : h->n;
+    pk_search_hits_rank(h, end);
+    for (size_t i = pg->offset; i < end; i++) {
+        size_t n;
+        if (!pk_search_index_stored(s->ix, &h->hit[i], &n)) return false;
+    }
+    for (size_t i = pg->offset; i < end && !*err; i++) {
+        size_t n;
+        const void *d = pk_search_index_stored(s->ix, &h->hit[i], &n);
+        *err = pg->emit(pg->ctx, h, &h->hit[i], d, n);
+    }
+    *pg->more = end < h->n;
+    return true;
+}
+
+static bool run_query(pk_sqlite_search *s, pk_sqlite_conn *k, pk_fts_tok *tok, const pk_search_term *terms,
+                      size_t n, pk_search_hits *out, const page_req *pg, pk_err **err)
 {
     memset(out, 0, sizeof *out);
     *err = NULL;
@@ -318,6 +370,10 @@ bool pk_sqlite_search_query(pk_sqlite_search *s, pk_sqlite_conn *k, pk_fts_tok *
         int64_t applied = atomic_load(&s->applied);
         bool ok = false, same = applied == upto && s->ix;
         if (same) ok = pk_search_index_query(s->ix, tok, terms, n, out, err);
+        if (same && ok && pg && !emit_page(s, out, pg, err)) {
+            pk_search_hits_free(out);
+            ok = false;
+        }
         pthread_rwlock_unlock(&s->rw);
         if (same) return ok;
         if (applied > upto) { /* a newer snapshot */
@@ -326,6 +382,32 @@ bool pk_sqlite_search_query(pk_sqlite_search *s, pk_sqlite_conn *k, pk_fts_tok *
         }
     }
     return false;
+}
+
+/* The hits must describe the caller's snapshot exactly (its notes are read back in it): the query
+ * runs only while the index (held shared, so nobody applies meanwhile) reflects that snapshot's log
+ * id. An index ahead of the snapshot (another thread applied newer writes) means a newer snapshot: the
+ * read transaction restarts. A few tries, then FTS5, which answers from any snapshot. */
+bool pk_sqlite_search_query(pk_sqlite_search *s, pk_sqlite_conn *k, pk_fts_tok *tok,
+                            const pk_search_term *terms, size_t n, pk_search_hits *out, pk_err **err)
+{
+    return run_query(s, k, tok, terms, n, out, NULL, err);
+}
+
+bool pk_sqlite_search_page(pk_sqlite_search *s, pk_sqlite_conn *k, pk_fts_tok *tok,
+                           const pk_search_term *terms, size_t n, size_t offset, size_t limit,
+                           pk_sqlite_search_emit emit, void *ctx, bool *more, pk_err **err)
+{
+    *more = false;
+    if (!s->rows) {
+        *err = NULL;
+        return false;
+    }
+    page_req pg = {offset, limit, emit, ctx, more};
+    pk_search_hits h;
+    bool ok = run_query(s, k, tok, terms, n, &h, &pg, err);
+    if (ok) pk_search_hits_free(&h);
+    return ok;
 }
 
 void pk_sqlite_search_count(pk_sqlite_search *s, bool by_index)

@@ -134,9 +134,14 @@ class SearchIndex(unittest.TestCase):
         self.assertIn(r.status, (200,), r.body[:300])
         self.assertEqual(self.search(self.a, q="zyxwvut")["data"], [])
         self.assertEqual([x["id"] for x in self.search(self.a, q="wombats")["data"]], [n["id"]])
+        # a change of other fields shows too: pages come from the index's stored notes
+        r = self.b.request("PATCH", "/v1/notes/" + n["id"], json_body={"confidence_score": 0.25, "status": "archived"})
+        self.assertEqual(r.status, 200, r.body[:300])
+        hit = self.search(self.a, q="wombats")["data"][0]
+        self.assertEqual((hit["confidence_score"], hit["status"], hit["version"]), (0.25, "archived", 3))
         self.assertEqual(self.b.request("DELETE", "/v1/notes/" + n["id"]).status, 204)
         self.assertEqual(self.search(self.a, q="wombats")["data"], [])
-        self.assertEqual(self.engine_count("index") - before, 4)
+        self.assertEqual(self.engine_count("index") - before, 5)
         self.assertGreater(metric(self.a, "pake_search_index_notes"), 100)
         self.assertGreater(metric(self.a, "pake_search_index_bytes"), 10000)
 
