@@ -429,8 +429,12 @@ void pk_redis_script_init(pk_redis_script *s)
     pk_hex(md, sizeof md, s->sha);
 }
 
-pk_err *pk_redis_eval(pk_redis *r, int64_t deadline_ns, pk_redis_script *sc, int nkeys, int argc,
-                      const char **argv, const size_t *lens, redisReply **out)
+/* `verb name nkeys argv...` (EVALSHA or FCALL). When Redis answers that it does not know the code
+ * (`missing` in its error: a new or restarted Redis, SCRIPT/FUNCTION FLUSH), runs `load` and calls once
+ * more, on the same connection. */
+static pk_err *call_code(pk_redis *r, int64_t deadline_ns, const char *verb, const char *name, int nkeys,
+                         int argc, const char **argv, const size_t *lens, const char *missing,
+                         const char **load, int nload, redisReply **out)
 {
     *out = NULL;
     const char *av_small[24];
@@ -443,8 +447,8 @@ pk_err *pk_redis_eval(pk_redis *r, int64_t deadline_ns, pk_redis_script *sc, int
     }
     char nk[16];
     snprintf(nk, sizeof nk, "%d", nkeys);
-    av[0] = "EVALSHA", al[0] = 7;
-    av[1] = sc->sha, al[1] = 40;
+    av[0] = verb, al[0] = strlen(verb);
+    av[1] = name, al[1] = strlen(name);
     av[2] = nk, al[2] = strlen(nk);
     for (int i = 0; i < argc; i++) {
         av[3 + i] = argv[i];
@@ -458,11 +462,10 @@ pk_err *pk_redis_eval(pk_redis *r, int64_t deadline_ns, pk_redis_script *sc, int
     if (!e) {
         bool broken;
         e = run(r, s, deadline_ns, 0, out, argc + 3, av, al, &broken);
-        if (e && !broken && pk_err_is(e, "redis_error") && strstr(e->message, "NOSCRIPT")) {
+        if (e && !broken && pk_err_is(e, "redis_error") && strstr(e->message, missing)) {
             pk_err_free(e);
-            const char *lv[] = {"SCRIPT", "LOAD", sc->src};
             redisReply *lr = NULL;
-            e = run(r, s, deadline_ns, 0, &lr, 3, lv, NULL, &broken);
+            e = run(r, s, deadline_ns, 0, &lr, nload, load, NULL, &broken);
             if (lr) freeReplyObject(lr);
             atomic_fetch_add(&r->script_loads, 1);
             if (!e) e = run(r, s, deadline_ns, 0, out, argc + 3, av, al, &broken);
@@ -478,56 +481,21 @@ done:
     return e;
 }
 
+pk_err *pk_redis_eval(pk_redis *r, int64_t deadline_ns, pk_redis_script *sc, int nkeys, int argc,
+                      const char **argv, const size_t *lens, redisReply **out)
+{
+    const char *load[] = {"SCRIPT", "LOAD", sc->src};
+    return call_code(r, deadline_ns, "EVALSHA", sc->sha, nkeys, argc, argv, lens, "NOSCRIPT", load, 3, out);
+}
+
+/* Redis answers "ERR Function not found" for a function no library defines: the library is loaded with
+ * REPLACE (another process may load it at the same time; the same name always carries the same code). */
 pk_err *pk_redis_fcall(pk_redis *r, int64_t deadline_ns, const char *library, const char *fn, int nkeys,
                        int argc, const char **argv, const size_t *lens, redisReply **out)
 {
-    *out = NULL;
-    const char *av_small[24];
-    size_t al_small[24];
-    const char **av = av_small;
-    size_t *al = al_small;
-    if (argc + 3 > 24) { /* long argument lists (group commits): on the heap */
-        av = malloc((size_t)(argc + 3) * sizeof *av);
-        al = malloc((size_t)(argc + 3) * sizeof *al);
-    }
-    char nk[16];
-    snprintf(nk, sizeof nk, "%d", nkeys);
-    av[0] = "FCALL", al[0] = 5;
-    av[1] = fn, al[1] = strlen(fn);
-    av[2] = nk, al[2] = strlen(nk);
-    for (int i = 0; i < argc; i++) {
-        av[3 + i] = argv[i];
-        al[3 + i] = lens ? lens[i] : strlen(argv[i]);
-    }
-    call_ctx cc;
-    pk_err *e = enter(r, deadline_ns, &cc);
-    if (e) goto done;
-    slot *s = NULL;
-    e = acquire(r, deadline_ns, &s);
-    if (!e) {
-        bool broken;
-        e = run(r, s, deadline_ns, 0, out, argc + 3, av, al, &broken);
-        /* Redis answers "ERR Function not found" for a function no library defines (a new or restarted
-         * Redis, FUNCTION FLUSH): load the library (REPLACE: another process may load it at the same
-         * time; the same name always carries the same code) and call once more */
-        if (e && !broken && pk_err_is(e, "redis_error") && strstr(e->message, "Function not found")) {
-            pk_err_free(e);
-            const char *lv[] = {"FUNCTION", "LOAD", "REPLACE", library};
-            redisReply *lr = NULL;
-            e = run(r, s, deadline_ns, 0, &lr, 4, lv, NULL, &broken);
-            if (lr) freeReplyObject(lr);
-            atomic_fetch_add(&r->script_loads, 1);
-            if (!e) e = run(r, s, deadline_ns, 0, out, argc + 3, av, al, &broken);
-        }
-        release(r, s, broken);
-    }
-    leave(r, &cc, e);
-done:
-    if (av != av_small) {
-        free(av);
-        free(al);
-    }
-    return e;
+    const char *load[] = {"FUNCTION", "LOAD", "REPLACE", library};
+    return call_code(r, deadline_ns, "FCALL", fn, nkeys, argc, argv, lens, "Function not found", load, 4,
+                     out);
 }
 
 /* ---- subscriber ------------------------------------------------------------------------------ */
