@@ -138,6 +138,21 @@ static pk_err *put_row(pk_sqlite_search *s, pk_search_index *ix, pk_fts_tok *tok
     return e;
 }
 
+/* The newest search_log id in k's snapshot (0 when empty): one seek to the table's last row. */
+static pk_err *log_newest(pk_sqlite_conn *k, int64_t *newest)
+{
+    sqlite3_stmt *st;
+    pk_err *e = pk_sqlite_prepare(k, "SELECT coalesce((SELECT max(id) FROM search_log), 0)", &st);
+    if (e) return e;
+    int rc = pk_sqlite_step(k, st);
+    if (rc == SQLITE_ROW)
+        *newest = sqlite3_column_int64(st, 0);
+    else
+        e = pk_sqlite_err(k, rc, "reading the search log");
+    sqlite3_reset(st);
+    return e;
+}
+
 /* The newest and oldest search_log ids in k's snapshot (0, 0 when empty). */
 static pk_err *log_bounds(pk_sqlite_conn *k, int64_t *newest, int64_t *oldest)
 {
@@ -305,9 +320,10 @@ static bool sync_index(pk_sqlite_search *s, pk_sqlite_conn *k, int64_t *upto, pk
     if (!ready) start_build_locked(s);
     pthread_mutex_unlock(&s->mu);
     if (!ready) return false;
+    if ((*err = log_newest(k, upto))) return false;
+    if (*upto <= atomic_load(&s->applied)) return true; /* the usual case: nothing new */
     int64_t oldest = 0;
     if ((*err = log_bounds(k, upto, &oldest))) return false;
-    if (*upto <= atomic_load(&s->applied)) return true;
     pthread_mutex_lock(&s->apply_mu);
     bool ok = true;
     int64_t from = atomic_load(&s->applied);
