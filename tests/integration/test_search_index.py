@@ -30,7 +30,7 @@ def text(rng, n):
     out = []
     for i in range(n):
         w = rng.choice(WORDS[:20]) if rng.random() < 0.6 else rng.choice(WORDS)
-        sep = "" if i == 0 else rng.choice([" ", " ", " ", " ", ". ", ": ", ",  ", ".\n\n", "! "])
+        sep = "" if i == 0 else rng.choice([" ", " ", " ", " ", ". ", ": ", ",  ", ".\n\n", "! ", ' "', '\\ '])
         out.append(sep + w)
     return "".join(out)
 
