@@ -57,12 +57,20 @@
  *
  * Group commit. Concurrent enqueues of a process, and concurrent claims / complete-and-claims of its
  * worker threads, each queue up in a line (gc_line, one per operation); the first in line takes
- * everyone queued at that moment (up to GROUP_MAX), runs ONE call for all of them (S_ENQUEUE_BATCH;
- * S_SETTLE_CLAIM with one item per caller), stores each caller's own result or error in its item and
- * wakes them and the next in line. No caller ever waits for a timer: a lone caller runs alone at once,
- * and under load the groups form while the previous call is in flight. The scripts run the items in
+ * everyone queued at that moment (up to GROUP_MAX) off the line, runs ONE call for all of them
+ * (S_ENQUEUE_BATCH; S_SETTLE_CLAIM with one item per caller), stores each caller's own result or error
+ * in its item and wakes them and the next in line. Up to cfg->group_inflight groups of one line are in
+ * flight at once (default 2, each on its own pooled connection): while one call is in flight, the next
+ * caller leads a new group at once instead of waiting for it, so Redis always has the next call of a
+ * busy process queued (with one in flight, Redis idled while the process woke its threads, ran their
+ * tasks and formed the next group). No caller ever waits for a timer: a lone caller runs alone at once,
+ * and under load the groups form while the previous calls are in flight. The scripts run the items in
  * line order with the single operations' code, so a group does exactly what the same calls one after the
- * other would (limits, idempotency, leases from the claim time), in one atomic step. Per-call costs
+ * other would (limits, idempotency, leases from the claim time), in one atomic step. Groups in flight at
+ * the same time hold callers that are all still waiting (none has its result), so whichever Redis runs
+ * first, every caller's operation takes effect atomically between its call and its return, as it would
+ * alone (each FCALL is atomic: limits, leases and "never claimed twice" are checked inside it, against
+ * whatever the other group did). Per-call costs
  * (the round trip and syscalls on both sides, FCALL dispatch, promote, the queue list, empty-stream
  * checks, the sequence numbers, queue-set and index writes and count changes of the enqueues) are paid
  * once per group. enqueue_each runs a group a caller already holds (the server's task creations,
@@ -134,7 +142,8 @@ typedef struct gc_item {
 } gc_item;
 
 typedef struct gc_line {
-    gc_item *head, *tail;
+    gc_item *head, *tail; /* callers waiting, not yet taken by a leader */
+    int busy;             /* groups of this line in flight */
 } gc_line;
 
 typedef struct rq_queue {
@@ -148,6 +157,7 @@ typedef struct rq_queue {
     redisContext *idle[WAIT_IDLE_CONNS];
     int nidle;
     bool group;            /* cfg.redis_group_commit */
+    int inflight;          /* most groups of one line in flight (cfg.group_inflight) */
     pthread_mutex_t gc_mu; /* the lines below */
     gc_line enq_line, claim_line;
 } rq_queue;
@@ -850,9 +860,11 @@ static pk_err *err_copy(const pk_err *e)
     return c;
 }
 
-/* Queues `it` on `line` and waits until it is done (returns false: a leader ran it) or first in line
- * (returns true: the caller leads, gc_take then gc_finish). */
-static bool gc_join(rq_queue *q, gc_line *line, gc_item *it)
+/* Queues `it` on `line` and waits until it is done (returns false: a leader ran it) or first among the
+ * waiting while fewer than q->inflight groups of this line are in flight (returns true: the caller
+ * leads; *batch gets up to GROUP_MAX waiting items, the leader first, taken off the line; *n their
+ * count; then lead, then gc_finish). */
+static bool gc_join(rq_queue *q, gc_line *line, gc_item *it, gc_item **batch, size_t *n)
 {
     it->next = NULL;
     it->done = false;
@@ -863,32 +875,32 @@ static bool gc_join(rq_queue *q, gc_line *line, gc_item *it)
     else
         line->head = it;
     line->tail = it;
-    while (!it->done && line->head != it)
+    while (!it->done && (line->head != it || line->busy >= q->inflight))
         pthread_cond_wait(&it->cv, &q->gc_mu);
     bool lead = !it->done;
+    if (lead) {
+        size_t k = 0;
+        gc_item *x = line->head;
+        for (; x && k < GROUP_MAX; x = x->next)
+            batch[k++] = x;
+        line->head = x;
+        if (!x) line->tail = NULL;
+        line->busy++;
+        *n = k;
+        /* more than GROUP_MAX waiting and room for another group: its leader goes at once */
+        if (line->head && line->busy < q->inflight) pthread_cond_signal(&line->head->cv);
+    }
     pthread_mutex_unlock(&q->gc_mu);
     if (!lead) pthread_cond_destroy(&it->cv);
     return lead;
 }
 
-/* The leader's batch: up to GROUP_MAX items from the head of the line (the leader first). They stay in
- * the line (later callers queue behind them) until gc_finish. */
-static size_t gc_take(rq_queue *q, gc_line *line, gc_item **batch)
-{
-    size_t n = 0;
-    pthread_mutex_lock(&q->gc_mu);
-    for (gc_item *it = line->head; it && n < GROUP_MAX; it = it->next)
-        batch[n++] = it;
-    pthread_mutex_unlock(&q->gc_mu);
-    return n;
-}
-
-/* Removes the batch (its results are in place) from the line, wakes its callers and the next leader. */
+/* Marks the batch done (its results are in place), wakes its callers and, as a group slot is free
+ * again, the first waiting caller (the next leader). */
 static void gc_finish(rq_queue *q, gc_line *line, gc_item **batch, size_t n)
 {
     pthread_mutex_lock(&q->gc_mu);
-    line->head = batch[n - 1]->next;
-    if (!line->head) line->tail = NULL;
+    line->busy--;
     for (size_t i = 0; i < n; i++) {
         batch[i]->done = true;
         if (i) pthread_cond_signal(&batch[i]->cv);
@@ -900,15 +912,15 @@ static void gc_finish(rq_queue *q, gc_line *line, gc_item **batch, size_t n)
 
 typedef void (*gc_lead_fn)(rq_queue *q, gc_item **batch, size_t n);
 
-/* Runs `it` alone (group commit off), or joins `line` and, when first in line, leads the group. */
+/* Runs `it` alone (group commit off), or joins `line` and, when it leads, runs the group. */
 static void gc_run(rq_queue *q, gc_line *line, gc_item *it, gc_lead_fn lead)
 {
     gc_item *batch[GROUP_MAX];
+    size_t n = 0;
     if (!q->group) {
         batch[0] = it;
         lead(q, batch, 1);
-    } else if (gc_join(q, line, it)) {
-        size_t n = gc_take(q, line, batch);
+    } else if (gc_join(q, line, it, batch, &n)) {
         lead(q, batch, n);
         gc_finish(q, line, batch, n);
     }
@@ -1837,6 +1849,7 @@ pk_err *pk_queue_open_redis(const pk_queue_config *cfg, pk_queue **out)
     pthread_mutex_init(&q->mu, NULL);
     pthread_mutex_init(&q->gc_mu, NULL);
     q->group = !cfg->no_group_commit;
+    q->inflight = cfg->group_inflight > 0 ? cfg->group_inflight : PK_QUEUE_GROUP_INFLIGHT;
     pk_err *e = publish_limits(q);
     q->cfg.limits = NULL; /* borrowed; published above */
     q->cfg.nlimits = 0;
