@@ -135,6 +135,7 @@ static pk_tasks_config tasks_config(const pk_config *c, const char *kind)
                              .backend = c->queue_backend,
                              .no_group_commit = !c->queue_group_commit,
                              .group_inflight = c->queue_group_inflight,
+                             .group_gather_us = c->queue_group_gather_us,
                              .limits = c->task_limits,
                              .kind = kind,
                              .name = c->worker_name};

@@ -166,6 +166,10 @@ typedef struct pk_queue_config {
      * a process has in flight at once, each on its own pooled connection: while one is in flight the
      * next group forms and is sent. 0 = PK_QUEUE_GROUP_INFLIGHT; 1 = one at a time. */
     int group_inflight;
+    /* Redis backend, group commit of claims: when fewer callers wait than the last group held (their
+     * tasks were short and they are on their way back), the leader waits up to this many microseconds
+     * for them before sending, so fewer, larger calls carry the same work. 0 = never waits. */
+    int64_t group_gather_us;
 } pk_queue_config;
 
 /* Per (queue, priority) numbers for GET /v1/queues. */

@@ -122,6 +122,7 @@
 #include "queue/queue.h"
 #include "queue/queue_redis_workers.h"
 #include "redis/redis.h"
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -143,7 +144,11 @@ typedef struct gc_item {
 
 typedef struct gc_line {
     gc_item *head, *tail; /* callers waiting, not yet taken by a leader */
+    int len;              /* how many */
     int busy;             /* groups of this line in flight */
+    bool gather;          /* the leader waits (q->gather_ns at most) for the last group's size */
+    int last_n;           /* size of the last group that finished */
+    int want;             /* a gathering leader waits for len >= want (0: none gathers) */
 } gc_line;
 
 typedef struct rq_queue {
@@ -156,9 +161,11 @@ typedef struct rq_queue {
     pthread_mutex_t mu;
     redisContext *idle[WAIT_IDLE_CONNS];
     int nidle;
-    bool group;            /* cfg.redis_group_commit */
-    int inflight;          /* most groups of one line in flight (cfg.group_inflight) */
-    pthread_mutex_t gc_mu; /* the lines below */
+    bool group;        /* cfg.redis_group_commit */
+    int inflight;      /* most groups of one line in flight (cfg.group_inflight) */
+    int64_t gather_ns; /* claim line: the leader's wait for the last group's size (cfg.group_gather_us) */
+    pthread_condattr_t cv_attr; /* CLOCK_MONOTONIC, for the gathering leader's timed wait */
+    pthread_mutex_t gc_mu;      /* the lines below */
     gc_line enq_line, claim_line;
 } rq_queue;
 
@@ -868,16 +875,28 @@ static bool gc_join(rq_queue *q, gc_line *line, gc_item *it, gc_item **batch, si
 {
     it->next = NULL;
     it->done = false;
-    pthread_cond_init(&it->cv, NULL);
+    pthread_cond_init(&it->cv, &q->cv_attr);
     pthread_mutex_lock(&q->gc_mu);
     if (line->tail)
         line->tail->next = it;
     else
         line->head = it;
     line->tail = it;
+    line->len++;
+    if (line->want && line->len >= line->want) pthread_cond_signal(&line->head->cv); /* a full group */
     while (!it->done && (line->head != it || line->busy >= q->inflight))
         pthread_cond_wait(&it->cv, &q->gc_mu);
     bool lead = !it->done;
+    if (lead && line->gather && q->gather_ns > 0 && line->len < line->last_n) {
+        /* the callers of the last group are on their way back (their tasks were short): give them
+         * up to gather_ns to join, so the group is as large as the last one */
+        line->want = line->last_n < GROUP_MAX ? line->last_n : GROUP_MAX;
+        int64_t until = pk_mono_ns() + q->gather_ns;
+        struct timespec ts = {.tv_sec = until / 1000000000LL, .tv_nsec = until % 1000000000LL};
+        while (line->len < line->want)
+            if (pthread_cond_timedwait(&it->cv, &q->gc_mu, &ts) == ETIMEDOUT) break;
+        line->want = 0;
+    }
     if (lead) {
         size_t k = 0;
         gc_item *x = line->head;
@@ -885,6 +904,7 @@ static bool gc_join(rq_queue *q, gc_line *line, gc_item *it, gc_item **batch, si
             batch[k++] = x;
         line->head = x;
         if (!x) line->tail = NULL;
+        line->len -= (int)k;
         line->busy++;
         *n = k;
         /* more than GROUP_MAX waiting and room for another group: its leader goes at once */
@@ -901,6 +921,7 @@ static void gc_finish(rq_queue *q, gc_line *line, gc_item **batch, size_t n)
 {
     pthread_mutex_lock(&q->gc_mu);
     line->busy--;
+    line->last_n = (int)n;
     for (size_t i = 0; i < n; i++) {
         batch[i]->done = true;
         if (i) pthread_cond_signal(&batch[i]->cv);
@@ -1128,6 +1149,7 @@ static void q_close(pk_queue *base)
         redisFree(q->idle[i]);
     pthread_mutex_destroy(&q->mu);
     pthread_mutex_destroy(&q->gc_mu);
+    pthread_condattr_destroy(&q->cv_attr);
     for (size_t i = 0; i < q->cfg.nleases; i++)
         free((char *)q->leases[i].type);
     free(q->leases);
@@ -1850,6 +1872,10 @@ pk_err *pk_queue_open_redis(const pk_queue_config *cfg, pk_queue **out)
     pthread_mutex_init(&q->gc_mu, NULL);
     q->group = !cfg->no_group_commit;
     q->inflight = cfg->group_inflight > 0 ? cfg->group_inflight : PK_QUEUE_GROUP_INFLIGHT;
+    q->gather_ns = cfg->group_gather_us < 0 ? 0 : cfg->group_gather_us * 1000;
+    q->claim_line.gather = true;
+    pthread_condattr_init(&q->cv_attr);
+    pthread_condattr_setclock(&q->cv_attr, CLOCK_MONOTONIC);
     pk_err *e = publish_limits(q);
     q->cfg.limits = NULL; /* borrowed; published above */
     q->cfg.nlimits = 0;

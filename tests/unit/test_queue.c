@@ -1730,22 +1730,22 @@ static void *if_worker_main(void *arg)
     return NULL;
 }
 
-/* Two "processes" (queue handles, each its own pool) x 4 worker threads, 2 group calls in flight per
- * line: every task runs exactly once, each completion is accepted as its caller's (its own lease),
- * the result stored is the caller's own, and type "one" (concurrency 1) never runs twice at once. */
-RTEST(two_groups_in_flight_keep_each_callers_result_limits_and_exactly_once)
+/* Two "processes" (queue handles, each its own pool) x 4 worker threads: every task runs exactly
+ * once, each completion is accepted as its caller's (its own lease), the result stored is the caller's
+ * own, and type "one" (concurrency 1) never runs twice at once. */
+static void run_workers(int inflight, int64_t gather_us)
 {
-    NEED_QUEUE();
     atomic_store(&tick_ns, 1800000000LL * SEC);
     pk_redis *r2 = redis_client();
     char p2[64];
-    snprintf(p2, sizeof p2, "t%di:", (int)getpid());
+    snprintf(p2, sizeof p2, "t%di%d:", (int)getpid(), inflight);
     pk_queue_config c = base_config();
     c.clock = &ticking;
     c.default_lease_ms = 3600000; /* no lease expires while the clock ticks */
     c.redis = rc;
     c.redis_prefix = p2;
-    c.group_inflight = 2;
+    c.group_inflight = inflight;
+    c.group_gather_us = gather_us;
     pk_queue *a, *b;
     cr_assert_null(pk_queue_open_redis(&c, &a));
     c.redis = r2;
@@ -1802,4 +1802,17 @@ RTEST(two_groups_in_flight_keep_each_callers_result_limits_and_exactly_once)
     pk_queue_close(a);
     pk_queue_close(b);
     pk_redis_free(r2);
+}
+
+RTEST(two_groups_in_flight_keep_each_callers_result_limits_and_exactly_once)
+{
+    NEED_QUEUE();
+    run_workers(2, 0);
+}
+
+/* The claim group's leader waits for the last group's callers: the same guarantees. */
+RTEST(gathering_claim_groups_keep_each_callers_result_limits_and_exactly_once)
+{
+    NEED_QUEUE();
+    run_workers(1, 2000);
 }
