@@ -60,17 +60,21 @@
  * everyone queued at that moment (up to GROUP_MAX) off the line, runs ONE call for all of them
  * (S_ENQUEUE_BATCH; S_SETTLE_CLAIM with one item per caller), stores each caller's own result or error
  * in its item and wakes them and the next in line. Up to cfg->group_inflight groups of one line are in
- * flight at once (default 2, each on its own pooled connection): while one call is in flight, the next
- * caller leads a new group at once instead of waiting for it, so Redis always has the next call of a
- * busy process queued (with one in flight, Redis idled while the process woke its threads, ran their
- * tasks and formed the next group). No caller ever waits for a timer: a lone caller runs alone at once,
- * and under load the groups form while the previous calls are in flight. The scripts run the items in
+ * flight at once (default 1; each on its own pooled connection): with 2, while one call is in flight
+ * the next caller leads a new group at once instead of waiting for it. A lone caller runs alone at
+ * once, and under load the groups form while the previous call is in flight. The scripts run the items in
  * line order with the single operations' code, so a group does exactly what the same calls one after the
  * other would (limits, idempotency, leases from the claim time), in one atomic step. Groups in flight at
  * the same time hold callers that are all still waiting (none has its result), so whichever Redis runs
  * first, every caller's operation takes effect atomically between its call and its return, as it would
  * alone (each FCALL is atomic: limits, leases and "never claimed twice" are checked inside it, against
- * whatever the other group did). Per-call costs
+ * whatever the other group did). Measured on one machine, 2 in flight cost Redis CPU (more, smaller
+ * calls) and gained nothing, so the default is 1. Gathering (claim line only, cfg->group_gather_us):
+ * short tasks send a process's worker threads back from a group together, but they wake one after the
+ * other and the first one back would lead a group of only those already there; so when fewer callers
+ * wait than the last group held, the leader waits (bounded by the gather time, on its condition
+ * variable; each arrival that completes the group wakes it) for that many, then sends. A lone caller,
+ * or one after a group of one, never waits. Per-call costs
  * (the round trip and syscalls on both sides, FCALL dispatch, promote, the queue list, empty-stream
  * checks, the sequence numbers, queue-set and index writes and count changes of the enqueues) are paid
  * once per group. enqueue_each runs a group a caller already holds (the server's task creations,

@@ -169,7 +169,7 @@ static const opt OPTS[] = {
      "Redis queue: concurrent enqueues (and worker claims/completions) of a process share one script call"},
     {"queue-group-inflight", "PAKE_QUEUE_GROUP_INFLIGHT", T_INT, O(queue_group_inflight), "1",
      "Redis queue, group commit: most group calls of one kind a process has in flight at once (1..8)"},
-    {"queue-group-gather-us", "PAKE_QUEUE_GROUP_GATHER_US", T_INT, O(queue_group_gather_us), "200",
+    {"queue-group-gather-us", "PAKE_QUEUE_GROUP_GATHER_US", T_INT, O(queue_group_gather_us), "1000",
      "Redis queue: a claim group waits up to this long (us) for the last group's callers (0: never)"},
     {"task-limits", "PAKE_TASK_LIMITS", T_STR, O(task_limits), "",
      "per-type limits shared by all workers, e.g. note.embed=concurrency:4;rate:10/s;burst:20,noop=..."},
