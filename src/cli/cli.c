@@ -134,6 +134,8 @@ static pk_tasks_config tasks_config(const pk_config *c, const char *kind)
                              .hnsw_ef_search = c->vector_hnsw_ef_search,
                              .backend = c->queue_backend,
                              .no_group_commit = !c->queue_group_commit,
+                             .group_inflight = c->queue_group_inflight,
+                             .group_gather_us = c->queue_group_gather_us,
                              .limits = c->task_limits,
                              .kind = kind,
                              .name = c->worker_name};

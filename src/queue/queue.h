@@ -131,6 +131,9 @@ typedef struct pk_queue_type_limit {
     int burst; /* 0 = 1 */
 } pk_queue_type_limit;
 
+/* Default of pk_queue_config.group_inflight. */
+#define PK_QUEUE_GROUP_INFLIGHT 1
+
 /* A lease per task type (the reclaim idle time). */
 typedef struct pk_queue_type_lease {
     const char *type;
@@ -159,6 +162,14 @@ typedef struct pk_queue_config {
      * one script call, and so do its worker threads' concurrent claims and complete_claims (each caller
      * still gets its own result or error); true = one script call per operation. */
     bool no_group_commit;
+    /* Redis backend, group commit: most group calls of one kind (enqueues; claims and complete_claims)
+     * a process has in flight at once, each on its own pooled connection: while one is in flight the
+     * next group forms and is sent. 0 = PK_QUEUE_GROUP_INFLIGHT; 1 = one at a time. */
+    int group_inflight;
+    /* Redis backend, group commit of claims: when fewer callers wait than the last group held (their
+     * tasks were short and they are on their way back), the leader waits up to this many microseconds
+     * for them before sending, so fewer, larger calls carry the same work. 0 = never waits. */
+    int64_t group_gather_us;
 } pk_queue_config;
 
 /* Per (queue, priority) numbers for GET /v1/queues. */

@@ -57,12 +57,24 @@
  *
  * Group commit. Concurrent enqueues of a process, and concurrent claims / complete-and-claims of its
  * worker threads, each queue up in a line (gc_line, one per operation); the first in line takes
- * everyone queued at that moment (up to GROUP_MAX), runs ONE call for all of them (S_ENQUEUE_BATCH;
- * S_SETTLE_CLAIM with one item per caller), stores each caller's own result or error in its item and
- * wakes them and the next in line. No caller ever waits for a timer: a lone caller runs alone at once,
- * and under load the groups form while the previous call is in flight. The scripts run the items in
+ * everyone queued at that moment (up to GROUP_MAX) off the line, runs ONE call for all of them
+ * (S_ENQUEUE_BATCH; S_SETTLE_CLAIM with one item per caller), stores each caller's own result or error
+ * in its item and wakes them and the next in line. Up to cfg->group_inflight groups of one line are in
+ * flight at once (default 1; each on its own pooled connection): with 2, while one call is in flight
+ * the next caller leads a new group at once instead of waiting for it. A lone caller runs alone at
+ * once, and under load the groups form while the previous call is in flight. The scripts run the items in
  * line order with the single operations' code, so a group does exactly what the same calls one after the
- * other would (limits, idempotency, leases from the claim time), in one atomic step. Per-call costs
+ * other would (limits, idempotency, leases from the claim time), in one atomic step. Groups in flight at
+ * the same time hold callers that are all still waiting (none has its result), so whichever Redis runs
+ * first, every caller's operation takes effect atomically between its call and its return, as it would
+ * alone (each FCALL is atomic: limits, leases and "never claimed twice" are checked inside it, against
+ * whatever the other group did). Measured on one machine, 2 in flight cost Redis CPU (more, smaller
+ * calls) and gained nothing, so the default is 1. Gathering (claim line only, cfg->group_gather_us):
+ * short tasks send a process's worker threads back from a group together, but they wake one after the
+ * other and the first one back would lead a group of only those already there; so when fewer callers
+ * wait than the last group held, the leader waits (bounded by the gather time, on its condition
+ * variable; each arrival that completes the group wakes it) for that many, then sends. A lone caller,
+ * or one after a group of one, never waits. Per-call costs
  * (the round trip and syscalls on both sides, FCALL dispatch, promote, the queue list, empty-stream
  * checks, the sequence numbers, queue-set and index writes and count changes of the enqueues) are paid
  * once per group. enqueue_each runs a group a caller already holds (the server's task creations,
@@ -114,6 +126,7 @@
 #include "queue/queue.h"
 #include "queue/queue_redis_workers.h"
 #include "redis/redis.h"
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -134,7 +147,12 @@ typedef struct gc_item {
 } gc_item;
 
 typedef struct gc_line {
-    gc_item *head, *tail;
+    gc_item *head, *tail; /* callers waiting, not yet taken by a leader */
+    int len;              /* how many */
+    int busy;             /* groups of this line in flight */
+    bool gather;          /* the leader waits (q->gather_ns at most) for the last group's size */
+    int last_n;           /* size of the last group that finished */
+    int want;             /* a gathering leader waits for len >= want (0: none gathers) */
 } gc_line;
 
 typedef struct rq_queue {
@@ -147,8 +165,11 @@ typedef struct rq_queue {
     pthread_mutex_t mu;
     redisContext *idle[WAIT_IDLE_CONNS];
     int nidle;
-    bool group;            /* cfg.redis_group_commit */
-    pthread_mutex_t gc_mu; /* the lines below */
+    bool group;        /* cfg.redis_group_commit */
+    int inflight;      /* most groups of one line in flight (cfg.group_inflight) */
+    int64_t gather_ns; /* claim line: the leader's wait for the last group's size (cfg.group_gather_us) */
+    pthread_condattr_t cv_attr; /* CLOCK_MONOTONIC, for the gathering leader's timed wait */
+    pthread_mutex_t gc_mu;      /* the lines below */
     gc_line enq_line, claim_line;
 } rq_queue;
 
@@ -850,45 +871,61 @@ static pk_err *err_copy(const pk_err *e)
     return c;
 }
 
-/* Queues `it` on `line` and waits until it is done (returns false: a leader ran it) or first in line
- * (returns true: the caller leads, gc_take then gc_finish). */
-static bool gc_join(rq_queue *q, gc_line *line, gc_item *it)
+/* Queues `it` on `line` and waits until it is done (returns false: a leader ran it) or first among the
+ * waiting while fewer than q->inflight groups of this line are in flight (returns true: the caller
+ * leads; *batch gets up to GROUP_MAX waiting items, the leader first, taken off the line; *n their
+ * count; then lead, then gc_finish). */
+static bool gc_join(rq_queue *q, gc_line *line, gc_item *it, gc_item **batch, size_t *n)
 {
     it->next = NULL;
     it->done = false;
-    pthread_cond_init(&it->cv, NULL);
+    pthread_cond_init(&it->cv, &q->cv_attr);
     pthread_mutex_lock(&q->gc_mu);
     if (line->tail)
         line->tail->next = it;
     else
         line->head = it;
     line->tail = it;
-    while (!it->done && line->head != it)
+    line->len++;
+    if (line->want && line->len >= line->want) pthread_cond_signal(&line->head->cv); /* a full group */
+    while (!it->done && (line->head != it || line->busy >= q->inflight))
         pthread_cond_wait(&it->cv, &q->gc_mu);
     bool lead = !it->done;
+    if (lead && line->gather && q->gather_ns > 0 && line->len < line->last_n) {
+        /* the callers of the last group are on their way back (their tasks were short): give them
+         * up to gather_ns to join, so the group is as large as the last one */
+        line->want = line->last_n < GROUP_MAX ? line->last_n : GROUP_MAX;
+        int64_t until = pk_mono_ns() + q->gather_ns;
+        struct timespec ts = {.tv_sec = until / 1000000000LL, .tv_nsec = until % 1000000000LL};
+        while (line->len < line->want)
+            if (pthread_cond_timedwait(&it->cv, &q->gc_mu, &ts) == ETIMEDOUT) break;
+        line->want = 0;
+    }
+    if (lead) {
+        size_t k = 0;
+        gc_item *x = line->head;
+        for (; x && k < GROUP_MAX; x = x->next)
+            batch[k++] = x;
+        line->head = x;
+        if (!x) line->tail = NULL;
+        line->len -= (int)k;
+        line->busy++;
+        *n = k;
+        /* more than GROUP_MAX waiting and room for another group: its leader goes at once */
+        if (line->head && line->busy < q->inflight) pthread_cond_signal(&line->head->cv);
+    }
     pthread_mutex_unlock(&q->gc_mu);
     if (!lead) pthread_cond_destroy(&it->cv);
     return lead;
 }
 
-/* The leader's batch: up to GROUP_MAX items from the head of the line (the leader first). They stay in
- * the line (later callers queue behind them) until gc_finish. */
-static size_t gc_take(rq_queue *q, gc_line *line, gc_item **batch)
-{
-    size_t n = 0;
-    pthread_mutex_lock(&q->gc_mu);
-    for (gc_item *it = line->head; it && n < GROUP_MAX; it = it->next)
-        batch[n++] = it;
-    pthread_mutex_unlock(&q->gc_mu);
-    return n;
-}
-
-/* Removes the batch (its results are in place) from the line, wakes its callers and the next leader. */
+/* Marks the batch done (its results are in place), wakes its callers and, as a group slot is free
+ * again, the first waiting caller (the next leader). */
 static void gc_finish(rq_queue *q, gc_line *line, gc_item **batch, size_t n)
 {
     pthread_mutex_lock(&q->gc_mu);
-    line->head = batch[n - 1]->next;
-    if (!line->head) line->tail = NULL;
+    line->busy--;
+    line->last_n = (int)n;
     for (size_t i = 0; i < n; i++) {
         batch[i]->done = true;
         if (i) pthread_cond_signal(&batch[i]->cv);
@@ -900,15 +937,15 @@ static void gc_finish(rq_queue *q, gc_line *line, gc_item **batch, size_t n)
 
 typedef void (*gc_lead_fn)(rq_queue *q, gc_item **batch, size_t n);
 
-/* Runs `it` alone (group commit off), or joins `line` and, when first in line, leads the group. */
+/* Runs `it` alone (group commit off), or joins `line` and, when it leads, runs the group. */
 static void gc_run(rq_queue *q, gc_line *line, gc_item *it, gc_lead_fn lead)
 {
     gc_item *batch[GROUP_MAX];
+    size_t n = 0;
     if (!q->group) {
         batch[0] = it;
         lead(q, batch, 1);
-    } else if (gc_join(q, line, it)) {
-        size_t n = gc_take(q, line, batch);
+    } else if (gc_join(q, line, it, batch, &n)) {
         lead(q, batch, n);
         gc_finish(q, line, batch, n);
     }
@@ -1116,6 +1153,7 @@ static void q_close(pk_queue *base)
         redisFree(q->idle[i]);
     pthread_mutex_destroy(&q->mu);
     pthread_mutex_destroy(&q->gc_mu);
+    pthread_condattr_destroy(&q->cv_attr);
     for (size_t i = 0; i < q->cfg.nleases; i++)
         free((char *)q->leases[i].type);
     free(q->leases);
@@ -1837,6 +1875,11 @@ pk_err *pk_queue_open_redis(const pk_queue_config *cfg, pk_queue **out)
     pthread_mutex_init(&q->mu, NULL);
     pthread_mutex_init(&q->gc_mu, NULL);
     q->group = !cfg->no_group_commit;
+    q->inflight = cfg->group_inflight > 0 ? cfg->group_inflight : PK_QUEUE_GROUP_INFLIGHT;
+    q->gather_ns = cfg->group_gather_us < 0 ? 0 : cfg->group_gather_us * 1000;
+    q->claim_line.gather = true;
+    pthread_condattr_init(&q->cv_attr);
+    pthread_condattr_setclock(&q->cv_attr, CLOCK_MONOTONIC);
     pk_err *e = publish_limits(q);
     q->cfg.limits = NULL; /* borrowed; published above */
     q->cfg.nlimits = 0;

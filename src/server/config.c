@@ -167,6 +167,10 @@ static const opt OPTS[] = {
      "task queue: sqlite (DATA_DIR/queue.db) | redis (Redis Streams at --redis-url; scale-out)"},
     {"queue-group-commit", "PAKE_QUEUE_GROUP_COMMIT", T_BOOL, O(queue_group_commit), "true",
      "Redis queue: concurrent enqueues (and worker claims/completions) of a process share one script call"},
+    {"queue-group-inflight", "PAKE_QUEUE_GROUP_INFLIGHT", T_INT, O(queue_group_inflight), "1",
+     "Redis queue, group commit: most group calls of one kind a process has in flight at once (1..8)"},
+    {"queue-group-gather-us", "PAKE_QUEUE_GROUP_GATHER_US", T_INT, O(queue_group_gather_us), "1000",
+     "Redis queue: a claim group waits up to this long (us) for the last group's callers (0: never)"},
     {"task-limits", "PAKE_TASK_LIMITS", T_STR, O(task_limits), "",
      "per-type limits shared by all workers, e.g. note.embed=concurrency:4;rate:10/s;burst:20,noop=..."},
     {"worker-name", "PAKE_WORKER_NAME", T_STR, O(worker_name), "",
@@ -377,6 +381,10 @@ pk_err *pk_config_parse(pk_config *c, int argc, char **argv, bool *help)
         return pk_err_new("bad_config", 2, "--vector-hnsw-ef-search must be 1..1000");
     if (*c->redis_url && (c->redis_lease_ms < 2 * c->redis_ping_ms || c->redis_ping_ms < 1))
         return pk_err_new("bad_config", 2, "--redis-lease-ms must be at least twice --redis-ping-ms");
+    if (c->queue_group_inflight < 1 || c->queue_group_inflight > 8)
+        return pk_err_new("bad_config", 2, "--queue-group-inflight must be 1..8");
+    if (c->queue_group_gather_us < 0 || c->queue_group_gather_us > 10000)
+        return pk_err_new("bad_config", 2, "--queue-group-gather-us must be 0..10000");
     if (c->ai_timeout_ms < 1) return pk_err_new("bad_config", 2, "--ai-timeout-ms must be positive");
     pk_ai_config ac = {.embed_provider = c->embed_provider,
                        .embed_url = c->embed_url,

@@ -77,6 +77,8 @@ typedef struct pk_config {
     struct pk_webhook_config *webhooks; /* the lists above, parsed and validated (net/webhook.h); owned */
     char *queue_backend;                /* "sqlite" | "redis" (validated) */
     bool queue_group_commit;            /* Redis queue: group commit (pk_queue_config.no_group_commit) */
+    int queue_group_inflight;           /* Redis queue: groups in flight per line (1..8) */
+    int queue_group_gather_us;          /* Redis queue: claim group gather wait (0..10000 us) */
     char *task_limits;                  /* pk_queue_limits_parse grammar (validated) */
     char *worker_name;                  /* registry name of this process; empty = HOST-PID */
     char *fault_store_fail_rate;        /* test builds only */

@@ -804,6 +804,8 @@ static pk_err *open_queues(pk_tasks *t, struct pk_server *s, const pk_tasks_conf
     qc.redis = pk_services_redis_pool(s);
     qc.redis_prefix = s->cfg.redis_prefix;
     qc.no_group_commit = cfg->no_group_commit;
+    qc.group_inflight = cfg->group_inflight;
+    qc.group_gather_us = cfg->group_gather_us;
     if (!qc.redis) return pk_err_new("bad_config", 2, "--queue-backend redis needs --redis-url");
     pk_err *e = pk_queue_open_redis(&qc, &t->q);
     if (e) return e;

@@ -79,6 +79,8 @@ typedef struct pk_tasks_config {
     const char *backend;  /* "sqlite" (NULL) or "redis": the process's Redis pool and --redis-prefix */
     const char *limits;   /* per-type limits, pk_queue_limits_parse grammar (NULL = none) */
     bool no_group_commit; /* Redis backend: one script call per operation (pk_queue_config) */
+    int group_inflight;   /* Redis backend: group calls in flight per kind (pk_queue_config; 0 = default) */
+    int group_gather_us;  /* Redis backend: claim group gather wait (pk_queue_config; 0 = none) */
     const char *kind;     /* "serve" (NULL) or "worker": how the worker registry shows this process */
     const char *name;     /* registry name of this process; NULL or empty = HOST-PID */
 } pk_tasks_config;

@@ -16,7 +16,9 @@
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1663,4 +1665,154 @@ RTEST(group_claims_respect_concurrency_limits_and_give_each_its_own_lease)
         pk_task_free(&c[i].task);
         pk_task_free(&c[i].next);
     }
+}
+
+/* ---- several groups in flight (pk_queue_config.group_inflight) ---- */
+
+static _Atomic int64_t tick_ns; /* a clock that moves 1 ms per reading: limit-deferred tasks come due */
+static int64_t ticking_now(void *ctx)
+{
+    (void)ctx;
+    return atomic_fetch_add(&tick_ns, 1000000) + 1000000;
+}
+static pk_clock ticking = {ticking_now, NULL};
+
+enum { IF_THREADS = 8, IF_TASKS = 240 };
+
+typedef struct if_worker {
+    pk_queue *q;
+    char name[16];
+    char (*got)[37]; /* the tasks this worker ran, in order */
+    int n;
+    atomic_int *ones_running; /* "one" tasks held right now by any worker (limit: concurrency 1) */
+    atomic_int *ones_max;
+    atomic_int *left; /* tasks not yet run */
+    const char *err;  /* first unexpected error code */
+} if_worker;
+
+static void *if_worker_main(void *arg)
+{
+    if_worker *w = arg;
+    pk_task t = {0}, next = {0};
+    while (atomic_load(w->left) > 0 && !w->err) {
+        if (!next.id[0]) {
+            pk_err *e = w->q->ops->claim(w->q, w->name, NULL, 0, &next);
+            if (e) w->err = e->code;
+            pk_err_free(e);
+            if (!next.id[0]) {
+                sched_yield(); /* deferred "one" tasks come due as the clock ticks */
+                continue;
+            }
+        }
+        t = next;
+        next = (pk_task){0};
+        bool one = !strcmp(t.type, "one");
+        if (one) {
+            int now_running = atomic_fetch_add(w->ones_running, 1) + 1;
+            int m = atomic_load(w->ones_max);
+            while (now_running > m && !atomic_compare_exchange_weak(w->ones_max, &m, now_running)) {
+            }
+        }
+        memcpy(w->got[w->n++], t.id, 37);
+        atomic_fetch_sub(w->left, 1);
+        if (one) atomic_fetch_sub(w->ones_running, 1); /* before its completion reaches Redis */
+        char result[64];
+        snprintf(result, sizeof result, "{\"by\":\"%s\"}", w->name);
+        pk_err *e = w->q->ops->complete_claim(w->q, t.id, w->name, result, NULL, 0, &next);
+        if (e && !w->err) w->err = e->code; /* lease_lost here: the task was not this caller's */
+        pk_err_free(e);
+        pk_task_free(&t);
+    }
+    if (next.id[0]) {
+        pk_err_free(w->q->ops->release(w->q, next.id, w->name));
+        pk_task_free(&next);
+    }
+    return NULL;
+}
+
+/* Two "processes" (queue handles, each its own pool) x 4 worker threads: every task runs exactly
+ * once, each completion is accepted as its caller's (its own lease), the result stored is the caller's
+ * own, and type "one" (concurrency 1) never runs twice at once. */
+static void run_workers(int inflight, int64_t gather_us)
+{
+    atomic_store(&tick_ns, 1800000000LL * SEC);
+    pk_redis *r2 = redis_client();
+    char p2[64];
+    snprintf(p2, sizeof p2, "t%di%d:", (int)getpid(), inflight);
+    pk_queue_config c = base_config();
+    c.clock = &ticking;
+    c.default_lease_ms = 3600000; /* no lease expires while the clock ticks */
+    c.redis = rc;
+    c.redis_prefix = p2;
+    c.group_inflight = inflight;
+    c.group_gather_us = gather_us;
+    pk_queue *a, *b;
+    cr_assert_null(pk_queue_open_redis(&c, &a));
+    c.redis = r2;
+    cr_assert_null(pk_queue_open_redis(&c, &b));
+    static char ids[IF_TASKS][37];
+    for (int i = 0; i < IF_TASKS; i++) {
+        pk_task_input in = {.type = i % 5 ? "gc" : "one", .priority = i % 4};
+        cr_assert_null(a->ops->enqueue(a, &in, NULL, NULL, ids[i]));
+    }
+    atomic_int ones_running = 0, ones_max = 0, left = IF_TASKS;
+    if_worker w[IF_THREADS];
+    pthread_t th[IF_THREADS];
+    for (int i = 0; i < IF_THREADS; i++) {
+        w[i] = (if_worker){.q = i % 2 ? b : a,
+                           .got = calloc(IF_TASKS, 37),
+                           .ones_running = &ones_running,
+                           .ones_max = &ones_max,
+                           .left = &left};
+        snprintf(w[i].name, sizeof w[i].name, "w%d", i);
+        pthread_create(&th[i], NULL, if_worker_main, &w[i]);
+    }
+    for (int i = 0; i < IF_THREADS; i++)
+        pthread_join(th[i], NULL);
+    int total = 0;
+    for (int i = 0; i < IF_THREADS; i++) {
+        cr_assert_null(w[i].err, "worker %d: %s", i, w[i].err);
+        total += w[i].n;
+    }
+    cr_assert_eq(total, IF_TASKS, "every task ran exactly once (%d runs)", total);
+    cr_assert_eq(atomic_load(&ones_max), 1, "type one (concurrency 1) never ran twice at once");
+    for (int i = 0; i < IF_TASKS; i++) { /* each id run by exactly one worker, which stored its result */
+        int runs = 0;
+        const char *by = NULL;
+        for (int k = 0; k < IF_THREADS; k++)
+            for (int m = 0; m < w[k].n; m++)
+                if (!strcmp(w[k].got[m], ids[i])) {
+                    runs++;
+                    by = w[k].name;
+                }
+        cr_assert_eq(runs, 1, "task %d ran %d times", i, runs);
+        pk_buf out = PK_BUF_INIT;
+        cr_assert_null(a->ops->get(a, ids[i], &out));
+        cJSON *d = NULL;
+        cr_assert_null(pk_json_parse(out.data, out.len, 32, &d));
+        cr_assert_str_eq(cJSON_GetObjectItem(d, "state")->valuestring, "succeeded");
+        cJSON *res = cJSON_GetObjectItem(d, "result");
+        cr_assert_str_eq(cJSON_GetObjectItem(res, "by")->valuestring, by,
+                         "the result of the worker that ran it");
+        cJSON_Delete(d);
+        pk_buf_free(&out);
+    }
+    for (int i = 0; i < IF_THREADS; i++)
+        free(w[i].got);
+    pk_queue_close(a);
+    pk_queue_close(b);
+    pk_redis_free(r2);
+}
+
+RTEST(two_groups_in_flight_keep_each_callers_result_limits_and_exactly_once)
+{
+    NEED_QUEUE();
+    run_workers(2, 0);
+}
+
+/* The claim group's leader waits for the last group's callers: the same guarantees. */
+RTEST(gathering_claim_groups_keep_each_callers_result_limits_and_exactly_once)
+{
+    NEED_QUEUE();
+    run_workers(1, 2000);
 }
