@@ -348,6 +348,17 @@ int pk_sqlite_exec(pk_sqlite_conn *k, const char *sql)
     return rc != SQLITE_OK ? rc : sqlite3_exec(k->db, sql, NULL, NULL, NULL);
 }
 
+pk_err *pk_sqlite_scalar(pk_sqlite_conn *k, const char *sql, int64_t *out, const char *what)
+{
+    sqlite3_stmt *st;
+    pk_err *e = pk_sqlite_prepare(k, sql, &st);
+    if (e) return e;
+    int rc = pk_sqlite_step(k, st);
+    *out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? NULL : pk_sqlite_err(k, rc, what);
+}
+
 enum { TX_BEGIN, TX_BEGIN_WRITE, TX_COMMIT, TX_ROLLBACK };
 
 /* Runs one of the transaction statements, prepared on first use. Same result codes as sqlite3_exec. */

@@ -54,6 +54,8 @@ pk_err *pk_sqlite_err(pk_sqlite_conn *k, int rc, const char *what);
 /* Process-wide SQLite settings (no allocation statistics); call before any other SQLite use. Idempotent,
  * thread-safe; pk_sqlite_pool_open calls it. */
 void pk_sqlite_global_init(void);
+/* Runs a statement that gives one integer (its first column of the first row) into *out. */
+pk_err *pk_sqlite_scalar(pk_sqlite_conn *k, const char *sql, int64_t *out, const char *what);
 pk_err *pk_sqlite_begin(pk_sqlite_conn *k, bool write);
 pk_err *pk_sqlite_commit(pk_sqlite_conn *k);
 void pk_sqlite_rollback(pk_sqlite_conn *k);

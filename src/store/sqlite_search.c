@@ -141,16 +141,8 @@ static pk_err *put_row(pk_sqlite_search *s, pk_search_index *ix, pk_fts_tok *tok
 /* The newest search_log id in k's snapshot (0 when empty): one seek to the table's last row. */
 static pk_err *log_newest(pk_sqlite_conn *k, int64_t *newest)
 {
-    sqlite3_stmt *st;
-    pk_err *e = pk_sqlite_prepare(k, "SELECT coalesce((SELECT max(id) FROM search_log), 0)", &st);
-    if (e) return e;
-    int rc = pk_sqlite_step(k, st);
-    if (rc == SQLITE_ROW)
-        *newest = sqlite3_column_int64(st, 0);
-    else
-        e = pk_sqlite_err(k, rc, "reading the search log");
-    sqlite3_reset(st);
-    return e;
+    return pk_sqlite_scalar(k, "SELECT coalesce((SELECT max(id) FROM search_log), 0)", newest,
+                            "reading the search log");
 }
 
 /* The newest and oldest search_log ids in k's snapshot (0, 0 when empty). */

@@ -361,13 +361,10 @@ static pk_err *tags_write(pk_sqlite_conn *k, sqlite3_int64 seq, const pk_note_ca
 
 static pk_err *user_version(pk_sqlite_conn *k, int *v)
 {
-    sqlite3_stmt *st;
-    pk_err *e = pk_sqlite_prepare(k, "PRAGMA user_version", &st);
-    if (e) return e;
-    int rc = pk_sqlite_step(k, st);
-    *v = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW ? NULL : pk_sqlite_err(k, rc, "reading the schema version");
+    int64_t x;
+    pk_err *e = pk_sqlite_scalar(k, "PRAGMA user_version", &x, "reading the schema version");
+    *v = (int)x;
+    return e;
 }
 
 static pk_err *migrate_impl(pk_sqlite_conn *k, int *from, int *to)
