@@ -927,14 +927,39 @@ static pk_err *list_impl(pk_sqlite_conn *k, const pk_note_query *q, pk_page *out
  * snapshot). About 1.1 KB per note of the benchmark corpus. */
 enum { STORED_HDR = 7 * sizeof(uint32_t) }; /* title, content, tags (offset, length); card length */
 
-static void stored_row(sqlite3_stmt *st, const char *text[PK_SEARCH_COLS], size_t lens[PK_SEARCH_COLS],
-                       pk_buf *stored)
+/* The row's searchable text (title, content, tags: notes_fts's columns), valid while the row is. */
+static void row_text(sqlite3_stmt *st, const char *text[PK_SEARCH_COLS], size_t lens[PK_SEARCH_COLS])
 {
     static const int col_of[PK_SEARCH_COLS] = {C_TITLE, C_CONTENT, C_TAGS};
     for (int c = 0; c < PK_SEARCH_COLS; c++) {
         text[c] = (const char *)sqlite3_column_text(st, col_of[c]);
         lens[c] = (size_t)sqlite3_column_bytes(st, col_of[c]);
     }
+}
+
+/* Ends a hit's object opened by note_open (or taken from its stored form): its snippet and score. */
+static pk_err *hit_tail(pk_fts_tok *tok, const pk_search_hits *h, const pk_search_hit *hit,
+                        const char *const cols[PK_SEARCH_COLS], const size_t lens[PK_SEARCH_COLS],
+                        pk_buf *snip, pk_buf *out)
+{
+    pk_buf_reset(snip);
+    pk_err *e = pk_search_snippet(tok, h, hit, cols, lens, "<mark>", "</mark>", "...", 24, snip);
+    if (e) return e;
+    pk_buf_append(out, ",\"snippet\":\"", 12);
+    pk_json_escape(out, snip->data ? snip->data : "", snip->len);
+    pk_buf_append(out, "\",\"score\":", 10);
+    pk_jw w;
+    pk_jw_init(&w, out);
+    w.after_key = true; /* the value of "score" */
+    pk_jw_num(&w, hit->score);
+    pk_buf_putc(out, '}');
+    return NULL;
+}
+
+static void stored_row(sqlite3_stmt *st, const char *text[PK_SEARCH_COLS], size_t lens[PK_SEARCH_COLS],
+                       pk_buf *stored)
+{
+    row_text(st, text, lens);
     uint32_t hdr[7] = {0};
     pk_buf_append(stored, hdr, sizeof hdr);
     size_t spans[PK_SEARCH_COLS][2];
@@ -978,20 +1003,15 @@ static pk_err *emit_stored(void *ctx, const pk_search_hits *h, const pk_search_h
         cols[c] = base + hdr[2 * c];
         lens[c] = hdr[2 * c + 1];
     }
-    pk_buf_reset(o->snip);
-    pk_err *e = pk_search_snippet(o->tok, h, hit, cols, lens, "<mark>", "</mark>", "...", 24, o->snip);
-    if (e) return e;
-    pk_buf *b = o->items;
-    if (o->count++) pk_buf_putc(b, ',');
-    pk_buf_append(b, base + STORED_HDR, hdr[6]);
-    pk_buf_append(b, ",\"snippet\":\"", 12);
-    pk_json_escape(b, o->snip->data ? o->snip->data : "", o->snip->len);
-    pk_buf_append(b, "\",\"score\":", 10);
-    pk_jw w;
-    pk_jw_init(&w, b);
-    w.after_key = true; /* the value of "score" */
-    pk_jw_num(&w, hit->score);
-    pk_buf_putc(b, '}');
+    size_t mark = o->items->len;
+    if (o->count) pk_buf_putc(o->items, ',');
+    pk_buf_append(o->items, base + STORED_HDR, hdr[6]);
+    pk_err *e = hit_tail(o->tok, h, hit, cols, lens, o->snip, o->items);
+    if (e) {
+        o->items->len = mark; /* the page is dropped anyway; keep it well formed */
+        return e;
+    }
+    o->count++;
     return NULL;
 }
 
@@ -1011,16 +1031,15 @@ static bool has_filters(const pk_note_query *q)
 enum { FETCH_BATCH = 24 };
 
 /* "SELECT <cols> FROM notes n WHERE 1 <the query's filters> AND n.seq IN (..FETCH_BATCH params..)";
- * *first = the index of the first IN parameter, *filtered = the query has filters. */
+ * *first = the index of the first IN parameter. */
 static pk_err *fetch_stmt(pk_sqlite_conn *k, const pk_note_query *q, const char *cols, sqlite3_stmt **st,
-                          int *first, bool *filtered)
+                          int *first)
 {
     qb b = {0};
     qb_sql(&b, "SELECT ");
     qb_sql(&b, cols);
     qb_sql(&b, " FROM notes n WHERE 1");
     filters(&b, q, "n");
-    *filtered = b.n > 0;
     qb_sql(&b, " AND n.seq IN (");
     *first = b.n + 1;
     for (int i = 0; i < FETCH_BATCH; i++) {
@@ -1042,19 +1061,8 @@ static pk_err *render_hit(pk_fts_tok *tok, const pk_search_hits *h, const pk_sea
     note_open(&w, st);
     const char *cols[PK_SEARCH_COLS];
     size_t lens[PK_SEARCH_COLS];
-    static const int col_of[PK_SEARCH_COLS] = {C_TITLE, C_CONTENT, C_TAGS};
-    for (int c = 0; c < PK_SEARCH_COLS; c++) {
-        cols[c] = (const char *)sqlite3_column_text(st, col_of[c]);
-        lens[c] = (size_t)sqlite3_column_bytes(st, col_of[c]);
-    }
-    pk_buf_reset(snip);
-    pk_err *e = pk_search_snippet(tok, h, hit, cols, lens, "<mark>", "</mark>", "...", 24, snip);
-    pk_jw_key_plain(&w, "snippet", 7);
-    pk_jw_strn(&w, snip->data ? snip->data : "", snip->len);
-    pk_jw_key_plain(&w, "score", 5);
-    pk_jw_num(&w, hit->score);
-    pk_jw_obj_close(&w);
-    return e;
+    row_text(st, cols, lens);
+    return hit_tail(tok, h, hit, cols, lens, snip, out);
 }
 
 /* Relevance pages from the in-memory index: hits in rank order, read back (with the query's filters)
@@ -1077,10 +1085,10 @@ static pk_err *search_indexed(sq_store *s, pk_sqlite_conn *k, const pk_note_quer
     pk_buf_reserve(&items, (size_t)limit * 1536); /* a page's notes, most of them: few regrowths */
     pk_buf_putc(&items, '[');
     pk_search_hits h;
-    bool ok = false, paged = false, more = false;
+    bool ok = false, paged = false, more = false, filtered = has_filters(q);
     size_t count = 0, passed = 0, next = 0;
     if (!(e = pk_sqlite_begin(k, false))) {
-        if (!has_filters(q)) { /* every hit is in the page's range: straight from the stored notes */
+        if (!filtered) { /* every hit is in the page's range: straight from the stored notes */
             page_out po = {&tok, &items, &snip, 0};
             paged = pk_sqlite_search_page(s->search, k, &tok, t, nt, (size_t)offset, (size_t)limit,
                                           emit_stored, &po, &more, &e);
@@ -1090,8 +1098,7 @@ static pk_err *search_indexed(sq_store *s, pk_sqlite_conn *k, const pk_note_quer
     }
     sqlite3_stmt *st = NULL;
     int first = 0;
-    bool filtered = false;
-    if (ok && !e) e = fetch_stmt(k, q, NOTE_COLS("n"), &st, &first, &filtered);
+    if (ok && !e) e = fetch_stmt(k, q, NOTE_COLS("n"), &st, &first);
     size_t want = (size_t)offset + (size_t)limit; /* passing hits needed */
     bool present[FETCH_BATCH], rendered[FETCH_BATCH];
     for (int j = 0; j < FETCH_BATCH; j++)
@@ -1108,8 +1115,7 @@ static pk_err *search_indexed(sq_store *s, pk_sqlite_conn *k, const pk_note_quer
             /* only whether one more passes: read seqs, render nothing */
             sqlite3_stmt *ex = NULL;
             int xfirst = 0;
-            bool xf;
-            if ((e = fetch_stmt(k, q, "n.seq", &ex, &xfirst, &xf))) break;
+            if ((e = fetch_stmt(k, q, "n.seq", &ex, &xfirst))) break;
             for (; !more && !e && next < h.n; next += nb) {
                 nb = h.n - next < FETCH_BATCH ? h.n - next : FETCH_BATCH;
                 if (next + nb > h.sorted)
