@@ -25,7 +25,7 @@
 
 struct pk_sqlite_search {
     pk_sqlite_pool *pool;
-    const pk_sqlite_search_rows *rows; /* stored notes, or NULL */
+    const pk_sqlite_search_rows *rows; /* how notes are read: the store's (stored notes) or TEXT_ROWS */
     char *build_sql, *apply_sql;
     pk_fts_tokenizer *tk;
     pthread_rwlock_t rw;
@@ -61,16 +61,15 @@ pk_err *pk_sqlite_search_open(pk_sqlite_pool *pool, const pk_sqlite_search_rows 
         return e;
     }
     s->pool = pool;
-    s->rows = rows;
-    const pk_sqlite_search_rows *r = rows ? rows : &TEXT_ROWS;
+    s->rows = rows ? rows : &TEXT_ROWS;
     pk_buf b = PK_BUF_INIT;
-    pk_buf_printf(&b, "SELECT %s FROM notes n", r->cols);
+    pk_buf_printf(&b, "SELECT %s FROM notes n", s->rows->cols);
     s->build_sql = pk_buf_steal(&b, NULL);
     /* deleted notes: a row of NULLs (n.seq first) and the log's seq last */
     pk_buf_printf(&b,
                   "SELECT %s, l.seq FROM (SELECT DISTINCT seq FROM search_log WHERE id > ?1 AND id <= ?2) l"
                   " LEFT JOIN notes n ON n.seq = l.seq",
-                  r->cols);
+                  s->rows->cols);
     s->apply_sql = pk_buf_steal(&b, NULL);
     pthread_rwlock_init(&s->rw, NULL);
     pthread_mutex_init(&s->mu, NULL);
@@ -127,14 +126,14 @@ static bool stopping(pk_sqlite_search *s)
 static pk_err *put_row(pk_sqlite_search *s, pk_search_index *ix, pk_fts_tok *tok, sqlite3_stmt *st,
                        pk_buf *stored)
 {
-    const pk_sqlite_search_rows *r = s->rows ? s->rows : &TEXT_ROWS;
     const char *text[PK_SEARCH_COLS];
     size_t lens[PK_SEARCH_COLS];
     pk_buf_reset(stored);
-    r->row(st, text, lens, stored);
+    s->rows->row(st, text, lens, stored);
     int64_t seq = sqlite3_column_int64(st, 0);
     pk_err *e = pk_search_index_put(ix, tok, seq, text, lens);
-    if (!e && s->rows) pk_search_index_store(ix, seq, stored->data ? stored->data : "", stored->len);
+    if (!e && s->rows != &TEXT_ROWS)
+        pk_search_index_store(ix, seq, stored->data ? stored->data : "", stored->len);
     return e;
 }
 
@@ -281,7 +280,7 @@ static pk_err *apply(pk_sqlite_search *s, pk_sqlite_conn *k, int64_t upto)
     }
     sqlite3_bind_int64(st, 1, from);
     sqlite3_bind_int64(st, 2, upto);
-    int rc, ncols = (s->rows ? s->rows : &TEXT_ROWS)->ncols;
+    int rc, ncols = s->rows->ncols;
     pk_buf stored = PK_BUF_INIT;
     pthread_rwlock_wrlock(&s->rw);
     while (!e && (rc = pk_sqlite_step(k, st)) == SQLITE_ROW) {
@@ -407,7 +406,7 @@ bool pk_sqlite_search_page(pk_sqlite_search *s, pk_sqlite_conn *k, pk_fts_tok *t
                            pk_sqlite_search_emit emit, void *ctx, bool *more, pk_err **err)
 {
     *more = false;
-    if (!s->rows) {
+    if (s->rows == &TEXT_ROWS) { /* no stored notes */
         *err = NULL;
         return false;
     }
